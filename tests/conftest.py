@@ -1,0 +1,23 @@
+"""Shared test fixtures: paths to the real sample data beside the project."""
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SAMPLE = SHARED / "data" / "totalseg_example"
+TABLES = SHARED / "data" / "label_tables"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The real TotalSegmentator sample (CT, label map, DICOM series)."""
+    assert SAMPLE.is_dir(), f"real sample data missing: {SAMPLE}"
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tables_dir() -> Path:
+    """Real label-table files (ITK-SNAP, TotalSegmentator JSON)."""
+    assert TABLES.is_dir(), f"real label tables missing: {TABLES}"
+    return TABLES

@@ -1,0 +1,368 @@
+"""Tests for viz3d.labels: built-in tables, the three file formats, errors, default colours."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import numpy as np
+import pytest
+
+from viz3d.errors import Viz3dError
+from viz3d.labels import (
+    BUILTIN_TABLES,
+    LabelTable,
+    builtin_table,
+    default_color,
+    load_label_table,
+)
+
+ITKSNAP_REAL = "ctspinopelvic1k_v4_itksnap.txt"
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _luma(rgb):
+    """Rec. 709 luma of RGB in 0..1 (the same weights a greyscale conversion uses)."""
+    r, g, b = rgb
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _lab(rgb):
+    """sRGB (0..1, shape (..., 3)) -> CIELAB (D65); written out here, independent of viz3d."""
+    c = np.asarray(rgb, dtype=float)
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    d = 6 / 29
+    f = np.where(xyz > d**3, np.cbrt(xyz), xyz / (3 * d**2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def _assert_error(path_or_spec, *fragments):
+    """load_label_table must raise Viz3dError, one line, containing every fragment."""
+    with pytest.raises(Viz3dError) as info:
+        load_label_table(path_or_spec)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+# ------------------------------------------------------------------ LabelTable
+
+
+def test_label_table_fallbacks():
+    table = LabelTable("t", {1: "L1"}, {1: (0.1, 0.2, 0.3)})
+    assert table.name_of(1) == "L1"
+    assert table.name_of(42) == "label_42"
+    assert table.name_of(np.int16(1)) == "L1"  # numpy integers from a label map work
+    assert table.color_of(1) == (0.1, 0.2, 0.3)
+    assert table.color_of(42) == default_color(42)
+
+
+# ------------------------------------------------------------------ built-ins
+
+
+def test_builtin_names_are_listed():
+    assert BUILTIN_TABLES == ("spinopelvic10", "totalsegmentator")
+    for name in BUILTIN_TABLES:
+        assert builtin_table(name).name == name
+        assert load_label_table(name).name == name
+
+
+def test_default_is_spinopelvic10():
+    table = load_label_table(None)
+    assert table.name == "spinopelvic10"
+    expected = {0: "background", 1: "L1", 2: "L2", 3: "L3", 4: "L4", 5: "L5", 6: "L6",
+                7: "sacrum", 8: "left_hip", 9: "right_hip"}
+    assert table.names == expected
+    assert set(table.colors) == set(range(1, 10))
+    assert table.name_of(10) == "label_10"
+
+
+def test_spinopelvic10_colours_distinct_and_readable():
+    table = builtin_table("spinopelvic10")
+    colors = np.array([table.color_of(v) for v in range(1, 10)])
+    assert ((colors >= 0) & (colors <= 1)).all()
+    assert all(_luma(c) > 0.25 for c in colors)
+    lab = _lab(colors)
+    # Every pair of the nine classes clearly different: CIELAB Delta-E 76 > 30 (a
+    # just-noticeable difference is about 2.3; > 30 reads as a different colour).
+    for i, j in itertools.combinations(range(9), 2):
+        assert np.linalg.norm(lab[i] - lab[j]) > 30, (i + 1, j + 1)
+    # Neighbouring vertebrae (L1..L6) differ strongly in RGB too.
+    for v in range(1, 6):
+        assert np.linalg.norm(colors[v - 1] - colors[v]) > 0.4, (v, v + 1)
+
+
+def test_totalsegmentator_matches_shipped_json(tables_dir):
+    table = builtin_table("totalsegmentator")
+    # The package's copy must agree with the real TotalSegmentator table beside the project.
+    real = json.loads((tables_dir / "totalsegmentator_total.json").read_text())
+    assert len(real) == 117
+    for key, name in real.items():
+        assert table.name_of(int(key)) == name
+    assert table.name_of(1) == "spleen"
+    assert table.name_of(0) == "background"
+    assert table.colors == {}  # no colours in the source: all fall back to default_color
+    assert table.color_of(27) == default_color(27)
+
+
+def test_builtin_case_insensitive_and_unknown():
+    assert builtin_table("SpinoPelvic10").name == "spinopelvic10"
+    with pytest.raises(Viz3dError) as info:
+        builtin_table("verse")
+    assert "verse" in str(info.value)
+    for name in BUILTIN_TABLES:
+        assert name in str(info.value)
+
+
+# ------------------------------------------------------------------ ITK-SNAP
+
+
+def _real_itksnap_entries(path):
+    """Parse the real file with an independent regex: value -> (name, (r, g, b))."""
+    pattern = re.compile(r'^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+\d+\s+\d+\s+"([^"]*)"\s*$')
+    entries = {}
+    for line in path.read_text().splitlines():
+        m = pattern.match(line)
+        if m:
+            entries[int(m[1])] = (m[5], (int(m[2]), int(m[3]), int(m[4])))
+    return entries
+
+
+def test_itksnap_real_file(tables_dir):
+    path = tables_dir / ITKSNAP_REAL
+    table = load_label_table(path)
+    assert table.name == ITKSNAP_REAL
+    entries = _real_itksnap_entries(path)
+    assert len(entries) > 10
+    assert set(table.names) == set(entries)
+    for value, (name, rgb) in entries.items():
+        assert table.name_of(value) == name
+        assert table.color_of(value) == pytest.approx(tuple(c / 255 for c in rgb))
+    # Spot-check a few real entries by value, including background 0.
+    for value in (0, 1, max(entries)):
+        assert table.name_of(value) == entries[value][0]
+    assert 0 in table.names  # "Clear Label" is kept; the caller skips 0 when meshing
+    lumbar = [v for v, (name, _) in entries.items() if name == "L1"]
+    assert lumbar and table.name_of(lumbar[0]) == "L1"
+
+
+def test_itksnap_written(tmp_path):
+    path = _write(tmp_path, "labels.txt", (
+        "################################################\n"
+        "# ITK-SnAP Label Description File\n"
+        "# IDX -R- -G- -B- -A-- VIS MSH  LABEL\n"
+        "################################################\n"
+        '    0    0    0    0  0.00  0  0    "Clear Label"\n'
+        "\n"
+        '    1  255    0    0  1.00  1  1    "L1"\n'
+        '   12    0  128  255  0.50  1  0    "left hip bone"\n'
+    ))
+    table = load_label_table(path)
+    assert table.name == "labels.txt"
+    assert table.names == {0: "Clear Label", 1: "L1", 12: "left hip bone"}
+    assert table.color_of(1) == (1.0, 0.0, 0.0)
+    assert table.color_of(12) == pytest.approx((0.0, 128 / 255, 1.0))
+    assert table.name_of(2) == "label_2"
+    assert table.color_of(2) == default_color(2)
+
+
+def test_itksnap_detected_by_content_not_suffix(tmp_path):
+    path = _write(tmp_path, "scheme.ctbl", '1 10 20 30 1 1 1 "L1"\n')
+    assert load_label_table(path).names == {1: "L1"}
+    path = _write(tmp_path, "scheme.json", '1 10 20 30 1 1 1 "L1"\n')
+    assert load_label_table(path).names == {1: "L1"}
+
+
+# ------------------------------------------------------------------ Slicer
+
+
+def test_slicer_colour_table(tmp_path):
+    path = _write(tmp_path, "GenericColors.ctbl", (
+        "# Color table file /tmp/GenericColors.ctbl\n"
+        "# 3 values\n"
+        "0 background 0 0 0 0\n"
+        "1 L1 128 174 128 255\n"
+        "\n"
+        "7 sacrum 241 214 145 255\n"
+    ))
+    table = load_label_table(path)
+    assert table.name == "GenericColors.ctbl"
+    assert table.names == {0: "background", 1: "L1", 7: "sacrum"}
+    assert table.color_of(1) == pytest.approx((128 / 255, 174 / 255, 128 / 255))
+    assert table.color_of(7) == pytest.approx((241 / 255, 214 / 255, 145 / 255))
+    assert table.name_of(3) == "label_3"
+
+
+def test_slicer_txt_suffix(tmp_path):
+    path = _write(tmp_path, "colors.txt", "5 L5 0 255 0 255\n")
+    table = load_label_table(str(path))
+    assert table.names == {5: "L5"}
+    assert table.color_of(5) == (0.0, 1.0, 0.0)
+
+
+# ------------------------------------------------------------------ JSON
+
+
+def test_json_names_only(tmp_path):
+    path = _write(tmp_path, "t.json", json.dumps({"1": "L1", "2": "L2", "20": "sacrum"}))
+    table = load_label_table(path)
+    assert table.name == "t.json"
+    assert table.names == {1: "L1", 2: "L2", 20: "sacrum"}
+    assert table.colors == {}
+    assert table.color_of(2) == default_color(2)
+    assert table.name_of(3) == "label_3"
+
+
+def test_json_objects_with_255_colours(tmp_path):
+    data = {"1": {"name": "L1", "color": [255, 0, 0]}, "2": {"name": "L2", "color": [1, 1, 0]},
+            "3": {"name": "L3"}}
+    table = load_label_table(_write(tmp_path, "t.json", json.dumps(data)))
+    assert table.names == {1: "L1", 2: "L2", 3: "L3"}
+    assert table.color_of(1) == (1.0, 0.0, 0.0)
+    # The file is 0..255 (a value > 1 exists), so [1, 1, 0] is nearly black, not yellow.
+    assert table.color_of(2) == pytest.approx((1 / 255, 1 / 255, 0.0))
+    assert 3 not in table.colors and table.color_of(3) == default_color(3)
+
+
+def test_json_objects_with_unit_colours(tmp_path):
+    data = {"4": {"name": "L4", "color": [0.5, 0.25, 1.0]}, "5": {"name": "L5", "color": [1, 0, 0]}}
+    table = load_label_table(_write(tmp_path, "t.json", json.dumps(data)))
+    assert table.color_of(4) == (0.5, 0.25, 1.0)
+    assert table.color_of(5) == (1.0, 0.0, 0.0)
+
+
+def test_json_detected_by_content(tmp_path):
+    path = _write(tmp_path, "table.txt", '\n  {"3": "L3"}\n')
+    assert load_label_table(path).names == {3: "L3"}
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_error_unknown_builtin_lists_builtins():
+    _assert_error("spinopelvic", "spinopelvic", *BUILTIN_TABLES)
+
+
+def test_error_missing_file(tmp_path):
+    path = tmp_path / "nope.json"
+    _assert_error(path, "nope.json")
+
+
+def test_error_folder(tmp_path):
+    _assert_error(tmp_path, str(tmp_path), "folder")
+
+
+@pytest.mark.parametrize("text", ["", "   \n\n", "# only a comment\n\n# another\n"])
+def test_error_empty_file(tmp_path, text):
+    path = _write(tmp_path, "empty.txt", text)
+    _assert_error(path, "empty.txt")
+
+
+def test_error_binary_file(tmp_path):
+    path = tmp_path / "label.nii"
+    path.write_bytes(b"\x5c\x01\x00\x00" + bytes(100))
+    _assert_error(path, "label.nii")
+
+
+ITK_HEAD = '0 0 0 0 0 0 0 "Clear Label"\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fragments"),
+    [
+        # ITK-SNAP
+        ("itk_malformed.txt", ITK_HEAD + '1 255 0 0 1 1 "L1"\n', ["line 2", "malformed"]),
+        ("itk_noint.txt", ITK_HEAD + '1.5 255 0 0 1 1 1 "L1"\n', ["line 2", "1.5", "integer"]),
+        ("itk_word.txt", ITK_HEAD + 'one 255 0 0 1 1 1 "L1"\n', ["line 2", "integer"]),
+        ("itk_negative.txt", ITK_HEAD + '-3 255 0 0 1 1 1 "L1"\n', ["line 2", "-3", "negative"]),
+        ("itk_colour.txt", ITK_HEAD + '1 256 0 0 1 1 1 "L1"\n', ["line 2", "256", "range"]),
+        ("itk_colour_neg.txt", ITK_HEAD + '1 0 -1 0 1 1 1 "L1"\n', ["line 2", "range"]),
+        ("itk_colour_nan.txt", ITK_HEAD + '1 0 red 0 1 1 1 "L1"\n', ["line 2", "red"]),
+        ("itk_alpha.txt", ITK_HEAD + '1 0 0 0 2.5 1 1 "L1"\n', ["line 2", "alpha", "range"]),
+        ("itk_dup.txt", ITK_HEAD + '1 1 1 1 1 1 1 "L1"\n# c\n1 2 2 2 1 1 1 "L1b"\n',
+         ["line 4", "duplicate", "line 2"]),
+        ("itk_mixed.txt", ITK_HEAD + "1 L1 255 0 0 255\n", ["line 2", "malformed"]),
+        # Slicer
+        ("sl_short.ctbl", "1 L1 255 0 0 255\n2 L2 255 0\n", ["line 2", "malformed"]),
+        ("sl_noint.ctbl", "x L1 255 0 0 255\n", ["line 1", "integer"]),
+        ("sl_negative.ctbl", "-1 L1 255 0 0 255\n", ["line 1", "negative"]),
+        ("sl_colour.ctbl", "# head\n1 L1 255 300 0 255\n", ["line 2", "300", "range"]),
+        ("sl_alpha.ctbl", "1 L1 255 0 0 999\n", ["line 1", "alpha"]),
+        ("sl_dup.ctbl", "1 L1 255 0 0 255\n2 L2 0 0 255 255\n1 L1 0 255 0 255\n",
+         ["line 3", "duplicate", "line 1"]),
+        # JSON
+        ("js_syntax.json", '{\n"1": "L1",\n"2" "L2"\n}', ["line 3", "JSON"]),
+        ("js_list.json", '["L1", "L2"]', ["object"]),
+        ("js_empty.json", "{}", ["no entries"]),
+        ("js_noint.json", '{"L1": "first lumbar"}', ["'L1'", "integer"]),
+        ("js_float.json", '{"1.5": "L1"}', ["1.5", "integer"]),
+        ("js_negative.json", '{"-2": "L1"}', ["negative"]),
+        ("js_dup.json", '{"1": "L1", "1": "L1 again"}', ["duplicate", "'1'"]),
+        ("js_dup_norm.json", '{"1": "L1", "01": "L1 again"}', ["duplicate"]),
+        ("js_colour.json", '{"1": {"name": "L1", "color": [300, 0, 0]}}', ["range"]),
+        ("js_colour_neg.json", '{"1": {"name": "L1", "color": [-0.1, 0, 0]}}', ["range"]),
+        ("js_colour_len.json", '{"1": {"name": "L1", "color": [1, 0]}}', ["colour"]),
+        ("js_colour_str.json", '{"1": {"name": "L1", "color": "red"}}', ["colour"]),
+        ("js_noname.json", '{"1": {"color": [1, 0, 0]}}', ["name"]),
+        ("js_badentry.json", '{"1": 5}', ["'1'"]),
+        ("js_emptyname.json", '{"1": "  "}', ["empty"]),
+    ],
+)
+def test_error_malformed(tmp_path, name, text, fragments):
+    path = _write(tmp_path, name, text)
+    _assert_error(path, name, *fragments)
+
+
+# ------------------------------------------------------------------ default colours
+
+
+def test_default_color_deterministic_and_in_range():
+    for v in (1, 2, 117, 255, 1000, 65535):
+        c = default_color(v)
+        assert c == default_color(v)
+        assert len(c) == 3 and all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in c)
+    with pytest.raises(Viz3dError):
+        default_color(-1)
+
+
+def test_default_color_consecutive_values_distinct():
+    colors = np.array([default_color(v) for v in range(1, 61)])
+    # Threshold 0.25 (RGB 0..1, Euclidean): one channel moving by 64/255, about a seventh
+    # of the cube diagonal -- obvious side by side on a rendered surface.
+    rgb_step = np.linalg.norm(np.diff(colors, axis=0), axis=1)
+    assert rgb_step.min() > 0.25, rgb_step.argmin() + 1
+    # The same in a perceptual space: CIELAB Delta-E 76 > 40 between neighbours (about 17x
+    # the just-noticeable difference), so e.g. TotalSegmentator L1..L5 never look alike.
+    lab_step = np.linalg.norm(np.diff(_lab(colors), axis=0), axis=1)
+    assert lab_step.min() > 40, lab_step.argmin() + 1
+
+
+def test_default_color_small_sets_all_distinct():
+    # A typical scan has a dozen or two classes: the first 20 must all differ from each
+    # other, not just from their neighbours (Delta-E 76 > 10 is unmistakable side by side).
+    lab = _lab([default_color(v) for v in range(1, 21)])
+    for i, j in itertools.combinations(range(20), 2):
+        assert np.linalg.norm(lab[i] - lab[j]) > 10, (i + 1, j + 1)
+
+
+def test_default_color_readable_over_ct():
+    values = list(range(1, 61)) + [117, 255, 256, 1000, 4095, 65534, 65535]
+    for v in values:
+        c = np.array(default_color(v))
+        # Not too dark against air / soft tissue in the CT slices.
+        assert _luma(c) > 0.25, v
+        # Not grey (would vanish in the CT) and not near-white (would look like bone).
+        assert c.max() - c.min() > 0.3, v
+        assert c.min() < 0.8, v

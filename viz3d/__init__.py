@@ -1,0 +1,41 @@
+"""viz3d: a CT and its segmentation in 3-D — per-label and bone surfaces in RAS millimetres,
+a PyVista scene with orthogonal CT slices and live window/level, screenshots and STL files.
+
+The public API, in the order the data flows::
+
+    ct = viz3d.load_ct("ct.nii.gz")                  # Volume: array + voxel->RAS affine
+    label = viz3d.load_label("label.nii.gz")
+    meshes = viz3d.build_meshes(ct, label, table="spinopelvic10")
+    viz3d.export_meshes(meshes, "out/")               # binary STL per mesh + manifest.json
+    scene = viz3d.build_scene(meshes, ct, off_screen=True)
+    viz3d.screenshot(scene, "scene.png")
+"""
+from .api import Viz3dWarning, alignment_warnings, build_meshes, label_statistics
+from .errors import Viz3dError
+from .export import export_meshes
+from .meshing import Mesh, bone_mesh, label_meshes
+from .volume import Volume, load_ct, load_label
+
+__version__ = "0.1.0"
+
+
+def build_scene(*args, **kwargs):
+    """Build the PyVista scene (see `viz3d.scene.build_scene`); imports PyVista on first use."""
+    from .render import configure_offscreen
+    from .scene import build_scene as _build_scene
+
+    configure_offscreen()
+    return _build_scene(*args, **kwargs)
+
+
+def screenshot(scene, out_path, **kwargs):
+    """Render a scene offscreen to a PNG, atomically (see `viz3d.render.screenshot`)."""
+    from .render import screenshot as _screenshot
+
+    return _screenshot(scene, out_path, **kwargs)
+
+
+__all__ = [
+    "Mesh", "Viz3dError", "Viz3dWarning", "Volume", "alignment_warnings", "bone_mesh", "build_meshes",
+    "build_scene", "export_meshes", "label_meshes", "label_statistics", "load_ct", "load_label", "screenshot",
+]

@@ -1,0 +1,195 @@
+"""The `Volume` type (array + voxel-to-RAS affine) and NIfTI loading with validation."""
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Viz3dError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+AIR_HU = -1024
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D image on a grid placed in the patient's RAS frame.
+
+    ``array[i, j, k]`` is the value at voxel index ``(i, j, k)``; ``affine`` maps
+    ``(i, j, k, 1)`` to RAS millimetres (x towards the patient's right, y anterior, z superior).
+    The affine may be flipped, anisotropic or oblique; nothing here assumes otherwise.
+
+    >>> import numpy as np
+    >>> v = Volume(np.zeros((4, 5, 6), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))
+    >>> v.voxel_sizes
+    (2.0, 2.0, 3.0)
+    >>> v.axcodes
+    ('R', 'A', 'S')
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    source: str = ""
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.array.ndim != 3:
+            raise Viz3dError(f"{self.source or 'volume'}: expected a 3-D image, got {self.array.ndim}-D")
+        affine = np.asarray(self.affine, dtype=float)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise Viz3dError(f"{self.source or 'volume'}: affine must be a finite 4x4 matrix")
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise Viz3dError(f"{self.source or 'volume'}: affine is singular (zero voxel size)")
+        object.__setattr__(self, "affine", affine)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Number of voxels along the three array axes."""
+        return tuple(int(n) for n in self.array.shape)
+
+    @property
+    def voxel_sizes(self) -> tuple[float, float, float]:
+        """Voxel edge lengths in mm (column norms of the affine)."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """Volume of one voxel in cubic millimetres."""
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        """Orientation codes of the array axes, e.g. ``('L', 'A', 'S')`` (nibabel's convention)."""
+        import nibabel as nib
+
+        return tuple(nib.aff2axcodes(self.affine))
+
+    def world_bounds(self) -> np.ndarray:
+        """Axis-aligned RAS bounding box of the voxel grid (voxel corners): ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``."""
+        corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in self.shape], indexing="ij")).reshape(3, -1)
+        world = self.affine[:3, :3] @ corners + self.affine[:3, 3:4]
+        return np.stack([world.min(axis=1), world.max(axis=1)])
+
+    def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
+        """True when both volumes have the same shape and (to ``atol`` mm) the same affine."""
+        return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise Viz3dError(f"{path}: no such file or folder")
+    if path.is_dir():
+        raise Viz3dError(f"{path}: is a folder, expected a NIfTI file (.nii or .nii.gz)")
+    if path.stat().st_size == 0:
+        raise Viz3dError(f"{path}: file is empty")
+
+
+def _read_nifti(path: Path):
+    """Open a NIfTI file with nibabel and read its data, turning every failure into Viz3dError."""
+    import nibabel as nib
+
+    _check_file(path)
+    name = path.name.lower()
+    if not name.endswith(NIFTI_SUFFIXES):
+        raise Viz3dError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for corrupt headers
+        raise Viz3dError(f"{path}: not a readable NIfTI file ({_reason(exc)})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise Viz3dError(f"{path}: not a NIfTI image")
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    elif len(shape) > 3 and all(n == 1 for n in shape[3:]):
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise Viz3dError(f"{path}: expected a 3-D image, got shape {tuple(img.shape)}")
+    if min(shape) < 1:
+        raise Viz3dError(f"{path}: image has an empty dimension, shape {tuple(img.shape)}")
+    _check_data_size(path, img)
+    try:
+        array = np.asanyarray(img.dataobj).reshape(shape)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise Viz3dError(f"{path}: truncated or corrupt image data ({_reason(exc)})") from None
+    affine = img.affine
+    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise Viz3dError(f"{path}: header has no usable voxel-to-world affine (qform/sform)")
+    meta = {"path": str(path), "header_dtype": str(img.get_data_dtype())}
+    return np.asarray(array), np.asarray(affine, dtype=float), meta
+
+
+def _check_data_size(path: Path, img) -> None:
+    """Refuse headers that promise more data than an uncompressed file holds, before allocating."""
+    header = img.header
+    expected = int(np.prod(img.shape, dtype=np.int64)) * header.get_data_dtype().itemsize
+    if not str(path).lower().endswith(".gz"):
+        offset = int(header.get_data_offset())
+        available = path.stat().st_size - offset
+        if available < expected:
+            raise Viz3dError(
+                f"{path}: header says {tuple(img.shape)} voxels of {header.get_data_dtype()} "
+                f"({expected} bytes) but the file holds only {max(available, 0)} bytes of data"
+            )
+    # For .nii.gz the uncompressed size is checked while reading; an implausible header
+    # (more than 64 GiB) is refused before any allocation.
+    if expected > 64 * 2**30:
+        raise Viz3dError(f"{path}: header claims {expected / 2**30:.0f} GiB of voxel data; refusing to allocate it")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_ct(path: str | Path) -> Volume:
+    """Load a CT in Hounsfield units from a NIfTI file (scaling applied by nibabel).
+
+    Integer data keeps its dtype; float data becomes float32 with NaN replaced by air
+    (-1024 HU), so a few missing voxels never break meshing or display.
+    """
+    path = Path(path)
+    array, affine, meta = _read_nifti(path)
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32, copy=False)
+        bad = ~np.isfinite(array)
+        if bad.any():
+            array = array.copy() if not array.flags.writeable else array
+            array[bad] = AIR_HU
+            meta["nonfinite_voxels"] = int(bad.sum())
+    elif array.dtype.kind not in "iub":
+        raise Viz3dError(f"{path}: unsupported CT data type {array.dtype}")
+    return Volume(array, affine, str(path), meta)
+
+
+def load_label(path: str | Path) -> Volume:
+    """Load a label map (integer class values) from a NIfTI file.
+
+    Integer types are kept. Float files are accepted when every value is integral and
+    non-negative; otherwise a `Viz3dError` names the file and the first offending value.
+    """
+    path = Path(path)
+    array, affine, meta = _read_nifti(path)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            raise Viz3dError(f"{path}: label map contains NaN or infinite values")
+        rounded = np.rint(array)
+        off = rounded != array
+        if off.any():
+            value = array[off].flat[0]
+            raise Viz3dError(f"{path}: label map has non-integral values (e.g. {value:g}); labels must be whole numbers")
+        array = rounded
+    elif array.dtype.kind == "b":
+        array = array.astype(np.uint8)
+    elif array.dtype.kind not in "iu":
+        raise Viz3dError(f"{path}: unsupported label data type {array.dtype}")
+    if array.size and array.min() < 0:
+        raise Viz3dError(f"{path}: label map has negative values (min {array.min()}); labels must be >= 0")
+    top = int(array.max()) if array.size else 0
+    dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    return Volume(array, affine, str(path), meta)
