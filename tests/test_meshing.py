@@ -100,9 +100,9 @@ def test_meshing_works_on_each_labels_box_only(monkeypatch):
     seen = []
     real = meshing._contour
 
-    def spy(sub, origin, iso, smooth):
+    def spy(sub, origin, iso):
         seen.append(sub.shape)
-        return real(sub, origin, iso, smooth)
+        return real(sub, origin, iso)
 
     monkeypatch.setattr(meshing, "_contour", spy)
     meshes = label_meshes(Volume(array, np.eye(4)), builtin_table("spinopelvic10"))

@@ -10,11 +10,12 @@ The public API, in the order the data flows::
     scene = viz3d.build_scene(meshes, ct, off_screen=True)
     viz3d.screenshot(scene, "scene.png")
 """
-from .api import Viz3dWarning, alignment_warnings, build_meshes, label_statistics
+from .api import Viz3dWarning, alignment_warnings, build_meshes, label_statistics, load_ct
+from .dicom import list_series, load_dicom
 from .errors import Viz3dError
 from .export import export_meshes
 from .meshing import Mesh, bone_mesh, label_meshes
-from .volume import Volume, load_ct, load_label
+from .volume import Volume, load_label
 
 __version__ = "0.1.0"
 
@@ -37,5 +38,5 @@ def screenshot(scene, out_path, **kwargs):
 
 __all__ = [
     "Mesh", "Viz3dError", "Viz3dWarning", "Volume", "alignment_warnings", "bone_mesh", "build_meshes",
-    "build_scene", "export_meshes", "label_meshes", "label_statistics", "load_ct", "load_label", "screenshot",
+    "build_scene", "export_meshes", "label_meshes", "label_statistics", "list_series", "load_ct", "load_dicom", "load_label", "screenshot",
 ]

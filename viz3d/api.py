@@ -1,10 +1,12 @@
 """The few functions notebooks, scripts and the command line use: load -> meshes -> scene -> outputs.
 
->>> import viz3d                                                    # doctest: +SKIP
->>> ct, label = viz3d.load_ct("ct.nii.gz"), viz3d.load_label("label.nii.gz")
->>> meshes = viz3d.build_meshes(ct, label, table="totalsegmentator")
->>> viz3d.export_meshes(meshes, "meshes/")                          # STL + manifest.json
->>> viz3d.screenshot(viz3d.build_scene(meshes, ct, off_screen=True), "scene.png")
+Example::
+
+    import viz3d
+    ct, label = viz3d.load_ct("ct.nii.gz"), viz3d.load_label("label.nii.gz")
+    meshes = viz3d.build_meshes(ct, label, table="totalsegmentator")
+    viz3d.export_meshes(meshes, "meshes/")                          # STL + manifest.json
+    viz3d.screenshot(viz3d.build_scene(meshes, ct, off_screen=True), "scene.png")
 """
 from __future__ import annotations
 
@@ -14,7 +16,17 @@ import numpy as np
 
 from .errors import Viz3dError
 from .meshing import DEFAULT_BONE_HU, Mesh, bone_mesh, label_meshes
-from .volume import Volume, load_ct, load_label
+from .dicom import is_dicom_path, list_series, load_dicom
+from .volume import Volume, load_label
+from .volume import load_ct as _load_nifti_ct
+
+
+def load_ct(path, series=None) -> Volume:
+    """A CT in Hounsfield units from a NIfTI file, or from a DICOM folder or any file of a series.
+
+    ``series`` picks one of several DICOM series (see `viz3d.dicom.load_dicom`).
+    """
+    return load_dicom(path, series=series) if is_dicom_path(path) else _load_nifti_ct(path)
 
 
 class Viz3dWarning(UserWarning):

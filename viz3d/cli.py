@@ -52,7 +52,12 @@ def _window(text: str):
 
 
 def _add_inputs(parser, *, ct_required=False):
-    parser.add_argument("ct", nargs=None if ct_required else "?", metavar="CT", help="CT as NIfTI (.nii / .nii.gz)")
+    parser.add_argument("ct", nargs=None if ct_required else "?", metavar="CT", help="CT as NIfTI (.nii / .nii.gz) or a DICOM folder / file")
+    parser.add_argument(
+        "--series", metavar="S", default=None,
+        help="DICOM folder with several series: index (as `info` lists them), SeriesInstanceUID, number:N or index:N "
+        "(default: the one with most slices)",
+    )
     parser.add_argument("--label", metavar="LABEL", help="label map (NIfTI of integer class values)")
     parser.add_argument(
         "--label-table", metavar="T", default=None,
@@ -147,7 +152,7 @@ def _load_inputs(args):
 
     if args.ct is None and args.label is None:
         raise Viz3dError("give a CT, --label LABEL, or both")
-    ct = load_ct(args.ct) if args.ct else None
+    ct = load_ct(args.ct, series=getattr(args, "series", None)) if args.ct else None
     label = load_label(args.label) if args.label else None
     return ct, label
 
@@ -183,6 +188,8 @@ def cmd_info(args, console) -> None:
             print("    " + "  ".join(f"{x:10.3f}" for x in row))
         if volume is ct:
             print(f"  HU range       : {ct.array.min():g} to {ct.array.max():g}")
+            if "series_list" in ct.meta:
+                _print_dicom_info(ct.meta)
     if label is not None:
         rows = label_statistics(label, table)
         print(f"labels ({len(rows)} present, table {table.name}):")
@@ -192,6 +199,24 @@ def cmd_info(args, console) -> None:
     if ct is not None and label is not None:
         for message in alignment_warnings(ct, label):
             warnings.warn(message, UserWarning)
+
+
+DICOM_FIELDS = ("PatientID", "StudyDate", "Modality", "SeriesInstanceUID", "SeriesDescription", "n_slices",
+                "slice_spacing", "slice_thickness", "transfer_syntax")
+
+
+def _print_dicom_info(meta: dict) -> None:
+    """The DICOM identity of a series; empty tags are shown as empty (PatientID groups masks by
+    patient, SeriesInstanceUID is what conversion loses)."""
+    for key in DICOM_FIELDS:
+        value = meta.get(key, "")
+        print(f"  {key:<17}: {value if value != '' else '(empty)'}")
+    print(f"  series found ({len(meta['series_list'])}; pick one with --series INDEX):")
+    for entry in meta["series_list"]:
+        mark = "*" if entry["index"] == meta.get("series_index") else " "
+        print(f"   {mark}[{entry['index']}] {entry['n_slices']:>4} slices  {entry['rows']}x{entry['columns']}  "
+              f"{entry['modality'] or '-':<3} number {entry['number'] if entry['number'] is not None else '-':<4} "
+              f"{entry['description'] or '(no description)'}  uid {entry['uid'] or '(empty)'}")
 
 
 def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024, 768)):

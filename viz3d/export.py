@@ -81,12 +81,14 @@ def export_meshes(meshes: list[Mesh], out_dir: str | Path) -> dict:
     "name", "file", "triangles", "watertight", "volume_ml", "area_mm2"}, ...]}``.
     """
     out_dir = check_writable_dir(out_dir)
-    parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(out_dir.parent)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        staging.chmod(0o777 & ~_umask())
     except OSError as exc:
+        _remove_created(created)
         raise Viz3dError(f"{out_dir}: cannot write output folder ({exc.strerror})") from None
+    succeeded = False
     try:
         entries = []
         for mesh in meshes:
@@ -109,12 +111,40 @@ def export_meshes(meshes: list[Mesh], out_dir: str | Path) -> dict:
         manifest = {"coordinate_system": "RAS", "units": "mm", "meshes": entries}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into(staging, out_dir)
+        succeeded = True
     except OSError as exc:
         raise Viz3dError(f"{out_dir}: writing failed ({exc.strerror or exc})") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not succeeded:
+            _remove_created(created)
     return manifest
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and missing ancestors; return those created, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+    return missing
+
+
+def _remove_created(created: list[Path]) -> None:
+    for path in created:  # deepest first; only folders this export made, and only if empty
+        try:
+            path.rmdir()
+        except OSError:
+            break
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _move_into(staging: Path, out_dir: Path) -> None:
@@ -145,6 +175,7 @@ def atomic_path(path: str | Path):
         raise Viz3dError(f"{path.parent}: cannot write there ({exc.strerror})") from None
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; finished files follow the umask like any other
     try:
         yield tmp
         os.replace(tmp, path)

@@ -52,16 +52,29 @@ def use_all_cores() -> None:
         vtkSMPTools.SetBackend("STDThread")
 
 
+def label_boxes(label_array: np.ndarray) -> list[tuple[int, tuple[slice, slice, slice]]]:
+    """``(value, bounding box)`` of every non-zero class present, in increasing value order.
+
+    >>> [(v, [(s.start, s.stop) for s in box]) for v, box in label_boxes(np.array([[[0, 3], [3, 7]]], np.uint8))]
+    [(3, [(0, 1), (0, 2), (0, 2)]), (7, [(0, 1), (1, 2), (1, 2)])]
+    """
+    from scipy import ndimage
+
+    # find_objects is twice as fast on C order; NIfTI arrays arrive in Fortran order.
+    if label_array.flags.f_contiguous and not label_array.flags.c_contiguous:
+        boxes = [None if b is None else b[::-1] for b in ndimage.find_objects(label_array.T)]
+    else:
+        boxes = ndimage.find_objects(label_array)
+    return [(value, box) for value, box in enumerate(boxes, start=1) if box is not None]
+
+
 def present_labels(label_array: np.ndarray) -> list[int]:
     """Sorted non-zero values present in a label array.
 
     >>> present_labels(np.array([[[0, 3], [3, 7]]], dtype=np.uint8))
     [3, 7]
     """
-    from scipy import ndimage
-
-    boxes = ndimage.find_objects(label_array)
-    return [value for value, box in enumerate(boxes, start=1) if box is not None]
+    return [value for value, _ in label_boxes(label_array)]
 
 
 def label_meshes(
@@ -88,35 +101,30 @@ def label_meshes(
     labels : list of int, optional
         Only these class values (values absent from the map are ignored).
     smooth : bool
-        Windowed-sinc smoothing (volume-preserving; it does not shrink thin bones the way
-        Laplacian smoothing does).
+        Windowed-sinc smoothing followed by a uniform normal offset that restores the voxel
+        volume, so thin bones neither shrink (as under Laplacian smoothing) nor vanish.
     progress : callable, optional
         Called as ``progress(done, total, name)`` after each mesh.
     """
-    from scipy import ndimage
-
     if names is None:
         from .labels import load_label_table
 
         names = load_label_table(None)
     array = label.array
-    boxes = ndimage.find_objects(array)
     wanted = set(labels) if labels is not None else None
-    todo = [
-        (value, box)
-        for value, box in enumerate(boxes, start=1)
-        if box is not None and (wanted is None or value in wanted)
-    ]
+    todo = [(value, box) for value, box in label_boxes(array) if wanted is None or value in wanted]
     use_all_cores()
     meshes = []
     for done, (value, box) in enumerate(todo, start=1):
         grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, array.shape))
-        mask = np.pad((array[grown] == value).view(np.uint8), 1)
+        mask = np.zeros(tuple(s.stop - s.start + 2 for s in grown), np.uint8, order="F")
+        np.equal(array[grown], value, out=mask[1:-1, 1:-1, 1:-1].view(bool))
         origin = np.array([s.start - 1 for s in grown], dtype=float)
-        vertices, faces = _contour(mask, origin, 0.5, smooth)
-        if smooth and len(faces):
-            vertices = _restore_volume(vertices, faces, float(np.count_nonzero(mask)))
+        poly = _contour(mask, origin, 0.5)
+        if smooth and poly.GetNumberOfPolys():
+            poly = _restore_volume(_smooth(poly), float(np.count_nonzero(mask)))
         name = names.name_of(value)
+        vertices, faces = _polydata_arrays(poly)
         if len(faces):
             vertices, faces = _to_world(vertices, faces, label.affine)
             meshes.append(Mesh(name, "label", value, names.color_of(value), vertices, faces))
@@ -148,16 +156,16 @@ def bone_mesh(
     floor = iso - 1000.0
     if array.dtype.kind in "iu":
         floor = max(floor, float(np.iinfo(array.dtype).min))
-    sub = np.pad(array[box], 1, constant_values=array.dtype.type(floor))
+    sub = np.full(tuple(b.stop - b.start + 2 for b in box), floor, dtype=array.dtype, order="F")
+    sub[1:-1, 1:-1, 1:-1] = array[box]
     origin = np.array([s.start - 1 for s in box], dtype=float)
     use_all_cores()
-    vertices, faces = _contour(sub, origin, iso, smooth=False)
-    vertices, faces = _drop_small_components(vertices, faces, min_component_mm3 / ct.voxel_volume_mm3)
-    if not len(faces):
+    poly = _drop_small_components(_contour(sub, origin, iso), min_component_mm3 / ct.voxel_volume_mm3)
+    if not poly.GetNumberOfPolys():
         return None
     if smooth:
-        vertices = _smooth(vertices, faces)
-    vertices, faces = _to_world(vertices, faces, ct.affine)
+        poly = _smooth(poly)
+    vertices, faces = _to_world(*_polydata_arrays(poly), ct.affine)
     return Mesh("bone", "bone", None, BONE_COLOR, vertices, faces)
 
 
@@ -168,7 +176,7 @@ def _axis_extent(mask: np.ndarray, axis: int) -> slice:
 
 
 def _image_data(array: np.ndarray, origin: np.ndarray):
-    """Wrap a C-ordered (i, j, k) numpy array as vtkImageData in voxel-index coordinates."""
+    """Wrap an (i, j, k) numpy array as vtkImageData in voxel-index coordinates (no copy if F-ordered)."""
     from vtkmodules.util.numpy_support import numpy_to_vtk
     from vtkmodules.vtkCommonDataModel import vtkImageData
 
@@ -176,16 +184,16 @@ def _image_data(array: np.ndarray, origin: np.ndarray):
     image.SetDimensions(*array.shape)
     image.SetOrigin(*origin)
     image.SetSpacing(1.0, 1.0, 1.0)
-    # VTK runs x fastest: the transposed C-order buffer is the Fortran-order view of the array.
-    flat = np.ascontiguousarray(array.transpose(2, 1, 0)).ravel()
+    # VTK runs x (i) fastest: that is the array's Fortran order.
+    flat = array.ravel(order="F")
     scalars = numpy_to_vtk(flat, deep=False)
     scalars._numpy_reference = flat  # keep the buffer alive as long as the VTK array
     image.GetPointData().SetScalars(scalars)
     return image
 
 
-def _contour(array: np.ndarray, origin: np.ndarray, iso: float, smooth: bool):
-    """Flying-edges isosurface of ``array`` at ``iso``: (vertices in index space, faces)."""
+def _contour(array: np.ndarray, origin: np.ndarray, iso: float):
+    """Flying-edges isosurface of ``array`` at ``iso`` as vtkPolyData in index coordinates."""
     from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
 
     fe = vtkFlyingEdges3D()
@@ -195,45 +203,44 @@ def _contour(array: np.ndarray, origin: np.ndarray, iso: float, smooth: bool):
     fe.ComputeGradientsOff()
     fe.ComputeScalarsOff()
     fe.Update()
-    vertices, faces = _polydata_arrays(fe.GetOutput())
-    if smooth and len(faces):
-        vertices = _smooth(vertices, faces)
-    return vertices, faces
+    return fe.GetOutput()
 
 
 def _polydata_arrays(poly) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices, faces) numpy arrays of a triangle vtkPolyData."""
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
-    if poly.GetNumberOfPoints() == 0:
+    if poly.GetNumberOfPolys() == 0:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    vertices = vtk_to_numpy(poly.GetPoints().GetData()).astype(np.float64)
-    faces = vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).astype(np.int64).reshape(-1, 3)
-    return vertices, faces
+    vertices = vtk_to_numpy(poly.GetPoints().GetData())
+    faces = vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    return vertices, faces.astype(np.int64, copy=False)
 
 
 def _polydata(vertices: np.ndarray, faces: np.ndarray):
+    """A triangle vtkPolyData from numpy (vertices, faces)."""
     from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
     from vtkmodules.vtkCommonCore import vtkPoints
     from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
 
     points = vtkPoints()
-    points.SetData(numpy_to_vtk(np.ascontiguousarray(vertices, dtype=np.float64), deep=True))
+    points.SetData(numpy_to_vtk(np.ascontiguousarray(vertices), deep=True))
     cells = vtkCellArray()
     offsets = np.arange(0, 3 * len(faces) + 1, 3, dtype=np.int64)
-    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True), numpy_to_vtkIdTypeArray(faces.ravel().astype(np.int64), deep=True))
+    connectivity = np.ascontiguousarray(faces, dtype=np.int64).ravel()
+    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True), numpy_to_vtkIdTypeArray(connectivity, deep=True))
     poly = vtkPolyData()
     poly.SetPoints(points)
     poly.SetPolys(cells)
     return poly
 
 
-def _smooth(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Windowed-sinc smoothing (Taubin-like low-pass; no Laplacian shrinkage). Faces are unchanged."""
+def _smooth(poly):
+    """Windowed-sinc smoothing (a low-pass filter: no Laplacian shrinkage); topology unchanged."""
     from vtkmodules.vtkFiltersCore import vtkWindowedSincPolyDataFilter
-    from vtkmodules.util.numpy_support import vtk_to_numpy
 
     smoother = vtkWindowedSincPolyDataFilter()
-    smoother.SetInputData(_polydata(vertices, faces))
+    smoother.SetInputData(poly)
     smoother.SetNumberOfIterations(SMOOTHING_ITERATIONS)
     smoother.SetPassBand(SMOOTHING_PASSBAND)
     smoother.BoundarySmoothingOff()
@@ -241,63 +248,63 @@ def _smooth(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     smoother.NonManifoldSmoothingOn()
     smoother.NormalizeCoordinatesOn()
     smoother.Update()
-    return vtk_to_numpy(smoother.GetOutput().GetPoints().GetData()).astype(np.float64)
+    return smoother.GetOutput()
 
 
-def _restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float) -> np.ndarray:
+def _restore_volume(poly, target: float):
     """Offset a closed surface along its vertex normals until it encloses ``target`` (index units).
 
     Marching cubes on a binary mask cuts every convex corner and smoothing rounds thin
-    structures further, so ribs and processes lose 5-40 % of their voxel volume; moving each
+    structures further, so ribs and processes lose 5-40 % of their voxel volume; moving every
     vertex by the same distance ``(target - volume) / area`` along its normal restores the
-    volume to first order without changing the shape. Two rounds take the error below 0.5 %.
-    The offset is capped at half a voxel so it never invents structure.
+    volume to first order without changing the shape. The offset is capped at half a voxel
+    so it never invents structure.
     """
-    for _ in range(2):
-        a, b, c = (vertices[faces[:, i]] for i in range(3))
-        volume = float(np.einsum("ij,ij->", a, np.cross(b, c))) / 6.0
-        area = float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum()) / 2.0
-        if area <= 0:
-            break
-        offset = float(np.clip((target - volume) / area, -0.5, 0.5))
-        vertices = vertices + offset * _vertex_normals(vertices, faces)
-    return vertices
-
-
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit vertex normals that follow the faces' winding (no reorientation, no splitting)."""
     from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
+    from vtkmodules.vtkFiltersCore import vtkMassProperties, vtkPolyDataNormals
 
-    normals = vtkPolyDataNormals()
-    normals.SetInputData(_polydata(vertices, faces))
+    mass = vtkMassProperties()
+    mass.SetInputData(poly)
+    mass.Update()
+    area = mass.GetSurfaceArea()
+    if area <= 0:
+        return poly
+    offset = float(np.clip((target - mass.GetVolume()) / area, -0.5, 0.5))
+    normals = vtkPolyDataNormals()  # follow the (outward) winding: no reorientation, no splitting
+    normals.SetInputData(poly)
     normals.ComputePointNormalsOn()
     normals.ComputeCellNormalsOff()
     normals.SplittingOff()
     normals.ConsistencyOff()
     normals.AutoOrientNormalsOff()
     normals.Update()
-    return vtk_to_numpy(normals.GetOutput().GetPointData().GetNormals()).astype(np.float64)
+    out = normals.GetOutput()
+    points = vtk_to_numpy(out.GetPoints().GetData())
+    points += offset * vtk_to_numpy(out.GetPointData().GetNormals())
+    out.GetPoints().Modified()
+    return out
 
 
-def _drop_small_components(vertices, faces, min_voxels: float):
+def _drop_small_components(poly, min_voxels: float):
     """Remove connected surface pieces that enclose fewer than ``min_voxels`` voxels."""
     from vtkmodules.vtkFiltersCore import vtkPolyDataConnectivityFilter
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
-    if not len(faces) or min_voxels <= 0:
-        return vertices, faces
+    if not poly.GetNumberOfPolys() or min_voxels <= 0:
+        return poly
     conn = vtkPolyDataConnectivityFilter()
-    conn.SetInputData(_polydata(vertices, faces))
+    conn.SetInputData(poly)
     conn.SetExtractionModeToAllRegions()
     conn.ColorRegionsOn()
     conn.Update()
     out = conn.GetOutput()
-    kept_vertices, kept_faces = _polydata_arrays(out)
-    region = vtk_to_numpy(out.GetPointData().GetArray("RegionId")).astype(np.int64)[kept_faces[:, 0]]
-    enclosed = np.abs(np.bincount(region, weights=_signed_tetra_volumes(kept_vertices, kept_faces)))
-    keep_face = enclosed[region] >= min_voxels
-    return _compact(kept_vertices, kept_faces[keep_face])
+    vertices, faces = _polydata_arrays(out)
+    region = vtk_to_numpy(out.GetPointData().GetArray("RegionId")).astype(np.int64)[faces[:, 0]]
+    enclosed = np.abs(np.bincount(region, weights=_signed_tetra_volumes(vertices.astype(np.float64), faces)))
+    keep = enclosed[region] >= min_voxels
+    if keep.all():
+        return out
+    return _polydata(*_compact(vertices, faces[keep]))
 
 
 def _signed_tetra_volumes(vertices, faces) -> np.ndarray:
@@ -320,6 +327,6 @@ def _to_world(vertices: np.ndarray, faces: np.ndarray, affine: np.ndarray):
     space. A left-handed affine (one flipped axis, e.g. LAS) mirrors the surface, which
     reverses the winding, so the faces are flipped back.
     """
-    world = vertices @ affine[:3, :3].T + affine[:3, 3]
+    world = vertices.astype(np.float64) @ affine[:3, :3].T + affine[:3, 3]
     flip = np.linalg.det(affine[:3, :3]) < 0
     return world, (faces[:, ::-1].copy() if flip else faces)

@@ -74,8 +74,23 @@ class Volume:
         return np.stack([world.min(axis=1), world.max(axis=1)])
 
     def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
-        """True when both volumes have the same shape and (to ``atol`` mm) the same affine."""
-        return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
+        """True when both volumes sample the same voxel centres (to ``atol`` mm).
+
+        Grids that differ only by the order or direction of their array axes (a DICOM series
+        read as LPS and its dcm2niix conversion in LAS) are the same grid.
+        """
+        (shape_a, affine_a), (shape_b, affine_b) = self._canonical_grid(), other._canonical_grid()
+        return shape_a == shape_b and np.allclose(affine_a, affine_b, atol=atol)
+
+    def _canonical_grid(self) -> tuple[tuple[int, ...], np.ndarray]:
+        """Shape and affine after reordering and flipping the array axes towards RAS (no resampling)."""
+        from nibabel.orientations import inv_ornt_aff, io_orientation
+
+        ornt = io_orientation(self.affine)
+        shape = [0, 0, 0]
+        for old_axis, (new_axis, _) in enumerate(ornt):
+            shape[int(new_axis)] = self.shape[old_axis]
+        return tuple(shape), self.affine @ inv_ornt_aff(ornt, self.shape)
 
 
 def _check_file(path: Path) -> None:
@@ -115,6 +130,8 @@ def _read_nifti(path: Path):
         array = np.asanyarray(img.dataobj).reshape(shape)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise Viz3dError(f"{path}: truncated or corrupt image data ({_reason(exc)})") from None
+    except MemoryError:
+        raise Viz3dError(f"{path}: not enough memory to load {tuple(img.shape)} voxels of {img.get_data_dtype()}") from None
     affine = img.affine
     if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise Viz3dError(f"{path}: header has no usable voxel-to-world affine (qform/sform)")
@@ -123,21 +140,40 @@ def _read_nifti(path: Path):
 
 
 def _check_data_size(path: Path, img) -> None:
-    """Refuse headers that promise more data than an uncompressed file holds, before allocating."""
+    """Refuse headers that promise more voxel data than the file holds, before allocating it."""
     header = img.header
     expected = int(np.prod(img.shape, dtype=np.int64)) * header.get_data_dtype().itemsize
-    if not str(path).lower().endswith(".gz"):
-        offset = int(header.get_data_offset())
+    offset = int(header.get_data_offset())
+    if str(path).lower().endswith(".gz"):
+        available = _gzip_data_size(path, offset + expected) - offset
+    else:
         available = path.stat().st_size - offset
-        if available < expected:
-            raise Viz3dError(
-                f"{path}: header says {tuple(img.shape)} voxels of {header.get_data_dtype()} "
-                f"({expected} bytes) but the file holds only {max(available, 0)} bytes of data"
-            )
-    # For .nii.gz the uncompressed size is checked while reading; an implausible header
-    # (more than 64 GiB) is refused before any allocation.
-    if expected > 64 * 2**30:
-        raise Viz3dError(f"{path}: header claims {expected / 2**30:.0f} GiB of voxel data; refusing to allocate it")
+    if available < expected:
+        raise Viz3dError(
+            f"{path}: header says {tuple(img.shape)} voxels of {header.get_data_dtype()} "
+            f"({expected} bytes) but the file holds only {max(available, 0)} bytes of image data"
+        )
+
+
+def _gzip_data_size(path: Path, needed: int) -> int:
+    """Uncompressed size of a gzip file, at least as far as ``needed``, without holding its data.
+
+    The gzip trailer stores the size modulo 2**32 (of the last member only): when it already
+    covers ``needed`` the file is long enough; otherwise the stream is decompressed in chunks
+    and counted, which stops being cheap only for files that are really too short.
+    """
+    with open(path, "rb") as raw:
+        raw.seek(-4, 2)
+        if int.from_bytes(raw.read(4), "little") >= needed:
+            return needed
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while total < needed and (chunk := stream.read(1 << 24)):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        pass  # truncated or corrupt: what decompressed so far is what is available
+    return total
 
 
 def _reason(exc: Exception) -> str:
@@ -189,6 +225,8 @@ def load_label(path: str | Path) -> Volume:
     if array.size and array.min() < 0:
         raise Viz3dError(f"{path}: label map has negative values (min {array.min()}); labels must be >= 0")
     top = int(array.max()) if array.size else 0
+    if top >= 2**32:
+        raise Viz3dError(f"{path}: label value {top} is too large (labels must be below 2**32)")
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
     if array.dtype != dtype:
         array = array.astype(dtype)

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Measure viz3d against naive baselines on a clinical-size case, in one run.
+
+Builds (and caches, in the git-ignored ``bench-cases/``) a case with
+``../shared/tools/make_bench_case.py --zoom N``, then measures, in this one run:
+
+* the naive baseline the tutorial and the dataset scripts use: for each label,
+  ``skimage.measure.marching_cubes(label == v, 0.5)`` on the whole volume, vertices scaled to mm;
+  and the same plus load and STL writing, as the baseline for an end-to-end export;
+* viz3d's label meshing as ``export`` does it (world mm, outward, smoothed) and the bone surface;
+* ``viz3d export`` end to end (load, mesh, write), wall time and peak resident memory;
+* ``viz3d screenshot`` of the full scene (time to first frame), wall time and peak memory;
+* frames per second while rotating the camera and while changing window/level, offscreen.
+
+Prints a table and writes JSON (``bench-results/bench-z<N>.json`` unless ``--json``).
+Ratios are what to compare: the machines are shared and absolute times are noisy.
+
+    python scripts/bench.py --zoom 6
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MAKE_CASE = ROOT.parent / "shared" / "tools" / "make_bench_case.py"
+
+
+def build_case(zoom: int, cache: Path) -> Path:
+    """The benchmark case folder for ``zoom``, built once and reused."""
+    folder = cache / f"z{zoom}"
+    if not ((folder / "ct.nii.gz").exists() and (folder / "label.nii.gz").exists()):
+        subprocess.run([sys.executable, str(MAKE_CASE), "--zoom", str(zoom), "--out-dir", str(folder)], check=True)
+    return folder
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def naive_meshes(label: np.ndarray, spacing) -> list:
+    """The tutorial's way: marching cubes of ``label == v`` over the whole volume, per label."""
+    from skimage.measure import marching_cubes
+
+    meshes = []
+    for value in np.unique(label):
+        if value == 0:
+            continue
+        vertices, faces, _, _ = marching_cubes((label == value).astype(np.uint8), 0.5, spacing=spacing)
+        meshes.append((vertices, faces))
+    return meshes
+
+
+def write_stls(meshes, folder: Path) -> None:
+    from viz3d.export import write_stl
+    from viz3d.meshing import Mesh
+
+    for index, (vertices, faces) in enumerate(meshes):
+        write_stl(Mesh(str(index), "label", index, (1, 1, 1), vertices, faces.astype(np.int64)), folder / f"{index}.stl")
+
+
+def run_child(args: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak resident memory of that process in MB)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"benchmark step failed ({status}): {' '.join(args)}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+FPS_SCRIPT = r"""
+import json, sys, time
+from viz3d.render import configure_offscreen
+configure_offscreen(force=True)
+import viz3d
+from viz3d.labels import load_label_table
+ct, label = viz3d.load_ct(sys.argv[1]), viz3d.load_label(sys.argv[2])
+meshes = viz3d.build_meshes(ct, label, table="totalsegmentator")
+scene = viz3d.build_scene(meshes, ct, off_screen=True, size=(1024, 768), interactive=False)
+window = scene.plotter.render_window
+window.Render()
+def rate(step, seconds=3.0, least=5):
+    frames, start = 0, time.perf_counter()
+    while frames < least or time.perf_counter() - start < seconds:
+        step(frames)
+        window.Render()
+        frames += 1
+    return frames / (time.perf_counter() - start)
+camera = scene.plotter.camera
+rotate = rate(lambda i: camera.Azimuth(5))
+level = rate(lambda i: scene.set_window(40 + 10 * (i % 50), 400 + 20 * (i % 30)))
+plain = rate(lambda i: None)
+print(json.dumps({"rotate_fps": rotate, "window_level_fps": level, "plain_render_fps": plain}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--zoom", type=int, default=6, help="case size: 2 (smoke), 4 (24 M voxels), 6 (80 M voxels)")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench-cases", help="where cases are built and kept")
+    parser.add_argument("--json", type=Path, help="output JSON (default bench-results/bench-z<N>.json)")
+    args = parser.parse_args()
+
+    import nibabel as nib
+
+    import viz3d
+    from viz3d.labels import load_label_table
+    from viz3d.meshing import use_all_cores
+
+    case = build_case(args.zoom, args.cache)
+    ct_path, label_path = case / "ct.nii.gz", case / "label.nii.gz"
+    results: dict = {"zoom": args.zoom, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"}
+    table = load_label_table("totalsegmentator")
+
+    load_s, (ct, label) = timed(lambda: (viz3d.load_ct(ct_path), viz3d.load_label(label_path)))
+    results.update(shape=list(label.shape), labels=len(viz3d.meshing.present_labels(label.array)), load_s=load_s,
+                   input_mb=(ct.array.nbytes + label.array.nbytes) / 2**20)
+
+    spacing = label.voxel_sizes
+    nib_load_s, naive_label = timed(lambda: np.asarray(nib.load(label_path).dataobj))
+    naive_s, naive = timed(naive_meshes, naive_label, spacing)
+    with tempfile.TemporaryDirectory() as tmp:
+        naive_write_s, _ = timed(write_stls, naive, Path(tmp))
+    results.update(naive_mesh_s=naive_s, naive_triangles=int(sum(len(f) for _, f in naive)),
+                   naive_export_s=nib_load_s + naive_s + naive_write_s)
+    del naive, naive_label
+
+    use_all_cores()
+    mesh_s, meshes = timed(viz3d.label_meshes, label, table)
+    bone_s, bone = timed(viz3d.bone_mesh, ct)
+    results.update(viz3d_mesh_s=mesh_s, viz3d_triangles=int(sum(m.n_triangles for m in meshes)), bone_s=bone_s,
+                   bone_triangles=bone.n_triangles if bone else 0,
+                   output_mb=sum(m.vertices.nbytes + m.faces.nbytes for m in meshes + ([bone] if bone else [])) / 2**20)
+    del meshes, bone, ct, label
+
+    cli = [sys.executable, "-m", "viz3d"]
+    with tempfile.TemporaryDirectory() as tmp:
+        results["export_s"], results["export_peak_mb"] = run_child(
+            cli + ["export", str(ct_path), "--label", str(label_path), "--label-table", "totalsegmentator", "--out", f"{tmp}/out", "--quiet"])
+        results["screenshot_s"], results["screenshot_peak_mb"] = run_child(
+            cli + ["screenshot", str(ct_path), "--label", str(label_path), "--label-table", "totalsegmentator", "--out", f"{tmp}/s.png", "--quiet"])
+    fps = subprocess.run([sys.executable, "-c", FPS_SCRIPT, str(ct_path), str(label_path)], check=True, capture_output=True, text=True)
+    results.update(json.loads(fps.stdout.strip().splitlines()[-1]))
+
+    results["ratios"] = {
+        "meshing_speedup_vs_naive": results["naive_mesh_s"] / results["viz3d_mesh_s"],
+        "export_speedup_vs_naive": results["naive_export_s"] / results["export_s"],
+        "export_peak_over_inputs_plus_meshes": results["export_peak_mb"] / (results["input_mb"] + results["output_mb"]),
+        "window_level_over_plain_render": results["window_level_fps"] / results["plain_render_fps"],
+    }
+    out = args.json or ROOT / "bench-results" / f"bench-z{args.zoom}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"wrote {out}")
+
+
+def print_table(r: dict) -> None:
+    rows = [
+        ("case", f"zoom {r['zoom']}: {' x '.join(map(str, r['shape']))} voxels, {r['labels']} labels ({r['machine']})"),
+        ("naive marching cubes, all labels", f"{r['naive_mesh_s']:.2f} s ({r['naive_triangles'] / 1e6:.2f} M triangles)"),
+        ("viz3d label meshing (smoothed, world mm)", f"{r['viz3d_mesh_s']:.2f} s ({r['viz3d_triangles'] / 1e6:.2f} M triangles)"),
+        ("  speed-up", f"{r['ratios']['meshing_speedup_vs_naive']:.1f}x"),
+        ("viz3d bone surface", f"{r['bone_s']:.2f} s ({r['bone_triangles'] / 1e6:.2f} M triangles)"),
+        ("naive load + mesh + write STL", f"{r['naive_export_s']:.2f} s"),
+        ("viz3d export end to end", f"{r['export_s']:.2f} s, peak {r['export_peak_mb']:.0f} MB"),
+        ("  speed-up", f"{r['ratios']['export_speedup_vs_naive']:.1f}x"),
+        ("  peak / (inputs + meshes)", f"{r['ratios']['export_peak_over_inputs_plus_meshes']:.2f}x"),
+        ("viz3d screenshot (first frame)", f"{r['screenshot_s']:.2f} s, peak {r['screenshot_peak_mb']:.0f} MB"),
+        ("rotate, 1024x768 offscreen", f"{r['rotate_fps']:.1f} fps"),
+        ("window/level change", f"{r['window_level_fps']:.1f} fps (plain render {r['plain_render_fps']:.1f} fps)"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

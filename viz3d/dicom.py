@@ -1,0 +1,605 @@
+"""DICOM series input: a clinical folder (or any one file of it) becomes one `Volume` in RAS.
+
+The folder is searched recursively. Files that are not DICOM (DICOMDIR, text, junk, empty
+files) and DICOM files that are not image slices (no pixel data, no ImagePositionPatient /
+ImageOrientationPatient, multi-frame objects) are skipped without fuss.
+
+Grouping into series
+    By SeriesInstanceUID, and within one UID by the geometry every slice of a volume must
+    share (orientation, rows x columns, pixel spacing). Where the UID is empty (anonymised
+    data) the group key is StudyInstanceUID, SeriesNumber and that same geometry.
+    `list_series` lists them, most slices first; ``index`` 0 is the default.
+
+Choosing a series (``series=``), in this order of precedence
+    1. a Python ``int``: the index in `list_series`;
+    2. a string equal to a SeriesInstanceUID (the largest group with that UID);
+    3. ``"index:N"``, ``"number:N"`` (SeriesNumber) or ``"uid:X"``;
+    4. a bare integer string ``"N"``: the index N (never a SeriesNumber: write ``number:N``).
+    Anything else is a `Viz3dError` listing the series that exist. Without ``series=`` a
+    file given as ``path`` picks that file's series; a folder gets the series with the most
+    slices, and a `Viz3dWarning` says which one was loaded and which were skipped.
+
+Geometry
+    Slices are ordered by ImagePositionPatient projected on the slice normal
+    (row cosine x column cosine), never by InstanceNumber or file name; the slice spacing
+    comes from those positions, not from SliceThickness. The array is indexed
+    ``(column, row, slice)`` like dcm2niix/nibabel; the LPS affine (DICOM's patient frame) is
+    turned into RAS with ``diag(-1, -1, 1, 1)``.
+
+Irregular stacks (never silently wrong geometry)
+    * duplicate positions: identical pixel data -> one kept (warning); different pixel
+      data -> `Viz3dError` (several acquisitions, echoes or phases in one series);
+    * missing slices (a gap > 1.5 x the median spacing) and non-uniform spacing -> a warning
+      and linear resampling along the stack onto a regular grid at the median spacing;
+    * gantry tilt (in-plane drift of the slice origins over the stack of more than half a
+      pixel) -> a warning and resampling onto the orthogonal grid of the image planes,
+      centred on the stack; voxels with no data get the series' minimum value;
+    * slice origins that do not lie on one line -> `Viz3dError`.
+    Resampled data is float32.
+
+Values
+    HU = stored value x RescaleSlope + RescaleIntercept, per slice. int16 when that is exact
+    (all slopes and intercepts integral and every value fits int16), otherwise float32.
+    Headers are read first (``stop_before_pixels``); pixels are then decoded once per file
+    into one preallocated array.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Viz3dError
+from .volume import Volume
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+DUPLICATE_TOLERANCE_MM = 0.01  # slice positions closer than this along the normal are "the same"
+GAP_FACTOR = 1.5  # a step larger than this times the median spacing means missing slices
+DRIFT_FRACTION = 0.5  # in-plane drift (tilt) or scatter of slice origins tolerated, in pixels
+_PIXEL_TAGS = {
+    b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",  # (7FE0,0010/0008/0009) little endian
+    b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09",  # big endian (retired)
+}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One loadable series of a DICOM folder, as `list_series` reports it.
+
+    ``files`` are ordered along the slice normal; ``n_slices`` counts them (duplicates
+    included). ``number`` is the SeriesNumber (None when missing); ``uid`` may be ``''``
+    in anonymised data.
+    """
+
+    index: int
+    uid: str
+    number: int | None
+    description: str
+    n_slices: int
+    rows: int
+    columns: int
+    modality: str
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+    files: tuple[Path, ...] = field(repr=False)
+
+    def describe(self) -> str:
+        """One-line summary such as ``#0 number 2 'CT Body' CT 120 slices 512x512 uid 1.2.3``."""
+        number = "-" if self.number is None else self.number
+        return (
+            f"#{self.index} number {number} {self.description!r} {self.modality or '?'} "
+            f"{self.n_slices} slice{'s' if self.n_slices != 1 else ''} {self.columns}x{self.rows} "
+            f"uid {self.uid or '(empty)'}"
+        )
+
+    def as_dict(self) -> dict:
+        """The summary without the file list (what ``Volume.meta['series_list']`` holds)."""
+        return {
+            "index": self.index, "uid": self.uid, "number": self.number, "description": self.description,
+            "modality": self.modality, "n_slices": self.n_slices, "rows": self.rows, "columns": self.columns,
+        }
+
+
+@dataclass
+class _Header:
+    """What the loader needs from one slice's header."""
+
+    path: Path
+    tags: dict
+    rows: int
+    columns: int
+    orientation: np.ndarray  # (6,) row cosine, column cosine (LPS)
+    position: np.ndarray  # (3,) ImagePositionPatient (LPS mm)
+    spacing: tuple[float, float]  # PixelSpacing: (between rows, between columns)
+    slope: float
+    intercept: float
+    transfer_syntax: str
+    samples: int
+    frames: int
+
+
+def is_dicom_path(path) -> bool:
+    """True for a folder, a ``.dcm`` file or a file with the DICOM preamble ('DICM' at byte 128).
+
+    >>> is_dicom_path("scan.nii.gz"), is_dicom_path("slice.dcm")
+    (False, True)
+    """
+    path = Path(path)
+    if path.is_dir():
+        return True
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return False
+    if name.endswith(".dcm") or name == "dicomdir":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def list_series(path) -> list[SeriesInfo]:
+    """The image series under a folder (or under the folder of a file), most slices first."""
+    folder, _ = _folder_of(Path(path))
+    return [info for info, _ in _scan(folder)[0]]
+
+
+def load_dicom(path, series: int | str | None = None) -> Volume:
+    """Load one DICOM series as a `Volume` in Hounsfield units (for CT) with a RAS affine.
+
+    ``path`` is a folder (searched recursively) or one file of the series. ``series`` picks
+    a series by index, SeriesInstanceUID, ``number:N`` or ``index:N`` (see the module
+    documentation for the precedence). Problems are reported as one-line `Viz3dError`;
+    resampling, skipped series and dropped duplicates as `viz3d.api.Viz3dWarning`.
+    """
+    path = Path(path)
+    folder, picked_file = _folder_of(path)
+    groups, skipped = _scan(folder)
+    if not groups:
+        raise Viz3dError(f"{folder}: no DICOM image series found ({_skip_summary(skipped)})")
+    if series is not None:
+        chosen = _select(folder, groups, series)
+    elif picked_file is not None:
+        target = picked_file.resolve()
+        chosen = next(i for i, (_, hs) in enumerate(groups) if any(h.path.resolve() == target for h in hs))
+    else:
+        chosen = 0
+        if len(groups) > 1:
+            others = "; ".join(info.describe() for info, _ in groups[1:11])
+            if len(groups) > 11:
+                others += f"; and {len(groups) - 11} more (see list_series)"
+            _warn(
+                f"{folder}: {len(groups)} series; loaded {groups[0][0].describe()}; skipped {others} "
+                "(pick another with series= / --series)"
+            )
+    info, headers = groups[chosen]
+    return _load_series(folder, info, headers, [g[0] for g in groups])
+
+
+# ---------------------------------------------------------------------------------------------
+# scanning and grouping
+
+
+def _folder_of(path: Path) -> tuple[Path, Path | None]:
+    """The folder to scan and, when ``path`` is an image slice, that file."""
+    if not path.exists():
+        raise Viz3dError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return path, None
+    header = _read_header(path)
+    if header is None:
+        raise Viz3dError(f"{path}: not a DICOM file (no 'DICM' preamble) and not a folder")
+    return path.parent, (path if isinstance(header, _Header) else None)
+
+
+def _read_header(path: Path):
+    """A `_Header` for an image slice, a reason string for other DICOM files, None for non-DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with open(path, "rb") as fp:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            pixel_tag = fp.read(4)
+    except (InvalidDicomError, OSError, EOFError):
+        return None
+    except Exception:  # a corrupt header of any kind: not usable
+        return None
+    ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+    has_pixels = pixel_tag in _PIXEL_TAGS or ts == _DEFLATED  # deflated: position unknown, assume so
+    if not has_pixels:
+        return "without pixel data"
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            return "multi-frame (not supported)"
+        orientation = np.array([float(v) for v in ds.ImageOrientationPatient], dtype=float)
+        position = np.array([float(v) for v in ds.ImagePositionPatient], dtype=float)
+        spacing = tuple(float(v) for v in ds.PixelSpacing)
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        slope = _number(ds.get("RescaleSlope"), 1.0)
+        intercept = _number(ds.get("RescaleIntercept"), 0.0)
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return "without image position/orientation/spacing"
+    if orientation.shape != (6,) or position.shape != (3,) or len(spacing) != 2 or min(spacing) <= 0:
+        return "without image position/orientation/spacing"
+    if not (np.all(np.isfinite(orientation)) and np.all(np.isfinite(position))) or rows < 1 or columns < 1:
+        return "without image position/orientation/spacing"
+    tags = {
+        name: _text(ds.get(name))
+        for name in ("PatientID", "StudyDate", "Modality", "SeriesInstanceUID", "StudyInstanceUID",
+                     "SeriesDescription", "SeriesNumber", "SliceThickness", "SpacingBetweenSlices",
+                     "FrameOfReferenceUID")
+    }
+    return _Header(path, tags, rows, columns, orientation, position, spacing, slope, intercept, ts,
+                   int(ds.get("SamplesPerPixel", 1) or 1), frames)
+
+
+def _number(value, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _scan(folder: Path) -> tuple[list[tuple[SeriesInfo, list[_Header]]], dict]:
+    """Read every header under ``folder`` and group the image slices into sorted series."""
+    skipped: dict[str, int] = {}
+    groups: dict[tuple, list[_Header]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        header = _read_header(path)
+        if not isinstance(header, _Header):
+            reason = header or "not DICOM"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        geometry = (tuple(float(v) for v in np.round(header.orientation, 4) + 0.0), header.rows, header.columns,
+                    tuple(float(v) for v in np.round(header.spacing, 4) + 0.0))
+        uid = header.tags["SeriesInstanceUID"]
+        key = ("uid", uid) + geometry if uid else (
+            "geometry", header.tags["StudyInstanceUID"], header.tags["SeriesNumber"]) + geometry
+        groups.setdefault(key, []).append(header)
+    ordered = []
+    for key, headers in groups.items():
+        normal = _normal(headers[0].orientation)
+        headers.sort(key=lambda h: (float(h.position @ normal), str(h.path)))
+        ordered.append((key, headers))
+    ordered.sort(key=lambda kh: (-len(kh[1]), _series_number(kh[1][0]) or 0, str(kh[1][0].path)))
+    result = []
+    for index, (key, headers) in enumerate(ordered):
+        first = headers[0]
+        info = SeriesInfo(
+            index=index, uid=first.tags["SeriesInstanceUID"], number=_series_number(first),
+            description=first.tags["SeriesDescription"], n_slices=len(headers), rows=first.rows,
+            columns=first.columns, modality=first.tags["Modality"], orientation=key[-4],
+            pixel_spacing=key[-1], files=tuple(h.path for h in headers),
+        )
+        result.append((info, headers))
+    return result, skipped
+
+
+def _series_number(header: _Header) -> int | None:
+    try:
+        return int(float(header.tags["SeriesNumber"]))
+    except ValueError:
+        return None
+
+
+def _skip_summary(skipped: dict) -> str:
+    if not skipped:
+        return "the folder holds no files"
+    return "skipped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+
+
+def _select(folder: Path, groups, series) -> int:
+    """Index of the series named by ``series`` (see the module documentation)."""
+    infos = [info for info, _ in groups]
+
+    def by_index(n: int) -> int | None:
+        return n if 0 <= n < len(infos) else None
+
+    found = None
+    if isinstance(series, (int, np.integer)) and not isinstance(series, bool):
+        found = by_index(int(series))
+    elif isinstance(series, str):
+        text = series.strip()
+        matches = [info.index for info in infos if info.uid and info.uid == text]
+        if matches:
+            found = matches[0]
+        else:
+            prefix, _, rest = text.partition(":")
+            prefix, rest = prefix.strip().lower(), rest.strip()
+            if prefix == "uid" and rest:
+                found = next((info.index for info in infos if info.uid == rest), None)
+            elif prefix in ("index", "number") and rest.lstrip("-").isdigit():
+                n = int(rest)
+                if prefix == "index":
+                    found = by_index(n)
+                else:
+                    found = next((info.index for info in infos if info.number == n), None)
+            elif text.isdigit():
+                found = by_index(int(text))
+    if found is None:
+        listing = "; ".join(info.describe() for info in infos)
+        raise Viz3dError(
+            f"{folder}: no series {series!r} (give an index, a SeriesInstanceUID, number:N or index:N); "
+            f"series here: {listing}"
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry
+
+
+def _normal(orientation: np.ndarray) -> np.ndarray:
+    row, col = _cosines(orientation)
+    normal = np.cross(row, col)
+    return normal / np.linalg.norm(normal)
+
+
+def _cosines(orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    row, col = orientation[:3], orientation[3:]
+    norms = np.linalg.norm(row), np.linalg.norm(col)
+    if min(norms) < 1e-6:
+        return np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    return row / norms[0], col / norms[1]
+
+
+@dataclass
+class _Plan:
+    """How the sorted slices become a regular orthogonal grid."""
+
+    slots: list[int]  # for each sorted header, the slice index it fills (duplicates share one)
+    depths: np.ndarray  # position of each unique slice along the normal (mm)
+    target: np.ndarray | None  # regular depths to resample onto, or None when already regular
+    spacing: float
+    drift: np.ndarray  # in-plane offset (LPS mm) of the slice origins per mm along the normal
+    tilt_deg: float
+    reasons: list[str]
+
+
+def _plan(folder: Path, info: SeriesInfo, headers: list[_Header]) -> _Plan:
+    row, col = _cosines(headers[0].orientation)
+    if abs(row @ col) > 1e-3:
+        raise Viz3dError(f"{headers[0].path}: ImageOrientationPatient row and column cosines are not perpendicular")
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    depth = np.array([h.position @ normal for h in headers])
+    slots, depths = [], []
+    for d in depth:
+        if depths and d - depths[-1] < DUPLICATE_TOLERANCE_MM:
+            slots.append(len(depths) - 1)
+        else:
+            depths.append(float(d))
+            slots.append(len(depths) - 1)
+    depths = np.array(depths)
+    pixel = min(headers[0].spacing)
+    reasons: list[str] = []
+    if len(depths) == 1:
+        spacing = _number(headers[0].tags["SpacingBetweenSlices"], 0.0) or _number(headers[0].tags["SliceThickness"], 0.0) or 1.0
+        reasons.append(f"a single slice: slice spacing {spacing:g} mm taken from the header")
+        return _Plan(slots, depths, None, spacing, np.zeros(3), 0.0, reasons)
+
+    # slice origins must lie on one line: in-plane offset linear in depth
+    first_of_slot = {}
+    for header, slot in zip(headers, slots):
+        first_of_slot.setdefault(slot, header.position)
+    origins = np.array([first_of_slot[k] for k in range(len(depths))])
+    offsets = origins - origins[0]
+    inplane = offsets - np.outer(offsets @ normal, normal)
+    extent = depths[-1] - depths[0]
+    drift = inplane[-1] / extent
+    scatter = np.linalg.norm(inplane - np.outer(depths - depths[0], drift), axis=1).max()
+    if scatter > DRIFT_FRACTION * pixel:
+        raise Viz3dError(
+            f"{folder}: series {info.describe()}: slice origins do not lie on one line "
+            f"(in-plane scatter up to {scatter:.2f} mm); cannot build one volume from it"
+        )
+    stack = offsets[-1] / np.linalg.norm(offsets[-1])
+    tilt = float(np.degrees(np.arccos(np.clip(abs(stack @ normal), -1.0, 1.0))))
+    if np.linalg.norm(inplane[-1]) > DRIFT_FRACTION * pixel:
+        reasons.append(f"gantry tilt of {tilt:.2f} degrees: resampled onto an orthogonal grid")
+    else:
+        drift = np.zeros(3)
+
+    steps = np.diff(depths)
+    median = float(np.median(steps))
+    uniform = depths[0] + np.arange(len(depths)) * extent / (len(depths) - 1)
+    if np.abs(depths - uniform).max() <= max(DUPLICATE_TOLERANCE_MM, 0.01 * median):
+        return _Plan(slots, depths, None, extent / (len(depths) - 1), drift, tilt, reasons)
+    count = int(round(extent / median)) + 1
+    target = np.linspace(depths[0], depths[-1], count)
+    spacing = extent / (count - 1)
+    if steps.max() > GAP_FACTOR * median:
+        where = np.flatnonzero(steps > GAP_FACTOR * median)
+        gaps = ", ".join(f"{steps[i]:g} mm after slice {i}" for i in where[:5])
+        reasons.append(
+            f"missing slices (gaps of {gaps}; typical spacing {median:g} mm): "
+            f"linearly interpolated onto a regular {spacing:g} mm grid"
+        )
+    else:
+        reasons.append(
+            f"non-uniform slice spacing ({steps.min():g} to {steps.max():g} mm): "
+            f"resampled onto a regular grid at the median spacing {spacing:g} mm"
+        )
+    return _Plan(slots, depths, target, spacing, drift, tilt, reasons)
+
+
+# ---------------------------------------------------------------------------------------------
+# pixels
+
+
+def _check_transfer_syntaxes(headers: list[_Header]) -> list[str]:
+    """Names of the series' transfer syntaxes; Viz3dError for one no installed decoder reads."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    names = []
+    for ts in dict.fromkeys(h.transfer_syntax for h in headers):
+        where = next(h.path for h in headers if h.transfer_syntax == ts)
+        uid = UID(ts) if ts else None
+        label = f"{uid.name} ({ts})" if uid is not None and uid.name != ts else f"'{ts or 'missing'}'"
+        try:
+            decoder = get_decoder(uid) if uid is not None else None
+        except (NotImplementedError, ValueError):
+            decoder = None
+        if decoder is None:
+            raise Viz3dError(f"{where}: unsupported transfer syntax {label}: no decoder for its pixel data (convert the series, e.g. with dcm2niix)")
+        if not decoder.is_available:
+            raise Viz3dError(
+                f"{where}: transfer syntax {label} needs a pixel-data plugin that is not installed "
+                f"(pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg)"
+            )
+        names.append(uid.name)
+    return names
+
+
+def _read_pixels(header: _Header) -> np.ndarray:
+    """Stored values of one slice as (rows, columns)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(header.path)
+        pixels = ds.pixel_array
+    except Exception as exc:
+        from pydicom.uid import UID
+
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Viz3dError(f"{header.path}: cannot decode pixel data ({UID(header.transfer_syntax).name}): {reason}") from None
+    if pixels.shape != (header.rows, header.columns):
+        raise Viz3dError(f"{header.path}: pixel data has shape {pixels.shape}, header says {header.rows}x{header.columns}")
+    return pixels
+
+
+def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan) -> tuple[np.ndarray, int]:
+    """Decode every slice once into one preallocated (column, row, slice) array of HU."""
+    integral = all(float(h.slope).is_integer() and float(h.intercept).is_integer() for h in headers)
+    dtype = np.int16 if integral else np.float32
+    first = headers[0]
+    shape = (first.columns, first.rows, len(plan.depths))
+    try:
+        array = np.empty(shape, dtype=dtype, order="F")
+    except MemoryError:
+        raise Viz3dError(f"{folder}: not enough memory to load {shape} voxels of {np.dtype(dtype)}") from None
+    filled = -1
+    duplicates = 0
+    for header, slot in zip(headers, plan.slots):
+        stored = _read_pixels(header)
+        if array.dtype == np.int16:
+            values = stored.astype(np.int64) * int(header.slope) + int(header.intercept)
+            if values.size and (values.min() < -32768 or values.max() > 32767):
+                array = array.astype(np.float32, order="F")  # exact HU no longer fit int16
+                values = values.astype(np.float32)
+        else:
+            values = (stored.astype(np.float64) * header.slope + header.intercept).astype(np.float32)
+        if slot == filled:
+            if not np.array_equal(array[:, :, slot], values.T):
+                keeper = headers[plan.slots.index(slot)].path
+                raise Viz3dError(
+                    f"{folder}: series {info.describe()}: {keeper.name} and {header.path.name} are different images at the "
+                    f"same position ({plan.depths[slot]:.3f} mm along the slice normal): several acquisitions, echoes or "
+                    "phases in one series are not supported"
+                )
+            duplicates += 1
+            continue
+        array[:, :, slot] = values.T
+        filled = slot
+        del stored, values
+    return array, duplicates
+
+
+def _resample_stack(array: np.ndarray, depths: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Linear interpolation along the slice axis onto ``target`` depths (scipy), in chunks."""
+    from scipy.interpolate import make_interp_spline
+
+    out = np.empty(array.shape[:2] + (len(target),), dtype=np.float32, order="F")
+    step = max(1, int(2**22 // max(1, array.shape[1] * array.shape[2])))
+    for start in range(0, array.shape[0], step):
+        chunk = np.asarray(array[start:start + step], dtype=np.float32)
+        out[start:start + step] = make_interp_spline(depths, chunk, k=1, axis=2)(target)
+    return out
+
+
+def _untilt(array: np.ndarray, shift: tuple[float, float], centre: float) -> np.ndarray:
+    """Undo the in-plane shift of ``shift`` voxels per slice, keeping slice ``centre`` in place."""
+    from scipy.ndimage import affine_transform
+
+    a, b = shift
+    matrix = np.array([[1.0, 0.0, -a], [0.0, 1.0, -b], [0.0, 0.0, 1.0]])  # output -> input index
+    offset = np.array([a * centre, b * centre, 0.0])
+    fill = float(array.min())
+    return affine_transform(array, matrix, offset=offset, order=1, mode="constant", cval=fill,
+                            output=np.float32)
+
+
+def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: list[SeriesInfo]) -> Volume:
+    if any(h.samples != 1 for h in headers):
+        raise Viz3dError(f"{headers[0].path}: colour images (SamplesPerPixel {headers[0].samples}) are not supported; expected a greyscale series such as CT")
+    syntax_names = _check_transfer_syntaxes(headers)
+    plan = _plan(folder, info, headers)
+    array, duplicates = _fill(folder, info, headers, plan)
+
+    first = headers[0]
+    row, col = _cosines(first.orientation)
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    origin = first.position.copy()
+    if plan.target is not None:
+        array = _resample_stack(array, plan.depths, plan.target)
+    if np.any(plan.drift):
+        # slice k of the (regular) stack is shifted in-plane by k * per_slice from slice 0
+        per_slice = plan.drift * plan.spacing
+        shift = (float(per_slice @ row) / first.spacing[1], float(per_slice @ col) / first.spacing[0])
+        centre = (array.shape[2] - 1) / 2.0
+        array = _untilt(array, shift, centre)
+        origin = origin + centre * per_slice
+    lps = np.eye(4)
+    lps[:3, 0] = row * first.spacing[1]
+    lps[:3, 1] = col * first.spacing[0]
+    lps[:3, 2] = normal * plan.spacing
+    lps[:3, 3] = origin
+
+    messages = list(plan.reasons)
+    if duplicates:
+        messages.append(f"{duplicates} duplicate slice{'s' if duplicates != 1 else ''} (same position, same pixels) ignored")
+    for message in messages:
+        _warn(f"{folder}: series {info.describe()}: {message}")
+
+    tags = first.tags
+    thickness = _number(tags["SliceThickness"], 0.0)
+    meta = {
+        "path": str(folder),
+        "PatientID": tags["PatientID"],
+        "StudyDate": tags["StudyDate"],
+        "Modality": tags["Modality"],
+        "StudyInstanceUID": tags["StudyInstanceUID"],
+        "SeriesInstanceUID": tags["SeriesInstanceUID"],
+        "SeriesNumber": tags["SeriesNumber"],
+        "SeriesDescription": tags["SeriesDescription"],
+        "FrameOfReferenceUID": tags["FrameOfReferenceUID"],
+        "n_slices": info.n_slices,
+        "transfer_syntax": ", ".join(syntax_names),
+        "series_index": info.index,
+        "series_list": [i.as_dict() for i in infos],
+        "slice_spacing": float(plan.spacing),
+        "slice_thickness": thickness if thickness > 0 else "",
+        "tilt_deg": round(plan.tilt_deg, 3),
+        "resampled": "; ".join(r for r in plan.reasons if "resampled" in r or "interpolated" in r),
+        "duplicates_dropped": duplicates,
+    }
+    return Volume(array, LPS_TO_RAS @ lps, str(folder), meta)
+
+
+def _warn(message: str) -> None:
+    from .api import Viz3dWarning  # imported here: api imports this module
+
+    warnings.warn(message, Viz3dWarning, stacklevel=3)
