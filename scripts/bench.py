@@ -84,7 +84,7 @@ def run_child(args: list[str]) -> tuple[float, float]:
 FPS_SCRIPT = r"""
 import json, sys, time
 from viz3d.render import configure_offscreen
-configure_offscreen(force=True)
+configure_offscreen()
 import viz3d
 from viz3d.labels import load_label_table
 ct, label = viz3d.load_ct(sys.argv[1]), viz3d.load_label(sys.argv[2])

@@ -381,11 +381,6 @@ def test_failure_while_writing_leaves_existing_folder_unchanged(tmp_path, capsys
 # ------------------------------------------------------------------ screenshots that fail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py cmd_screenshot calls configure_offscreen(force=True) but render.configure_offscreen() "
-    "takes no arguments: TypeError -> 'internal error', exit 1",
-)
 def test_screenshot_of_missing_ct_leaves_no_png(tmp_path, capsys):
     missing = tmp_path / "missing.nii.gz"
     out = tmp_path / "shots"
@@ -396,11 +391,6 @@ def test_screenshot_of_missing_ct_leaves_no_png(tmp_path, capsys):
     assert os.listdir(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py cmd_screenshot calls configure_offscreen(force=True) but render.configure_offscreen() "
-    "takes no arguments: TypeError -> 'internal error', exit 1",
-)
 def test_screenshot_unknown_window_preset(tmp_path, capsys):
     ct = make_ct(tmp_path / "ct.nii.gz")
     out = tmp_path / "shots"
@@ -411,11 +401,6 @@ def test_screenshot_unknown_window_preset(tmp_path, capsys):
     assert os.listdir(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py cmd_screenshot calls configure_offscreen(force=True) but render.configure_offscreen() "
-    "takes no arguments: TypeError -> 'internal error', exit 1",
-)
 def test_screenshot_into_a_file_as_folder(tmp_path, capsys):
     ct = make_ct(tmp_path / "ct.nii.gz")
     blocker = tmp_path / "blocker.txt"

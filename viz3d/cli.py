@@ -250,7 +250,7 @@ def cmd_screenshot(args, console) -> None:
     from .export import check_writable_dir
     from .render import configure_offscreen, screenshot
 
-    configure_offscreen(force=True)
+    configure_offscreen()
     check_writable_dir(Path(args.out).parent if Path(args.out).parent != Path("") else Path("."))
     ct, label = _load_inputs(args)
     meshes = _meshes(args, console, ct, label, args.label_table)
@@ -285,18 +285,18 @@ def cmd_demo(args, console) -> None:
     from .render import has_display
 
     ct_path, label_path = demo_paths()
-    shared = dict(ct=str(ct_path), label=str(label_path), label_table="totalsegmentator", labels=None, bone_hu=200.0,
-                  no_bone=False, no_smooth=False, window="soft", view="anterior", no_slices=False, quiet=args.quiet)
-    scene_args = argparse.Namespace(**shared)
+    scene_args = argparse.Namespace(
+        ct=str(ct_path), label=str(label_path), label_table="totalsegmentator", labels=None, bone_hu=200.0,
+        no_bone=False, no_smooth=False, window="soft", view="iso", no_slices=False, quiet=True,
+    )
     if has_display():
         cmd_view(scene_args, console)
         return
     scene_args.out, scene_args.size = args.out, (1024, 768)
-    console.say("no display: rendering the demo offscreen instead of opening a window")
-    cmd_screenshot(scene_args, console)
-    if args.quiet:
-        return
-    print(f"wrote {args.out} (the real TotalSegmentator sample: CT, 41 labels, bone); copy it to your laptop to look at it")
+    cmd_screenshot(scene_args, _Console(quiet=True))
+    if not args.quiet:
+        print(f"viz3d: no display here, so the demo (a real CT with 41 labelled structures and bone) was rendered "
+              f"offscreen to {args.out}; copy it to your laptop to look at it, or try `viz3d view --help`")
 
 
 COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "export": cmd_export, "demo": cmd_demo}

@@ -1,0 +1,161 @@
+"""Headless plumbing and picture output for a `viz3d.scene.Scene`.
+
+Importing this module is cheap: PyVista and VTK are imported inside the functions that use them.
+
+Without a display (no ``DISPLAY`` and no ``WAYLAND_DISPLAY``), `configure_offscreen` must run
+before VTK is first imported: it selects VTK's EGL render window (Mesa EGL, no X server needed,
+no "bad X server connection" warning) and makes PyVista plot off screen. `viz3d.scene` calls it
+before its own imports, so code that only goes through `build_scene` / `screenshot` needs
+nothing else.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Viz3dError
+
+DEFAULT_SIZE = (1024, 768)
+
+
+def has_display() -> bool:
+    """True when an X11 or Wayland display is named in the environment."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def configure_offscreen() -> None:
+    """Prepare headless rendering when there is no display; a no-op when there is one.
+
+    Sets ``VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow`` (unless already set) so VTK renders
+    through EGL instead of trying to reach an X server, and sets ``pyvista.OFF_SCREEN = True``
+    if PyVista is already imported (`import_pyvista` does it for a later import). Call it before
+    VTK is imported: VTK picks its window class when the first render window is created.
+    """
+    if has_display():
+        return
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    pv = sys.modules.get("pyvista")
+    if pv is not None:
+        pv.OFF_SCREEN = True
+
+
+def import_pyvista():
+    """Import and return :mod:`pyvista` after `configure_offscreen` (the one entry point for it)."""
+    configure_offscreen()
+    import pyvista
+
+    if not has_display():
+        pyvista.OFF_SCREEN = True
+    return pyvista
+
+
+def render_image(scene, *, size=DEFAULT_SIZE):
+    """Render ``scene`` at ``size`` (width, height) and return the RGB pixels, ``(height, width, 3)`` uint8.
+
+    Works before the window is shown (off screen: nothing appears). The window size is
+    restored afterwards, so an interactive window keeps its size.
+    """
+    width, height = _check_size(size)
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+    window = scene.plotter.render_window
+    if window is None:
+        raise Viz3dError("this scene's window has been closed; build the scene again")
+    old_size = tuple(window.GetSize())
+    try:
+        window.SetSize(width, height)
+        window.Render()
+        grab = vtkWindowToImageFilter()
+        grab.SetInput(window)
+        grab.SetInputBufferTypeToRGB()
+        grab.ReadFrontBufferOff()  # the frame just drawn (off-screen windows have no front buffer)
+        grab.Update()
+        output = grab.GetOutput()
+        w, h, _ = output.GetDimensions()
+        image = vtk_to_numpy(output.GetPointData().GetScalars()).reshape(h, w, -1)[::-1, :, :3]
+    finally:
+        if old_size != (width, height) and old_size != (0, 0):
+            window.SetSize(*old_size)
+    if image.shape[:2] != (height, width):
+        raise RuntimeError(f"renderer returned a {(image.shape[1], image.shape[0])} image, expected {(width, height)}")
+    return np.ascontiguousarray(image)
+
+
+def screenshot(scene, out_path, *, size=DEFAULT_SIZE) -> Path:
+    """Render ``scene`` off screen and write it as a PNG at ``out_path``; return the path.
+
+    The file is written atomically: the picture goes to a hidden temporary file in the same
+    folder (``.NAME.tmp-XXXX.png``) which then replaces ``out_path``, so a failure at any point
+    leaves neither a partial PNG nor the temporary file behind. A missing or unwritable folder,
+    or an ``out_path`` that is not a ``.png`` file, raises `Viz3dError` naming it.
+
+    The camera is not moved: `build_scene` fitted it to the scene's own window size, so build
+    the scene with the same ``size`` (or call ``scene.set_view(scene.view)`` after resizing)
+    when the picture's aspect ratio differs much.
+    """
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".png":
+        raise Viz3dError(f"{out_path}: screenshots are written as PNG; use a .png file name")
+    if out_path.is_dir():
+        raise Viz3dError(f"{out_path}: is a folder, expected a .png file name")
+    folder = out_path.parent
+    if not folder.is_dir():
+        raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
+    width, height = _check_size(size)
+
+    fd, tmp = _create_temporary(folder, out_path.name)
+    try:
+        image = render_image(scene, size=(width, height))
+        from PIL import Image  # a dependency of PyVista
+
+        with os.fdopen(fd, "wb") as stream:
+            fd = None
+            Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(stream, format="PNG")
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        _discard(fd, tmp)
+        raise Viz3dError(f"{folder}: cannot write {out_path.name} ({exc.strerror or exc})") from None
+    except BaseException:
+        _discard(fd, tmp)
+        raise
+    return out_path
+
+
+def _create_temporary(folder: Path, name: str):
+    """Open a new hidden ``.NAME.tmp-XXXXXXXX.png`` in ``folder`` (mode 0666 less the umask)."""
+    for _ in range(100):
+        tmp = folder / f".{name}.tmp-{secrets.token_hex(4)}.png"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise Viz3dError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
+    raise Viz3dError(f"{folder}: cannot create a temporary file for {name}")
+
+
+def _discard(fd, tmp: Path) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _check_size(size) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise Viz3dError(f"image size must be (width, height) in pixels, got {size!r}") from None
+    if not (16 <= width <= 16384 and 16 <= height <= 16384):
+        raise Viz3dError(f"image size must be between 16 and 16384 pixels per side, got {width}x{height}")
+    return width, height

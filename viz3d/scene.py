@@ -1,0 +1,700 @@
+"""The one scene builder: label meshes, bone, three CT slice planes, window/level, legend, cameras.
+
+`build_scene` returns a `Scene`; the interactive window (`Scene.show`), screenshots
+(`viz3d.render.screenshot`) and anything else that draws start from it. The `Scene` methods are
+the whole control surface: keys and sliders call them, and so do tests and notebooks.
+
+Coordinates are RAS millimetres throughout (+x patient's Right, +y Anterior, +z Superior).
+The CT is drawn as three world-axis-aligned planes (axial: normal z, coronal: normal y,
+sagittal: normal x) resliced from the CT grid by `vtkImageResliceMapper`, which honours the
+grid's direction matrix, so flipped, anisotropic and oblique affines are placed correctly.
+Window/level only changes the planes' `vtkImageProperty` (colour window and level); the CT
+array is never copied into display values or modified.
+
+Camera presets (radiological convention; each one refits the camera to the whole scene):
+
+- ``anterior``: camera on the patient's anterior side (+y) looking towards -y, superior up:
+  the patient's left is on the viewer's right.
+- ``posterior``: camera behind the patient (-y), superior up: the patient's left on the left.
+- ``left``: camera on the patient's left (-x), superior up: anterior on the viewer's left.
+- ``right``: camera on the patient's right (+x), superior up: anterior on the viewer's right.
+- ``superior``: camera above the head (+z) looking down, **anterior up**: the patient's left
+  on the viewer's left.
+- ``inferior``: camera below the feet (-z) looking up, anterior up: the patient's left on the
+  viewer's right, as axial CT images are displayed.
+- ``iso``: a 3/4 view from anterior-left-superior (45 degrees from anterior towards the
+  patient's left, 30 degrees above the horizontal), superior up.
+
+Key map of the interactive window (`KEYMAP`; chosen not to clash with PyVista's and VTK's
+own keys q, e, b, v, w, s, r, f, p, u, m, i, j, t, c, a, 3, Up, Down, plus, minus):
+
+- F1 / F2 / F3 / F4: window preset soft / bone / lung / brain
+- 1 anterior, 2 posterior, 4 left, 5 right, 6 superior, 7 inferior, 0 iso (also on the keypad;
+  3 is VTK's stereo toggle)
+- o bone, l labels, x slices: show / hide
+- Page Up / Page Down: move the axial slice up / down by one (smallest) voxel size
+- q: close the window
+
+Sliders: window centre (-1000..3000 HU) and width (1..4000 HU), and one per slice position
+(range: the CT's extent along that world axis).
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+
+from .errors import Viz3dError
+from .render import DEFAULT_SIZE, _check_size, has_display, import_pyvista
+
+WINDOW_PRESETS = {
+    "soft": (40.0, 400.0),
+    "bone": (400.0, 1800.0),
+    "lung": (-600.0, 1500.0),
+    "brain": (40.0, 80.0),
+}
+VIEWS = ("anterior", "posterior", "left", "right", "superior", "inferior", "iso")
+SLICE_AXES = ("axial", "coronal", "sagittal")
+GROUPS = ("bone", "labels", "slices")
+
+# axis name -> index of the world (RAS) coordinate it moves along / its plane normal
+_AXIS_INDEX = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+# view -> (direction from the focal point to the camera, screen-up direction), RAS
+_ISO = (-math.sin(math.radians(45)) * math.cos(math.radians(30)),
+        math.cos(math.radians(45)) * math.cos(math.radians(30)),
+        math.sin(math.radians(30)))
+VIEW_DIRECTIONS = {
+    "anterior": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+    "posterior": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    "left": ((-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    "right": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    "superior": ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0)),
+    "inferior": ((0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
+    "iso": (_ISO, (0.0, 0.0, 1.0)),
+}
+
+WINDOW_CENTER_RANGE = (-1000.0, 3000.0)
+WINDOW_WIDTH_RANGE = (1.0, 4000.0)
+
+# keysym -> (Scene method, argument). Keysyms as X11 / VTK name them.
+KEYMAP = {
+    "F1": ("apply_preset", "soft"),
+    "F2": ("apply_preset", "bone"),
+    "F3": ("apply_preset", "lung"),
+    "F4": ("apply_preset", "brain"),
+    "1": ("set_view", "anterior"),
+    "2": ("set_view", "posterior"),
+    "4": ("set_view", "left"),
+    "5": ("set_view", "right"),
+    "6": ("set_view", "superior"),
+    "7": ("set_view", "inferior"),
+    "0": ("set_view", "iso"),
+    "KP_1": ("set_view", "anterior"),
+    "KP_2": ("set_view", "posterior"),
+    "KP_4": ("set_view", "left"),
+    "KP_5": ("set_view", "right"),
+    "KP_6": ("set_view", "superior"),
+    "KP_7": ("set_view", "inferior"),
+    "KP_0": ("set_view", "iso"),
+    "o": ("toggle", "bone"),
+    "l": ("toggle", "labels"),
+    "x": ("toggle", "slices"),
+    "Prior": ("step_slice", ("axial", 1)),
+    "Next": ("step_slice", ("axial", -1)),
+}
+# (VTK's text rendering drops "|", so the groups are separated by spaces)
+HELP_TEXT = (
+    "window: F1 soft  F2 bone  F3 lung  F4 brain      "
+    "views: 1 anterior  2 posterior  4 left  5 right  6 superior  7 inferior  0 iso\n"
+    "show/hide: o bone  l labels  x slices      PgUp/PgDn axial slice      "
+    "drag rotate, shift-drag pan, wheel zoom      q quit"
+)
+
+BACKGROUND = (0.10, 0.11, 0.14)
+TEXT_COLOR = (0.92, 0.92, 0.92)
+BONE_OPACITY = 0.35
+MAX_LEGEND_ENTRIES = 25
+ORIENTATION_VIEWPORT = (0.8, 0.0, 1.0, 0.27)
+
+
+class Scene:
+    """A built scene: the `pyvista.Plotter` (``plotter``), its actors and the controls.
+
+    Made by `build_scene`. Attributes: ``plotter``; ``ct`` (the `Volume` or None);
+    ``label_actors`` / ``bone_actors`` (name -> actor); ``slice_actors`` / ``slice_planes``
+    (axis -> `vtkImageSlice` / world `vtkPlane`); ``image_property`` (the one
+    `vtkImageProperty` the three planes share); ``legend`` (the `vtkLegendBoxActor` or None)
+    and ``legend_labels`` (the names it lists); ``sliders`` (name -> `vtkSliderWidget`, only
+    when interactive); ``slice_ranges`` (axis -> (lo, hi) mm); ``view`` (last camera preset).
+    """
+
+    def __init__(self, plotter, ct):
+        self.plotter = plotter
+        self.ct = ct
+        self.image = None
+        self.image_property = None
+        self.label_actors: dict = {}
+        self.bone_actors: dict = {}
+        self.slice_actors: dict = {}
+        self.slice_planes: dict = {}
+        self.slice_ranges: dict = {}
+        self.sliders: dict = {}
+        self.legend = None
+        self.legend_labels: list[str] = []
+        self.help_actor = None
+        self.orientation_widget = None
+        self.view = "anterior"
+        self.bounds = np.array([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0])
+        self._window = (40.0, 400.0)
+        self._positions: dict = {}
+        self._visible = {group: True for group in GROUPS}
+        self._slice_step = 1.0
+        self._syncing = False
+
+    # ----------------------------------------------------------------- window / level
+    @property
+    def window(self) -> tuple[float, float]:
+        """Current CT display window as ``(center, width)`` in HU."""
+        return self._window
+
+    def set_window(self, center: float, width: float) -> None:
+        """Show CT values ``center - width/2 .. center + width/2`` as black .. white.
+
+        Only the planes' `vtkImageProperty` colour level / window change (no array is touched).
+        ``width`` must be positive.
+        """
+        center, width = _check_window(center, width)
+        self._window = (center, width)
+        if self.image_property is not None:
+            self.image_property.SetColorLevel(center)
+            self.image_property.SetColorWindow(width)
+        self._sync_slider("window_center", center)
+        self._sync_slider("window_width", width)
+        self._render()
+
+    def apply_preset(self, name: str) -> None:
+        """Set the window from `WINDOW_PRESETS` (``soft``, ``bone``, ``lung``, ``brain``)."""
+        if name not in WINDOW_PRESETS:
+            raise Viz3dError(f"unknown window preset {name!r}; choose one of {', '.join(WINDOW_PRESETS)}")
+        self.set_window(*WINDOW_PRESETS[name])
+
+    # ----------------------------------------------------------------- slices
+    @property
+    def slice_positions(self) -> dict[str, float]:
+        """World positions of the planes in mm: ``{"axial": z, "coronal": y, "sagittal": x}``."""
+        return dict(self._positions)
+
+    def set_slice(self, axis: str, position_mm: float) -> float:
+        """Move one CT plane to a world position and return where it went.
+
+        ``axis`` is ``"axial"`` (position along S, RAS z), ``"coronal"`` (along A, y) or
+        ``"sagittal"`` (along R, x). Positions outside the CT's extent along that axis
+        (``slice_ranges``) are clamped to it.
+        """
+        if axis not in _AXIS_INDEX:
+            raise Viz3dError(f"unknown slice axis {axis!r}; choose one of {', '.join(SLICE_AXES)}")
+        if not self.slice_planes:
+            raise Viz3dError("this scene has no CT, so it has no slices to move")
+        try:
+            position = float(position_mm)
+        except (TypeError, ValueError):
+            raise Viz3dError(f"slice position must be a number of mm, got {position_mm!r}") from None
+        if not math.isfinite(position):
+            raise Viz3dError(f"slice position must be finite, got {position}")
+        lo, hi = self.slice_ranges[axis]
+        position = min(max(position, lo), hi)
+        plane = self.slice_planes[axis]
+        origin = list(plane.GetOrigin())
+        origin[_AXIS_INDEX[axis]] = position
+        plane.SetOrigin(origin)
+        self.slice_actors[axis].GetMapper().Modified()
+        self._positions[axis] = position
+        self._sync_slider(axis, position)
+        self._render()
+        return position
+
+    def step_slice(self, axis: str, steps: int = 1) -> float:
+        """Move a plane by ``steps`` times the CT's smallest voxel size (negative: backwards)."""
+        if axis not in _AXIS_INDEX:
+            raise Viz3dError(f"unknown slice axis {axis!r}; choose one of {', '.join(SLICE_AXES)}")
+        if not self.slice_planes:
+            return float("nan")
+        return self.set_slice(axis, self._positions[axis] + steps * self._slice_step)
+
+    # ----------------------------------------------------------------- visibility
+    def set_visible(self, group: str, visible: bool) -> None:
+        """Show or hide a group: ``"bone"``, ``"labels"`` (with the legend) or ``"slices"``."""
+        actors = self._group_actors(group)
+        self._visible[group] = bool(visible)
+        for actor in actors:
+            actor.SetVisibility(bool(visible))
+        if group == "labels" and self.legend is not None:
+            self.legend.SetVisibility(bool(visible))
+        self._render()
+
+    def toggle(self, group: str) -> bool:
+        """Flip a group's visibility; return the new state."""
+        self.set_visible(group, not self.is_visible(group))
+        return self._visible[group]
+
+    def is_visible(self, group: str) -> bool:
+        """Whether the group is shown (a group without actors keeps its requested state)."""
+        self._group_actors(group)
+        return self._visible[group]
+
+    def _group_actors(self, group):
+        if group == "bone":
+            return list(self.bone_actors.values())
+        if group == "labels":
+            return list(self.label_actors.values())
+        if group == "slices":
+            return list(self.slice_actors.values())
+        raise Viz3dError(f"unknown group {group!r}; choose one of {', '.join(GROUPS)}")
+
+    # ----------------------------------------------------------------- camera
+    def set_view(self, name: str) -> None:
+        """Point the camera from a preset direction (see `VIEW_DIRECTIONS`) and fit the whole scene."""
+        if name not in VIEW_DIRECTIONS:
+            raise Viz3dError(f"unknown view {name!r}; choose one of {', '.join(VIEWS)}")
+        direction, up = (np.asarray(v, dtype=float) for v in VIEW_DIRECTIONS[name])
+        b = self.bounds
+        center = np.array([(b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2])
+        distance = max(float(np.linalg.norm(b[1::2] - b[0::2])), 1.0)
+        renderer = self.plotter.renderer
+        camera = renderer.GetActiveCamera()
+        self.plotter.renderer.camera.is_set = True  # keep PyVista from replacing it at the first render
+        camera.SetFocalPoint(*center)
+        camera.SetPosition(*(center + direction / np.linalg.norm(direction) * distance))
+        camera.SetViewUp(*up)
+        camera.OrthogonalizeViewUp()
+        self._fit_camera(camera, center)
+        renderer.ResetCameraClippingRange(*b)
+        self.view = name
+        self._render()
+
+    def _fit_camera(self, camera, center, margin=0.92) -> None:
+        """Place the camera so the scene box fills the part of the window that overlays leave free.
+
+        The free area is left of the legend and, with the interactive controls, between the slider
+        rows; the camera's window centre moves the focal point to the middle of that area.
+        """
+        x0, x1, y0, y1 = self._free_area()
+        camera.SetWindowCenter(-(x0 + x1 - 1.0), -(y0 + y1 - 1.0))
+        b = self.bounds
+        corners = np.array(np.meshgrid(b[0:2], b[2:4], b[4:6], indexing="ij")).reshape(3, -1).T - center
+        forward = np.array(camera.GetDirectionOfProjection())  # from camera to focal point
+        up = np.array(camera.GetViewUp())
+        right = np.cross(forward, up)
+        x, y, toward = corners @ right, corners @ up, -(corners @ forward)
+        width, height = self.plotter.window_size
+        tan_half = math.tan(math.radians(camera.GetViewAngle()) / 2)
+        tan_v = tan_half * margin * (y1 - y0)
+        tan_h = tan_half * margin * (x1 - x0) * width / max(height, 1)
+        distance = float(np.max(np.maximum(toward + np.abs(x) / tan_h, toward + np.abs(y) / tan_v)))
+        camera.SetPosition(*(center - forward * max(distance, 1e-3)))
+
+    def _free_area(self) -> tuple[float, float, float, float]:
+        """(x0, x1, y0, y1) of the window, normalised, not covered by the legend or sliders."""
+        x1 = 1.0
+        if self.legend is not None and self.legend.GetVisibility():
+            x1 = max(1.0 - self.legend.GetPosition2Coordinate().GetValue()[0] - 0.01, 0.55)
+        y0, y1 = (0.17, 0.86) if self.sliders else (0.0, 1.0)
+        return 0.0, x1, y0, y1
+
+    # ----------------------------------------------------------------- window
+    def show(self, *, title: str = "viz3d") -> None:
+        """Open the interactive window and block until it is closed (``q`` or the close button)."""
+        if self.plotter.off_screen:
+            if not has_display():
+                raise Viz3dError("no display to open a window on (DISPLAY is not set); write a screenshot instead")
+            raise Viz3dError("this scene was built off screen; build it with off_screen=False to show it")
+        self.plotter.show(title=title)
+
+    def close(self) -> None:
+        """Release the window and its graphics resources."""
+        for widget in self.sliders.values():
+            widget.Off()
+        self.sliders.clear()
+        self.plotter.close()
+
+    def render(self) -> None:
+        """Draw a frame now (PyVista's own ``plotter.render()`` does nothing before ``show()``)."""
+        self.plotter.render_window.Render()
+
+    def state(self) -> dict:
+        """The control state as plain data: window, slice positions, visibility, view."""
+        return {
+            "window": list(self._window),
+            "slices": self.slice_positions,
+            "visible": dict(self._visible),
+            "view": self.view,
+        }
+
+    # ----------------------------------------------------------------- helpers
+    def _render(self) -> None:
+        # PyVista's render() is a no-op until the window is shown, so building stays cheap.
+        self.plotter.render()
+
+    def _sync_slider(self, name, value) -> None:
+        widget = self.sliders.get(name)
+        if widget is None or self._syncing:
+            return
+        rep = widget.GetRepresentation()
+        if value < rep.GetMinimumValue():
+            rep.SetMinimumValue(value)
+        if value > rep.GetMaximumValue():
+            rep.SetMaximumValue(value)
+        rep.SetValue(value)
+
+    def _on_slider(self, name, value) -> None:
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            if name == "window_center":
+                self.set_window(value, self._window[1])
+            elif name == "window_width":
+                self.set_window(self._window[0], max(value, WINDOW_WIDTH_RANGE[0]))
+            else:
+                self.set_slice(name, value)
+        finally:
+            self._syncing = False
+
+    def _on_key(self, method, argument) -> None:
+        if method == "step_slice":
+            getattr(self, method)(*argument)
+        else:
+            getattr(self, method)(argument)  # each method renders the change
+
+
+def build_scene(
+    meshes,
+    ct=None,
+    *,
+    window=(40.0, 400.0),
+    show_slices: bool = True,
+    show_bone: bool = True,
+    view: str = "anterior",
+    off_screen: bool = False,
+    size=DEFAULT_SIZE,
+    interactive: bool = True,
+) -> Scene:
+    """Build the scene for a list of `Mesh` and an optional CT `Volume`.
+
+    Label meshes (``kind="label"``) are drawn opaque in their colours and listed in a legend;
+    bone meshes (``kind="bone"``) semi-transparent (opacity 0.35) in their colour. With a CT,
+    three orthogonal planes through its centre show it in greyscale with ``window``
+    ``(center, width)`` in HU. ``show_slices`` / ``show_bone`` set the initial visibility
+    (hidden groups are still built, so they can be toggled on). ``view`` is one of `VIEWS`.
+
+    ``off_screen`` renders without a window (forced when there is no display). With
+    ``interactive`` the window gets sliders, the `KEYMAP` keys and a help line; an orientation
+    cube labelled with patient directions (R/L, A/P, S/I) is always drawn. Anti-aliasing is
+    off (it costs about 4x per frame on software OpenGL).
+    """
+    meshes = list(meshes or [])
+    width_px, height_px = _check_size(size)
+    if view not in VIEW_DIRECTIONS:
+        raise Viz3dError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    try:
+        window = _check_window(*window)
+    except TypeError:
+        raise Viz3dError(f"window must be (center, width) in HU, got {window!r}") from None
+    for mesh in meshes:
+        _check_mesh(mesh)
+    if ct is not None and (getattr(ct, "array", None) is None or getattr(ct, "affine", None) is None):
+        raise Viz3dError("ct must be a viz3d Volume (array + affine) or None")
+
+    pv = import_pyvista()
+    if not has_display():
+        off_screen = True
+    plotter = pv.Plotter(off_screen=bool(off_screen), window_size=(width_px, height_px))
+    plotter.disable_anti_aliasing()
+    plotter.set_background(BACKGROUND)
+    scene = Scene(plotter, ct)
+    try:
+        scene._syncing = True  # no slider callbacks while building
+        bounds = []
+        _add_meshes(pv, scene, meshes, bounds)
+        if ct is not None:
+            _add_slices(pv, scene, ct, bounds)
+        if bounds:
+            b = np.array(bounds)
+            scene.bounds = np.array([b[:, 0].min(), b[:, 1].max(), b[:, 2].min(),
+                                     b[:, 3].max(), b[:, 4].min(), b[:, 5].max()])
+        _add_legend(pv, scene, [m for m in meshes if m.kind != "bone" and len(m.faces)], (width_px, height_px))
+        _add_orientation_cube(plotter, scene)
+        if interactive:
+            _add_controls(scene)
+        scene._syncing = False
+        scene.set_window(*window)
+        scene.set_visible("bone", show_bone)
+        scene.set_visible("slices", show_slices)
+        scene.set_visible("labels", True)
+        scene.set_view(view)
+    except BaseException:
+        plotter.close()
+        raise
+    return scene
+
+
+# --------------------------------------------------------------------------- building blocks
+def _check_window(center, width) -> tuple[float, float]:
+    try:
+        center, width = float(center), float(width)
+    except (TypeError, ValueError):
+        raise Viz3dError(f"window centre and width must be numbers, got {center!r}, {width!r}") from None
+    if not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
+        raise Viz3dError(f"window width must be a positive number of HU and centre finite, got ({center}, {width})")
+    return center, width
+
+
+def _check_mesh(mesh) -> None:
+    name = getattr(mesh, "name", "?")
+    vertices = np.asarray(mesh.vertices)
+    faces = np.asarray(mesh.faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise Viz3dError(f"mesh {name!r}: vertices must be an (N, 3) array, got shape {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
+        raise Viz3dError(f"mesh {name!r}: faces must be an (M, 3) integer array, got {faces.dtype} {faces.shape}")
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise Viz3dError(f"mesh {name!r}: face indices out of range for {len(vertices)} vertices")
+    if mesh.kind not in ("label", "bone"):
+        raise Viz3dError(f"mesh {name!r}: kind must be 'label' or 'bone', got {mesh.kind!r}")
+
+
+def _add_meshes(pv, scene, meshes, bounds) -> None:
+    for index, mesh in enumerate(meshes):
+        if not len(mesh.faces):
+            continue
+        poly = pv.PolyData.from_regular_faces(
+            np.asarray(mesh.vertices, dtype=np.float32), np.asarray(mesh.faces, dtype=np.int64)
+        )
+        is_bone = mesh.kind == "bone"
+        key = mesh.name
+        target = scene.bone_actors if is_bone else scene.label_actors
+        if key in target:
+            key = f"{mesh.name} #{index}"
+        actor = scene.plotter.add_mesh(
+            poly,
+            color=tuple(float(c) for c in mesh.color),
+            opacity=BONE_OPACITY if is_bone else 1.0,
+            name=f"{mesh.kind}-{index}",
+            pickable=False,
+            reset_camera=False,
+            show_scalar_bar=False,
+        )
+        if is_bone:
+            actor.prop.specular = 0.1
+        target[key] = actor
+        bounds.append(poly.bounds)
+
+
+def _image_data(pv, ct):
+    """A `pyvista.ImageData` on the CT's grid: origin, spacing and direction from the affine."""
+    affine = np.asarray(ct.affine, dtype=float)
+    matrix = affine[:3, :3]
+    spacing = np.linalg.norm(matrix, axis=0)
+    direction = matrix / spacing
+    array = np.asarray(ct.array)
+    if array.dtype.kind == "b":
+        array = array.view(np.uint8)
+    elif array.dtype.kind == "f" and array.dtype.itemsize < 4:
+        array = array.astype(np.float32)
+    elif not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    image = pv.ImageData(dimensions=array.shape, spacing=spacing, origin=affine[:3, 3])
+    image.direction_matrix = direction
+    # VTK wants the first index fastest: a view for Fortran-ordered arrays (nibabel's usual
+    # layout), one copy otherwise. VTK only reads it.
+    image.point_data["HU"] = array.ravel(order="F")
+    image.point_data.active_scalars_name = "HU"
+    return image
+
+
+def _add_slices(pv, scene, ct, bounds) -> None:
+    vtk = _vtk()
+
+    image = _image_data(pv, ct)
+    scene.image = image
+    shape = np.array(ct.array.shape)
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
+    world = ct.affine[:3, :3] @ corners + ct.affine[:3, 3:4]
+    lo, hi = world.min(axis=1), world.max(axis=1)
+    center = ct.affine[:3, :3] @ ((shape - 1) / 2.0) + ct.affine[:3, 3]
+    scene._slice_step = float(min(np.linalg.norm(ct.affine[:3, :3], axis=0)))
+
+    prop = vtk.vtkImageProperty()
+    prop.SetInterpolationTypeToLinear()
+    prop.SetColorLevel(scene.window[0])
+    prop.SetColorWindow(scene.window[1])
+    scene.image_property = prop
+    for axis in SLICE_AXES:
+        k = _AXIS_INDEX[axis]
+        normal = [0.0, 0.0, 0.0]
+        normal[k] = 1.0
+        plane = vtk.vtkPlane()
+        plane.SetOrigin(*center)
+        plane.SetNormal(*normal)
+        mapper = vtk.vtkImageResliceMapper()
+        mapper.SetInputData(image)
+        mapper.SetSlicePlane(plane)
+        mapper.SliceFacesCameraOff()
+        mapper.SliceAtFocalPointOff()
+        actor = vtk.vtkImageSlice()
+        actor.SetMapper(mapper)
+        actor.SetProperty(prop)
+        actor.PickableOff()
+        scene.plotter.add_actor(actor, reset_camera=False, name=f"slice-{axis}", pickable=False)
+        scene.slice_actors[axis] = actor
+        scene.slice_planes[axis] = plane
+        scene.slice_ranges[axis] = (float(lo[k]), float(hi[k]))
+        scene._positions[axis] = float(center[k])
+    bounds.append(tuple(ct.world_bounds().T.ravel()))
+
+
+def _add_legend(pv, scene, label_meshes, size) -> None:
+    """Name and colour of each label in a box at the upper right (first entries + "+k more")."""
+    vtk = _vtk()
+
+    if not label_meshes:
+        return
+    entries = [(m.name, tuple(float(c) for c in m.color)) for m in label_meshes]
+    if len(entries) > MAX_LEGEND_ENTRIES:
+        shown = entries[: MAX_LEGEND_ENTRIES - 1]
+        entries = shown + [(f"+{len(entries) - len(shown)} more", None)]
+    legend = vtk.vtkLegendBoxActor()
+    legend.SetNumberOfEntries(len(entries))
+    for i, (name, color) in enumerate(entries):
+        # The swatch is a small RGB image: the entry colour then only sets the text colour
+        # (a coloured text on the dark box would be unreadable for dark label colours).
+        icon = pv.ImageData(dimensions=(4, 4, 1))
+        rgb = BACKGROUND if color is None else color
+        icon.point_data["rgb"] = np.tile(np.round(np.array(rgb) * 255).astype(np.uint8), (16, 1))
+        legend.SetEntry(i, icon, f" {name}", TEXT_COLOR)
+    # vtkLegendBoxActor fits the font to the box: size the box for rows of 12-20 px
+    # (smaller when there are many labels) and about half a row per character.
+    width_px, height_px = size
+    row = min(max(0.55 * height_px / len(entries), 12.0), 20.0)
+    longest = max(len(name) for name, _ in entries) + 1
+    width = min(max((0.5 * row * longest + 1.6 * row + 10) / width_px, 0.08), 0.4)
+    height = min((row * len(entries) + 10) / height_px, 0.75)
+    top = 0.985
+    legend.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
+    legend.GetPositionCoordinate().SetValue(0.995 - width, top - height)
+    legend.GetPosition2Coordinate().SetValue(width, height)
+    legend.UseBackgroundOn()
+    legend.SetBackgroundColor(0.04, 0.04, 0.06)
+    legend.SetBackgroundOpacity(0.7)
+    legend.BorderOn()  # lets the box shrink to its text
+    legend.GetProperty().SetColor(0.35, 0.35, 0.4)
+    legend.SetPadding(4)
+    legend.PickableOff()
+    scene.plotter.add_actor(legend, reset_camera=False, name="legend", pickable=False)
+    scene.legend = legend
+    scene.legend_labels = [name for name, _ in entries]
+
+
+def _add_orientation_cube(plotter, scene) -> None:
+    """A cube labelled with patient directions plus arrows towards R, A and S, in a corner."""
+    vtk = _vtk()
+
+    cube = vtk.vtkAnnotatedCubeActor()
+    # RAS+: the +x face is the patient's Right, +y Anterior, +z Superior.
+    for face, text in (("XPlus", "R"), ("XMinus", "L"), ("YPlus", "A"),
+                       ("YMinus", "P"), ("ZPlus", "S"), ("ZMinus", "I")):
+        getattr(cube, f"Set{face}FaceText")(text)
+        prop = getattr(cube, f"Get{face}FaceProperty")()
+        prop.SetColor(0.1, 0.1, 0.1)
+        prop.SetInterpolationToFlat()
+    cube.SetFaceTextScale(0.65)
+    cube.SetZFaceTextRotation(90)  # "S" upright when seen from above with anterior up
+    cube.GetCubeProperty().SetColor(0.80, 0.80, 0.76)
+    cube.GetTextEdgesProperty().SetColor(0.45, 0.45, 0.45)
+    cube.GetTextEdgesProperty().SetLineWidth(1)
+
+    axes = vtk.vtkAxesActor()
+    axes.SetTotalLength(1.0, 1.0, 1.0)
+    axes.SetShaftTypeToCylinder()
+    axes.SetCylinderRadius(0.03)
+    axes.SetConeRadius(0.25)
+    axes.SetXAxisLabelText("R")
+    axes.SetYAxisLabelText("A")
+    axes.SetZAxisLabelText("S")
+    # muted colours, so the marker is never mistaken for (or by a test, for) a label colour
+    for arrow, color in (("X", (0.85, 0.45, 0.45)), ("Y", (0.45, 0.78, 0.45)), ("Z", (0.5, 0.6, 0.95))):
+        getattr(axes, f"Get{arrow}AxisShaftProperty")().SetColor(*color)
+        getattr(axes, f"Get{arrow}AxisTipProperty")().SetColor(*color)
+        caption = getattr(axes, f"Get{arrow}AxisCaptionActor2D")()
+        caption.GetCaptionTextProperty().SetColor(*TEXT_COLOR)
+        caption.GetCaptionTextProperty().ShadowOff()
+        caption.GetCaptionTextProperty().ItalicOff()
+
+    marker = vtk.vtkPropAssembly()
+    marker.AddPart(cube)
+    marker.AddPart(axes)
+    scene.orientation_widget = plotter.add_orientation_widget(
+        marker, interactive=False, viewport=ORIENTATION_VIEWPORT
+    )
+
+
+def _add_controls(scene) -> None:
+    plotter = scene.plotter
+    style = dict(style="modern", interaction_event="always", color=TEXT_COLOR,
+                 title_height=0.022, slider_width=0.025, tube_width=0.004)
+    center, width = scene.window
+    scene.sliders["window_center"] = plotter.add_slider_widget(
+        partial(scene._on_slider, "window_center"), _range_with(WINDOW_CENTER_RANGE, center), value=center,
+        title="window centre (HU)", pointa=(0.03, 0.13), pointb=(0.27, 0.13), fmt="%.0f", **style,
+    )
+    scene.sliders["window_width"] = plotter.add_slider_widget(
+        partial(scene._on_slider, "window_width"), _range_with(WINDOW_WIDTH_RANGE, width), value=width,
+        title="window width (HU)", pointa=(0.32, 0.13), pointb=(0.56, 0.13), fmt="%.0f", **style,
+    )
+    for i, axis in enumerate(SLICE_AXES):
+        if axis not in scene.slice_ranges:
+            continue
+        lo, hi = scene.slice_ranges[axis]
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.5, hi + 0.5
+        letter = "SAR"[i]
+        x0 = 0.03 + i * 0.21
+        scene.sliders[axis] = plotter.add_slider_widget(
+            partial(scene._on_slider, axis), (lo, hi), value=scene.slice_positions[axis],
+            title=f"{axis} ({letter} mm)", pointa=(x0, 0.9), pointb=(x0 + 0.17, 0.9), fmt="%.1f", **style,
+        )
+    for key, (method, argument) in KEYMAP.items():
+        plotter.add_key_event(key, partial(scene._on_key, method, argument))
+    vtk = _vtk()
+
+    help_actor = vtk.vtkTextActor()
+    help_actor.SetInput(HELP_TEXT)
+    help_actor.GetTextProperty().SetFontSize(13)
+    help_actor.GetTextProperty().SetColor(*TEXT_COLOR)
+    help_actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
+    help_actor.GetPositionCoordinate().SetValue(0.01, 0.012)
+    help_actor.PickableOff()
+    plotter.add_actor(help_actor, reset_camera=False, name="help", pickable=False)
+    scene.help_actor = help_actor
+
+
+def _vtk():
+    """The few VTK classes used here (importing the whole ``vtk`` package costs ~0.9 s)."""
+    from types import SimpleNamespace
+
+    from vtkmodules.vtkCommonDataModel import vtkPlane
+    from vtkmodules.vtkRenderingAnnotation import vtkAnnotatedCubeActor, vtkAxesActor, vtkLegendBoxActor
+    from vtkmodules.vtkRenderingCore import vtkImageProperty, vtkImageSlice, vtkPropAssembly, vtkTextActor
+    from vtkmodules.vtkRenderingImage import vtkImageResliceMapper
+
+    return SimpleNamespace(
+        vtkPlane=vtkPlane, vtkAnnotatedCubeActor=vtkAnnotatedCubeActor, vtkAxesActor=vtkAxesActor,
+        vtkLegendBoxActor=vtkLegendBoxActor, vtkImageProperty=vtkImageProperty, vtkImageSlice=vtkImageSlice,
+        vtkPropAssembly=vtkPropAssembly, vtkTextActor=vtkTextActor, vtkImageResliceMapper=vtkImageResliceMapper,
+    )
+
+
+def _range_with(rng, value):
+    return (min(rng[0], value), max(rng[1], value))
