@@ -4,6 +4,7 @@ Synthetic series are written with pydicom (32x32 slices, explicit VR little endi
 known field in LPS millimetres, so every loaded voxel can be checked against the truth at
 its world position.
 """
+import re
 import shutil
 import subprocess
 import sys
@@ -522,3 +523,70 @@ def test_a_single_slice_takes_its_thickness_with_a_warning(tmp_path):
     volume, messages = loaded(tmp_path)
     assert volume.shape == (8, 8, 1) and volume.voxel_sizes == pytest.approx((1, 1, 2.5))
     assert any("single slice" in m for m in messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# through the command line and the meshing
+
+
+def run_viz3d(capsys, *args):
+    from viz3d.cli import main
+
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_info_on_a_dicom_folder_shows_identity_and_series(clinical_folder, capsys):
+    status, out, err = run_viz3d(capsys, "info", clinical_folder)
+    assert status == 0, err
+    fields = dict(re.findall(r"^\s+(PatientID|Modality|SeriesInstanceUID|SeriesDescription|n_slices|transfer_syntax)\s*: (.*)$", out, re.M))
+    assert fields["SeriesInstanceUID"] == "1.2.826.0.1.7.2"
+    assert fields["SeriesDescription"] == "axial body" and fields["n_slices"] == "12"
+    assert fields["Modality"] == "CT" and "Little Endian" in fields["transfer_syntax"]
+    assert re.search(r"^\s+\*\[0\]\s+12 slices.*axial body", out, re.M)
+    assert re.search(r"^\s+ \[1\]\s+3 slices.*scout", out, re.M)
+    assert err.count("viz3d: warning:") == 1 and "scout" in err
+    status, out, err = run_viz3d(capsys, "info", clinical_folder, "--series", "1")
+    assert status == 0 and re.search(r"n_slices\s*: 3$", out, re.M)
+
+
+def test_info_shows_empty_identity_of_the_anonymised_real_series(sample_dir, capsys):
+    status, out, err = run_viz3d(capsys, "info", sample_dir / "ct_dicom")
+    assert status == 0, err
+    assert re.search(r"PatientID\s*: \(empty\)$", out, re.M)
+    assert re.search(r"SeriesInstanceUID\s*: \(empty\)$", out, re.M)
+    assert "JPEG 2000" in out
+
+
+@pytest.mark.parametrize("series", ["7", "number:9", "abc"])
+def test_bad_dicom_input_is_one_error_line(clinical_folder, tmp_path, capsys, series):
+    status, out, err = run_viz3d(capsys, "info", clinical_folder, "--series", series)
+    assert status == 2 and err.startswith("viz3d: error:") and err.count("\n") == 1 and "Traceback" not in err
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.dcm").write_text("not dicom")
+    status, out, err = run_viz3d(capsys, "export", junk, "--out", tmp_path / "out")
+    assert status == 2 and err.startswith("viz3d: error:") and err.count("\n") == 1 and str(junk) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_label_meshes_of_the_real_series_sit_on_its_bone(real, sample_dir):
+    """Vertebra surfaces from the dcm2niix-grid label map lie on the bone surface of the DICOM CT."""
+    from scipy.spatial import cKDTree
+
+    from viz3d.labels import builtin_table
+    from viz3d.meshing import bone_mesh, label_meshes
+    from viz3d.volume import load_label
+
+    label = load_label(sample_dir / "label_for_ct_dicom.nii.gz")
+    vertebrae = label_meshes(label, builtin_table("totalsegmentator"), labels=list(range(26, 51)))
+    assert len(vertebrae) >= 2
+    bone = cKDTree(bone_mesh(real[0], hu=200).vertices)
+    for mesh in vertebrae:
+        distance, _ = bone.query(mesh.vertices)
+        # the label's outer surface is the cortical bone surface, to within a voxel or two
+        assert np.median(distance) < 2.0, mesh.name
+        # while the same surface with y negated (an LPS/RAS confusion) is far off the bone
+        off, _ = bone.query(mesh.vertices * [1, -1, 1])
+        assert np.median(off) > 20.0, mesh.name
