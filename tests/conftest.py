@@ -1,7 +1,12 @@
 """Shared test fixtures: paths to the real sample data beside the project."""
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Tests never read or fill the user's mesh cache.
+os.environ["VIZ3D_CACHE_DIR"] = tempfile.mkdtemp(prefix="viz3d-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -468,7 +468,8 @@ def test_subprocess_gz_header_promising_huge_data(tmp_path):
 def _label_rows(out: str) -> dict:
     """value -> (name, voxels, volume mL) from the table `viz3d info` prints."""
     rows = {}
-    for match in re.finditer(r"^\s+(\d+)\s+(\S+)\s+(\d+)\s+(\d+\.\d\d)\s*$", out, re.MULTILINE):
+    # (the bounding-box columns that follow the volume are checked in test_export.py)
+    for match in re.finditer(r"^\s+(\d+)\s+(\S+)\s+(\d+)\s+(\d+\.\d\d)(?:\s{3}\S.*)?\s*$", out, re.MULTILINE):
         rows[int(match.group(1))] = (match.group(2), int(match.group(3)), float(match.group(4)))
     return rows
 

@@ -142,7 +142,8 @@ def test_bone_surface_threshold_and_specks(name):
     big = (centre, 11.0, 900.0)
     speck = (centre + affine[:3, :3] @ [18, 0, 0], 0.1, 900.0)  # a single voxel: removed
     soft = (centre + affine[:3, :3] @ [0, 15, 0], 4.0, 150.0)  # below 200 HU: not bone
-    ct = Volume(ct_with_spheres(affine, shape, [big, speck, soft]).astype(np.int16), affine)
+    # background -500 puts 200 HU midway between air and the 900 HU spheres, as for a label mask
+    ct = Volume(ct_with_spheres(affine, shape, [big, speck, soft], background=-500.0).astype(np.int16), affine)
     mesh = bone_mesh(ct, hu=200)
     report = mesh_report(mesh)
     assert mesh.kind == "bone" and mesh.label is None

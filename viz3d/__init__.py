@@ -36,7 +36,44 @@ def screenshot(scene, out_path, **kwargs):
     return _screenshot(scene, out_path, **kwargs)
 
 
+def show_in_notebook(scene, ct=None, **kwargs):
+    """Show a scene (or meshes + CT) inline in Jupyter; a static picture without the trame backend
+    (see `viz3d.notebook.show_in_notebook`)."""
+    from .notebook import show_in_notebook as _show
+
+    return _show(scene, ct, **kwargs)
+
+
+def write_html(meshes, ct, path, **kwargs):
+    """Write the scene as one self-contained HTML file that opens offline (see `viz3d.web.write_html`)."""
+    from .web import write_html as _write_html
+
+    return _write_html(meshes, ct, path, **kwargs)
+
+
+def turntable(scene, out_path, **kwargs):
+    """Write one turn of the camera about the S-I axis as MP4 or GIF (see `viz3d.motion.turntable`)."""
+    from .motion import turntable as _turntable
+
+    return _turntable(scene, out_path, **kwargs)
+
+
+def view_sheet(scene, out_path, **kwargs):
+    """Write a labelled multi-view PNG sheet (see `viz3d.motion.view_sheet`)."""
+    from .motion import view_sheet as _view_sheet
+
+    return _view_sheet(scene, out_path, **kwargs)
+
+
+def serve(scene, **kwargs):
+    """Serve the scene to web browsers until Ctrl-C (see `viz3d.web.serve`)."""
+    from .web import serve as _serve
+
+    return _serve(scene, **kwargs)
+
+
 __all__ = [
     "Mesh", "Viz3dError", "Viz3dWarning", "Volume", "alignment_warnings", "bone_mesh", "build_meshes",
     "build_scene", "export_meshes", "label_meshes", "label_statistics", "list_series", "load_ct", "load_dicom", "load_label", "screenshot",
+    "serve", "show_in_notebook", "turntable", "view_sheet", "write_html",
 ]

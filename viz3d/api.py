@@ -10,6 +10,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -69,8 +70,10 @@ def build_meshes(
 
     ``table`` is a `LabelTable`, a built-in table name or a label-table file (default: the
     workshop's ``spinopelvic10``). Grid mismatches between ``ct`` and ``label`` are reported
-    with `Viz3dWarning`.
+    with `Viz3dWarning`. ``progress``, if given, is called as ``progress(stage, done, total,
+    item)`` as each stage starts, advances and ends.
     """
+    report = progress or (lambda *args: None)
     from .labels import LabelTable, load_label_table
 
     if ct is None and label is None:
@@ -81,9 +84,13 @@ def build_meshes(
     names = table if isinstance(table, LabelTable) else load_label_table(table)
     meshes = []
     if label is not None:
-        meshes += label_meshes(label, names, labels=labels, smooth=smooth, progress=progress)
+        report("meshing labels", 0, 1, "")
+        meshes += label_meshes(label, names, labels=labels, smooth=smooth,
+                               progress=lambda done, total, name: report("meshing labels", done, total, name))
     if ct is not None and bone:
+        report("bone surface", 0, 1, "")
         surface = bone_mesh(ct, hu=bone_hu, smooth=smooth)
+        report("bone surface", 1, 1, "")
         if surface is not None:
             meshes.append(surface)
         else:
@@ -91,8 +98,103 @@ def build_meshes(
     return meshes
 
 
+def load_and_mesh(
+    ct_path=None,
+    label_path=None,
+    *,
+    series=None,
+    table=None,
+    labels: list[int] | None = None,
+    bone: bool = True,
+    bone_hu: float = DEFAULT_BONE_HU,
+    smooth: bool = True,
+    use_cache: bool = True,
+    progress=None,
+) -> tuple[Volume | None, list[Mesh]]:
+    """Load the inputs and build their meshes, reusing the user's cache when nothing changed.
+
+    Returns the CT (or None) and the meshes. Meshes are cached by the content of the input
+    files and of a label-table file and by every parameter; the decoded CT array is cached too,
+    so a second run goes straight to rendering. Warnings from the first run are repeated.
+    ``progress`` is called as in `build_meshes`.
+    """
+    from pathlib import Path
+
+    from . import cache, __version__
+
+    if ct_path is None and label_path is None:
+        raise Viz3dError("give a CT, a label map, or both")
+    use_cache = use_cache and cache.enabled()
+    table_file = table if table is not None and Path(str(table)).is_file() else None
+    params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,
+                  bone_hu=bone_hu, smooth=smooth)
+    for path in (ct_path, label_path):
+        if path is not None and not Path(path).exists():
+            raise Viz3dError(f"{path}: no such file or folder")
+    mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
+    report = progress or (lambda *args: None)
+    if ct_path is not None:
+        report("loading CT", 0, 1, "")
+        ct = _load_ct_cached(ct_path, series, use_cache)
+        report("loading CT", 1, 1, "")
+    else:
+        ct = None
+    hit = cache.load_meshes(mesh_key) if use_cache else None
+    if hit is not None:
+        meshes, notes = hit
+        for note in notes:
+            warnings.warn(note, Viz3dWarning, stacklevel=2)
+        return ct, meshes
+    label = None
+    if label_path is not None:
+        report("loading label map", 0, 1, "")
+        label = load_label(label_path)
+        report("loading label map", 1, 1, "")
+    with _passing_on_warnings() as notes:
+        meshes = build_meshes(ct, label, table=table, labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
+    if use_cache:
+        cache.save_meshes(mesh_key, meshes, notes)
+    return ct, meshes
+
+
+def _load_ct_cached(path, series, use_cache: bool) -> Volume:
+    """The CT, from the decoded-array cache when its file content was seen before."""
+    from . import cache
+
+    if not use_cache:
+        return load_ct(path, series=series)
+    key = cache.content_key([path], {"ct": True, "series": series})
+    hit = cache.load_array(key)
+    if hit is not None:
+        array, meta = hit
+        for note in meta.get("notes", []):
+            warnings.warn(note, Viz3dWarning, stacklevel=3)
+        return Volume(array, np.array(meta["affine"]), str(path), meta.get("meta", {}))
+    with _passing_on_warnings() as notes:
+        ct = load_ct(path, series=series)
+    cache.save_array(key, ct.array, {"affine": ct.affine.tolist(), "meta": ct.meta, "notes": notes})
+    return ct
+
+
+@contextlib.contextmanager
+def _passing_on_warnings():
+    """Collect the `Viz3dWarning` messages of a block (to cache them) and still issue every warning."""
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield notes
+    notes += [str(w.message) for w in caught if issubclass(w.category, Viz3dWarning)]
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def label_statistics(label: Volume, table=None) -> list[dict]:
-    """Per class present: value, name, voxel count and volume in mL (counted inside each class's box)."""
+    """Per class present: value, name, voxel count, volume in mL and bounding box in RAS mm.
+
+    ``bbox_mm`` is ``[[x0, y0, z0], [x1, y1, z1]]``: the world extent of the class's voxels
+    (their outer faces, as the surfaces enclose them, not their centres); counts are made
+    inside each class's box.
+    """
     from scipy import ndimage
 
     from .labels import LabelTable, load_label_table
@@ -103,5 +205,13 @@ def label_statistics(label: Volume, table=None) -> list[dict]:
         if box is None:
             continue
         count = int(np.count_nonzero(label.array[box] == value))
-        rows.append({"value": value, "name": names.name_of(value), "voxels": count, "volume_ml": count * label.voxel_volume_mm3 / 1000.0})
+        rows.append({"value": value, "name": names.name_of(value), "voxels": count, "volume_ml": count * label.voxel_volume_mm3 / 1000.0,
+                     "bbox_mm": _box_in_world(box, label.affine)})
     return rows
+
+
+def _box_in_world(box, affine) -> list[list[float]]:
+    """World (RAS mm) extent of the voxels in an index box, from the 8 corners of its outer faces."""
+    corners = np.array(np.meshgrid(*[(s.start - 0.5, s.stop - 0.5) for s in box], indexing="ij")).reshape(3, -1).T
+    world = corners @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+    return [[round(float(x), 3) for x in world.min(axis=0)], [round(float(x), 3) for x in world.max(axis=0)]]

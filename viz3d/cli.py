@@ -39,6 +39,25 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number such as 8080, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535 (0: any free port), got {text!r}")
+    return port
+
+
+def _view_list(text: str) -> list[str]:
+    views = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [v for v in views if v not in VIEWS]
+    if not views or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated views from {','.join(VIEWS)}, got {text!r}")
+    return views
+
+
 def _window(text: str):
     if "," in text:
         try:
@@ -72,6 +91,7 @@ def _add_mesh_options(parser, *, bone_switch=True):
     if bone_switch:
         parser.add_argument("--no-bone", action="store_true", help="no bone surface")
     parser.add_argument("--no-smooth", action="store_true", help="raw marching-cubes surfaces, no smoothing")
+    parser.add_argument("--no-cache", action="store_true", help="rebuild meshes even if this input was meshed before")
 
 
 def _add_scene_options(parser):
@@ -90,22 +110,61 @@ def make_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="shape, voxel size, orientation, HU range, label volumes")
     _add_inputs(info)
 
-    view = commands.add_parser("view", help="the interactive 3-D window")
+    view = commands.add_parser("view", help="the interactive 3-D window, or --web: the same scene in a web browser")
     _add_inputs(view)
     _add_mesh_options(view)
     _add_scene_options(view)
+    view.add_argument("--web", action="store_true",
+                      help="serve the interactive scene to a web browser instead of opening a window (no display needed)")
+    view.add_argument("--port", type=_port, default=8080, metavar="N", help="with --web: port to listen on (default 8080; 0: any free port)")
+    view.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                      help="with --web: address to listen on (default 127.0.0.1, this machine only: reach it through an SSH tunnel)")
 
     shot = commands.add_parser("screenshot", help="render the scene offscreen to a PNG")
     _add_inputs(shot)
     _add_mesh_options(shot)
     _add_scene_options(shot)
     shot.add_argument("--out", required=True, metavar="PNG", help="output PNG file")
-    shot.add_argument("--size", type=_size, default=(1024, 768), metavar="WxH", help="image size (default 1024x768)")
+    shot.add_argument("--size", type=_size, default=None, metavar="WxH",
+                      help="image size (default 1024x768); with --views, the size of each panel (default 640x480)")
+    shot.add_argument("--views", type=_view_list, default=None, metavar="V1,V2,...",
+                      help="a labelled multi-view sheet: one panel per camera preset, e.g. anterior,left,posterior,right")
 
-    export = commands.add_parser("export", help="binary STL per structure + manifest.json")
+    spin = commands.add_parser("turntable", help="a movie (MP4 or GIF) of the scene turning about the patient's S-I axis")
+    _add_inputs(spin)
+    _add_mesh_options(spin)
+    _add_scene_options(spin)
+    spin.add_argument("--out", required=True, metavar="FILE", help="output .mp4 (H.264) or .gif")
+    spin.add_argument("--frames", type=int, default=72, metavar="N", help="frames in one full turn (default 72)")
+    spin.add_argument("--fps", type=float, default=24.0, metavar="N", help="frames per second (default 24)")
+    spin.add_argument("--size", type=_size, default=(640, 480), metavar="WxH", help="frame size (default 640x480; even for MP4)")
+    spin.add_argument("--axis", choices=("si", "ap", "lr"), default="si",
+                      help="world axis to turn about: si (patient's superior-inferior, default), ap or lr")
+    spin.add_argument("--no-legend", action="store_true", help="no label legend in the frames")
+
+    export = commands.add_parser(
+        "export", help="print-ready surfaces per structure (STL, OBJ, PLY, VTP or GLB) + manifest.json",
+        description="Write every structure's surface, checked (closed, 2-manifold, outward, no degenerate faces) and "
+        "repaired where needed, with manifest.json saying per surface whether it is printable.",
+    )
     _add_inputs(export)
     _add_mesh_options(export)
     export.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    export.add_argument("--format", type=str.lower, choices=("stl", "obj", "ply", "vtp", "glb", "html"), default="stl",
+                        help="file format (default stl); glb and ply carry the class colours, obj has a material per structure; "
+                        "html: the whole scene as one self-contained web page (--out scene.html) that opens offline")
+    export.add_argument("--combine", action="store_true",
+                        help="one file for the whole scene (scene.<format>) with each structure as a named part")
+    export.add_argument("--coords", type=str.lower, choices=("ras", "lps"), default="ras",
+                        help="coordinates of the vertices, in mm: ras (default) or lps (DICOM's and 3D Slicer's)")
+    export.add_argument("--max-triangles", type=int, default=None, metavar="N",
+                        help="at most N triangles per structure (quadric decimation, then smoothing)")
+    export.add_argument("--decimate", type=float, default=None, metavar="F",
+                        help="keep this fraction of each structure's triangles, 0 < F <= 1 (0.25 keeps a quarter)")
+    export.add_argument("--bone-only", action="store_true", help="only the bone surface (needs a CT), no label surfaces")
+    export.add_argument("--largest-component", action="store_true",
+                        help="keep only each surface's largest piece (drops specks and the scanner table from the bone)")
+    export.add_argument("--force", action="store_true", help="replace a different export already in the output folder")
 
     demo = commands.add_parser("demo", help="the shipped real sample: window, or viz3d-demo.png without a display")
     demo.add_argument("--out", default="viz3d-demo.png", metavar="PNG", help="PNG written when there is no display")
@@ -130,18 +189,24 @@ class _Console:
         if not self.quiet:
             print(f"viz3d: {text}", file=sys.stderr)
 
-    def progress(self, description: str):
+    def progress(self):
+        """A ``progress(stage, done, total, item)`` callback drawing one bar per stage, or None."""
         if self.quiet or not self.tty:
             return None
         from tqdm import tqdm
 
-        bar = tqdm(desc=description, unit="mesh", file=sys.stderr, leave=False)
+        bars: dict = {}
 
-        def update(done, total, name):
+        def update(stage, done, total, item=""):
+            bar = bars.get(stage)
+            if bar is None:
+                bar = bars[stage] = tqdm(desc=stage, total=total, file=sys.stderr, leave=False,
+                                         bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
             bar.total = total
-            bar.set_postfix_str(name[:30], refresh=False)
+            if item:
+                bar.set_postfix_str(item[:30], refresh=False)
             bar.update(done - bar.n)
-            if done == total:
+            if done >= total and total:
                 bar.close()
 
         return update
@@ -157,12 +222,25 @@ def _load_inputs(args):
     return ct, label
 
 
+def _inputs_and_meshes(args, console):
+    """Load the inputs and build (or fetch from the cache) their meshes: (CT or None, meshes)."""
+    from .api import load_and_mesh
+
+    if args.ct is None and args.label is None:
+        raise Viz3dError("give a CT, --label LABEL, or both")
+    return load_and_mesh(
+        args.ct, args.label, series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
+        bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth,
+        use_cache=not getattr(args, "no_cache", False), progress=console.progress(),
+    )
+
+
 def _meshes(args, console, ct, label, table):
     from .api import build_meshes
 
     return build_meshes(
         ct, label, table=table, labels=args.labels, bone=not args.no_bone, bone_hu=args.bone_hu,
-        smooth=not args.no_smooth, progress=console.progress("meshing"),
+        smooth=not args.no_smooth, progress=console.progress(),
     )
 
 
@@ -193,9 +271,11 @@ def cmd_info(args, console) -> None:
     if label is not None:
         rows = label_statistics(label, table)
         print(f"labels ({len(rows)} present, table {table.name}):")
-        print(f"  {'value':>5}  {'name':<28} {'voxels':>10} {'volume mL':>10}")
+        print(f"  {'value':>5}  {'name':<28} {'voxels':>10} {'volume mL':>10}   bounding box RAS mm (x, y, z: min..max)")
         for row in rows:
-            print(f"  {row['value']:>5}  {row['name']:<28} {row['voxels']:>10} {row['volume_ml']:>10.2f}")
+            (x0, y0, z0), (x1, y1, z1) = row["bbox_mm"]
+            box = f"{x0:.1f}..{x1:.1f}  {y0:.1f}..{y1:.1f}  {z0:.1f}..{z1:.1f}"
+            print(f"  {row['value']:>5}  {row['name']:<28} {row['voxels']:>10} {row['volume_ml']:>10.2f}   {box}")
     if ct is not None and label is not None:
         for message in alignment_warnings(ct, label):
             warnings.warn(message, UserWarning)
@@ -234,42 +314,163 @@ def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024
 
 
 def cmd_view(args, console) -> None:
-    """Open the interactive window (needs a display)."""
+    """Open the interactive window (needs a display), or with --web serve the scene to a browser."""
     from .render import has_display
 
+    if getattr(args, "web", False):
+        cmd_view_web(args, console)
+        return
     if not has_display():
-        raise Viz3dError("no display here (DISPLAY is not set); use `viz3d screenshot ... --out scene.png` on a headless server")
-    ct, label = _load_inputs(args)
-    meshes = _meshes(args, console, ct, label, args.label_table)
+        raise Viz3dError(
+            "no display here (DISPLAY is not set); on a server, run `viz3d view ... --web` and open it in your "
+            "laptop's browser through an SSH tunnel, or write a picture with `viz3d screenshot ... --out scene.png`"
+        )
+    ct, meshes = _inputs_and_meshes(args, console)
     scene = _scene_for(args, console, meshes, ct, off_screen=False, interactive=True)
     scene.show()
 
 
 def cmd_screenshot(args, console) -> None:
-    """Render the scene offscreen and write a PNG."""
+    """Render the scene offscreen and write a PNG (with --views: a labelled multi-view sheet)."""
     from .export import check_writable_dir
     from .render import configure_offscreen, screenshot
 
     configure_offscreen()
     check_writable_dir(Path(args.out).parent if Path(args.out).parent != Path("") else Path("."))
-    ct, label = _load_inputs(args)
-    meshes = _meshes(args, console, ct, label, args.label_table)
-    scene = _scene_for(args, console, meshes, ct, off_screen=True, interactive=False, size=args.size)
-    path = screenshot(scene, args.out, size=args.size)
+    views = getattr(args, "views", None)
+    if not str(args.out).lower().endswith(".png"):
+        raise Viz3dError(f"{args.out}: screenshots are written as PNG; use a .png file name")
+    size = args.size or ((640, 480) if views else (1024, 768))
+    ct, meshes = _inputs_and_meshes(args, console)
+    scene = _scene_for(args, console, meshes, ct, off_screen=True, interactive=False, size=size)
+    if views:
+        from .motion import view_sheet
+
+        path = view_sheet(scene, args.out, views=views, size=size)
+        console.say(f"wrote {path} ({len(views)} views: {', '.join(views)})")
+        return
+    path = screenshot(scene, args.out, size=size)
     console.say(f"wrote {path}")
 
 
-def cmd_export(args, console) -> None:
-    """Write one binary STL per structure and manifest.json."""
-    from .export import check_writable_dir, export_meshes
+def cmd_view_web(args, console) -> None:
+    """Serve the interactive scene to web browsers (trame) until Ctrl-C or SIGTERM."""
+    from .render import configure_offscreen
+    from .web import missing_web_packages, serve
 
+    missing = missing_web_packages()
+    if missing:
+        raise Viz3dError(f"the web view needs {', '.join(missing)}: pip install {' '.join(missing)}")
+    configure_offscreen()
+    ct, meshes = _inputs_and_meshes(args, console)
+    scene = _scene_for(args, console, meshes, ct, off_screen=True, interactive=False)
+    try:
+        serve(scene, host=args.host, port=args.port, quiet=args.quiet)
+    finally:
+        scene.close()
+    console.say("web view stopped")
+
+
+def cmd_turntable(args, console) -> None:
+    """Render one turn of the camera about a world axis and write an MP4 or GIF."""
+    from .export import check_writable_dir
+    from .motion import TURNTABLE_FORMATS, turntable
+    from .render import configure_offscreen
+
+    out = Path(args.out)
+    if out.suffix.lower() not in TURNTABLE_FORMATS:
+        raise Viz3dError(f"{out}: a turntable is written as .mp4 or .gif; use one of those file names")
+    width, height = args.size
+    if out.suffix.lower() == ".mp4" and (width % 2 or height % 2):
+        raise Viz3dError(f"an MP4 (H.264) needs an even width and height, got {width}x{height}")
+    if not 2 <= args.frames <= 3600:
+        raise Viz3dError(f"--frames must be between 2 and 3600, got {args.frames}")
+    configure_offscreen()
+    check_writable_dir(out.parent if out.parent != Path("") else Path("."))
+    ct, meshes = _inputs_and_meshes(args, console)
+    scene = _scene_for(args, console, meshes, ct, off_screen=True, interactive=False, size=args.size)
+    if args.no_legend and scene.legend is not None:
+        scene.legend.SetVisibility(False)
+        scene.set_view(scene.view)  # refit without the legend's room
+    bar = console.progress()
+    try:
+        path = turntable(scene, out, frames=args.frames, size=args.size, axis=args.axis, fps=args.fps,
+                         progress=(lambda done, total: bar("rendering frames", done, total)) if bar else None)
+    finally:
+        scene.close()
+    console.say(f"wrote {path} ({args.frames} frames, {width}x{height}, one turn about the {args.axis.upper()} axis)")
+
+
+def cmd_export_html(args, console) -> None:
+    """`export --format html`: the scene as one self-contained HTML file (vtk.js, opens offline)."""
+    from .export import check_writable_dir
+    from .render import configure_offscreen
+    from .scene import WINDOW_PRESETS
+    from .web import write_html
+
+    unsupported = [flag for flag, given in (("--combine", args.combine), ("--coords lps", args.coords != "ras"),
+                                            ("--max-triangles", args.max_triangles is not None),
+                                            ("--decimate", args.decimate is not None), ("--bone-only", args.bone_only),
+                                            ("--largest-component", args.largest_component)) if given]
+    if unsupported:
+        raise Viz3dError(f"{', '.join(unsupported)}: not for --format html (the page shows the scene as viz3d draws it)")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out / "scene.html"  # --out names a folder: the page goes in it
+    folder = out.parent if out.parent != Path("") else Path(".")
+    check_writable_dir(folder)
+    window = getattr(args, "window", "soft")
+    if isinstance(window, str):
+        window = WINDOW_PRESETS.get(window, WINDOW_PRESETS["soft"])
+    configure_offscreen()
+    ct, meshes = _inputs_and_meshes(args, console)
+    if not meshes and ct is None:
+        raise Viz3dError("nothing to export: no label of the selection is present and no CT")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_html(meshes, ct, out, window=window, view=getattr(args, "view", "iso"),
+                      show_slices=not getattr(args, "no_slices", False))
+    console.say(f"wrote {path} ({len(meshes)} surfaces{', CT planes' if ct is not None else ''}; opens offline in a browser)")
+
+
+def cmd_export(args, console) -> None:
+    """Write each structure's checked, repaired surface (or one combined file) and manifest.json."""
+    from .export import check_existing_export, check_writable_dir, export_meshes, export_settings
+
+    if args.format == "html":
+        cmd_export_html(args, console)
+        return
+    if args.bone_only:
+        if args.no_bone:
+            raise Viz3dError("--bone-only and --no-bone exclude each other")
+        if args.labels:
+            raise Viz3dError("--bone-only exports no label surfaces: leave out --labels")
+        if args.ct is None:
+            raise Viz3dError("--bone-only needs a CT: the bone surface comes from the CT's Hounsfield units")
+        args.label = None  # not loaded: no label surface is wanted
+    meshing = {"labels": args.labels, "bone": not args.no_bone, "bone_only": args.bone_only, "bone_hu": args.bone_hu,
+               "label_table": args.label_table}
+    options = dict(format=args.format, coords=args.coords, combine=args.combine, max_triangles=args.max_triangles,
+                   decimate=args.decimate, smooth=not args.no_smooth, largest_component=args.largest_component)
+    settings = export_settings(**options, extra=meshing)
     check_writable_dir(args.out)
+    check_existing_export(args.out, settings, force=args.force)  # before the (long) meshing
     ct, label = _load_inputs(args)
     meshes = _meshes(args, console, ct, label, args.label_table)
     if not meshes:
         raise Viz3dError("nothing to export: no label of the selection is present and no bone surface")
-    manifest = export_meshes(meshes, args.out)
-    console.say(f"wrote {len(manifest['meshes'])} meshes and manifest.json to {args.out}")
+    if args.labels:
+        missing = sorted(set(args.labels) - {m.label for m in meshes if m.kind == "label"})
+        if missing:
+            warnings.warn(f"label value(s) {', '.join(map(str, missing))} not in {args.label}: not exported", UserWarning)
+    manifest = export_meshes(meshes, args.out, **options, settings=meshing, force=args.force, progress=console.progress())
+    for entry in manifest["meshes"]:
+        if entry["repairs"]:
+            console.say(f"{entry['name']}: repaired ({'; '.join(entry['repairs'])})")
+        if not entry["printable"]:
+            warnings.warn(f"{entry['name']} ({entry['file']}) is NOT printable: {'; '.join(entry['problems'])}", UserWarning)
+    files = sorted({entry["file"] for entry in manifest["meshes"]})
+    what = f"{files[0]} ({len(manifest['meshes'])} parts)" if args.combine else f"{len(files)} {args.format.upper()} files"
+    console.say(f"wrote {what} and manifest.json to {args.out} ({manifest['coordinate_system']} mm)")
 
 
 def demo_paths() -> tuple[Path, Path]:
@@ -299,7 +500,8 @@ def cmd_demo(args, console) -> None:
               f"offscreen to {args.out}; copy it to your laptop to look at it, or try `viz3d view --help`")
 
 
-COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "export": cmd_export, "demo": cmd_demo}
+COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "export": cmd_export, "demo": cmd_demo,
+            "turntable": cmd_turntable}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,21 +1,44 @@
-"""Mesh files and the manifest that describes them, written atomically."""
+"""Mesh files (STL, OBJ, PLY, VTP, GLB) and the manifest that describes them, written atomically.
+
+`export_meshes` prepares every surface (largest piece, triangle budget, printability check and
+repair, RAS or LPS), writes all files into a staging folder beside the output folder, and moves
+them in one by one (each an atomic rename) only when all are complete and only if that changes
+no file of a different, earlier export (unless ``force``).
+"""
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import json
 import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from .errors import Viz3dError
 from .meshing import Mesh
-from .quality import mesh_report
 
 MANIFEST_NAME = "manifest.json"
+FORMATS = ("stl", "obj", "ply", "vtp", "glb")
+COMBINED_STEM = "scene"
+GLTF_ROOT = "viz3d_patient_mm"
+# glTF is metres, +Y up, +Z the front of the asset. The GLB root node maps the mm vertex data to
+# that: the patient's superior side up, anterior to the front, real size.
+_GLTF_FROM = {
+    "RAS": np.array([[-1, 0, 0], [0, 0, 1], [0, 1, 0]], float) / 1000.0,
+    "LPS": np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float) / 1000.0,
+}
+
+
+@dataclass
+class PlacedMesh(Mesh):
+    """A `Mesh` whose vertices are in the export's coordinate system (``space``: RAS or LPS, mm)."""
+
+    space: str = "RAS"
 
 
 def safe_filename(text: str, max_length: int = 80) -> str:
@@ -35,28 +58,297 @@ def safe_filename(text: str, max_length: int = 80) -> str:
     return stem[:max_length] or "unnamed"
 
 
+def mesh_stem(mesh: Mesh) -> str:
+    """``<value>_<name>`` for a label mesh, ``bone`` for the bone surface: file and part name."""
+    if mesh.kind == "bone":
+        return "bone"
+    return f"{mesh.label}_{safe_filename(mesh.name)}"
+
+
 def mesh_filename(mesh: Mesh, suffix: str = ".stl") -> str:
     """``<value>_<name>.stl`` for a label mesh, ``bone.stl`` for the bone surface."""
-    if mesh.kind == "bone":
-        return f"bone{suffix}"
-    return f"{mesh.label}_{safe_filename(mesh.name)}{suffix}"
+    return f"{mesh_stem(mesh)}{suffix}"
 
 
-def write_stl(mesh: Mesh, path: str | Path) -> Path:
-    """Write a binary STL (VTK's writer) atomically: a temporary name, then a rename."""
-    from vtkmodules.vtkIOGeometry import vtkSTLWriter
+def export_settings(
+    *,
+    format: str = "stl",
+    coords: str = "RAS",
+    combine: bool = False,
+    max_triangles: int | None = None,
+    decimate: float | None = None,
+    smooth: bool = True,
+    largest_component: bool = False,
+    extra: dict | None = None,
+) -> dict:
+    """The export's options as the manifest records them; validates them (`Viz3dError`).
 
-    from .meshing import _polydata
+    >>> export_settings(format="GLB", coords="lps")["coordinate_system"]
+    'LPS'
+    """
+    fmt = str(format).lower()
+    if fmt not in FORMATS:
+        raise Viz3dError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    system = str(coords).upper()
+    if system not in ("RAS", "LPS"):
+        raise Viz3dError(f"unknown coordinate system {coords!r}; choose ras or lps")
+    if max_triangles is not None and int(max_triangles) < 4:
+        raise Viz3dError(f"--max-triangles must be at least 4 (a closed surface needs 4 triangles), got {max_triangles}")
+    if decimate is not None and not (0.0 < float(decimate) <= 1.0):
+        raise Viz3dError(f"--decimate is the fraction of triangles to keep, between 0 (exclusive) and 1, got {decimate}")
+    settings = {
+        "format": fmt,
+        "coordinate_system": system,
+        "combine": bool(combine),
+        "max_triangles": None if max_triangles is None else int(max_triangles),
+        "decimate": None if decimate is None else float(decimate),
+        "smooth": bool(smooth),
+        "largest_component": bool(largest_component),
+    }
+    settings.update(extra or {})
+    return settings
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        writer = vtkSTLWriter()
-        writer.SetFileName(str(tmp))
-        writer.SetFileTypeToBinary()
-        writer.SetInputData(_polydata(mesh.vertices, mesh.faces))
-        if not writer.Write():
-            raise Viz3dError(f"{path}: could not write STL file")
-    return path
+
+# ------------------------------------------------------------------ preparing surfaces
+
+
+def prepare_mesh(mesh: Mesh, settings: dict) -> tuple[PlacedMesh, dict]:
+    """One surface made ready to write: (mesh in the output coordinates, its manifest facts)."""
+    from .quality import make_printable
+    from .simplify import decimate, largest_component, to_coordinates
+
+    notes: dict = {}
+    if settings["largest_component"]:
+        mesh = largest_component(mesh)
+    if settings["max_triangles"] is not None or settings["decimate"] is not None:
+        mesh, notes = decimate(mesh, max_triangles=settings["max_triangles"], ratio=settings["decimate"],
+                               smooth=settings["smooth"])
+    mesh, check, repairs = make_printable(mesh)
+    repairs = notes.pop("repairs", []) + repairs
+    placed = to_coordinates(mesh, settings["coordinate_system"])
+    placed = PlacedMesh(**{f.name: getattr(placed, f.name) for f in fields(Mesh)}, space=settings["coordinate_system"])
+    lo, hi = check.bounds
+    if settings["coordinate_system"] == "LPS":  # the check ran in RAS: same surface, x and y negated
+        lo, hi = (-hi[0], -hi[1], lo[2]), (-lo[0], -lo[1], hi[2])
+    facts = {
+        "kind": mesh.kind,
+        "label": mesh.label,
+        "name": mesh.name,
+        "triangles": check.triangles,
+        "vertices": check.vertices,
+        "watertight": check.watertight,
+        "manifold": check.manifold,
+        "winding_consistent": check.winding_consistent,
+        "degenerate_faces": check.degenerate_faces,
+        "components": check.components,
+        "volume_ml": round(check.volume_ml, 4),
+        "area_mm2": round(check.area_mm2, 2),
+        "bounds": [[round(float(x), 3) for x in lo], [round(float(x), 3) for x in hi]],
+        "color": [round(float(c), 4) for c in mesh.color],
+        "printable": check.printable,
+        "problems": check.problems(),
+        "repairs": repairs,
+    }
+    facts.update(notes)
+    return placed, facts
+
+
+# ------------------------------------------------------------------ the export
+
+
+def export_meshes(
+    meshes: list[Mesh],
+    out_dir: str | Path,
+    *,
+    format: str = "stl",
+    coords: str = "RAS",
+    combine: bool = False,
+    max_triangles: int | None = None,
+    decimate: float | None = None,
+    smooth: bool = True,
+    largest_component: bool = False,
+    force: bool = False,
+    settings: dict | None = None,
+    progress=None,
+) -> dict:
+    """Write the meshes and ``manifest.json`` into ``out_dir``; return the manifest.
+
+    One file per mesh (``<value>_<name>.<ext>``, ``bone.<ext>``; OBJ with a ``.mtl`` beside it),
+    or with ``combine`` one ``scene.<ext>`` holding every mesh as a named part. ``format`` is
+    stl, obj, ply, vtp or glb; ``coords`` RAS (default) or LPS; units are millimetres (the GLB's
+    root node scales them to glTF's metres). ``max_triangles`` / ``decimate`` set a triangle
+    budget per mesh, ``largest_component`` keeps each mesh's largest piece. Every mesh is
+    checked and repaired where needed; the manifest says per mesh whether it is printable.
+
+    Files are written in a staging folder beside ``out_dir`` and moved in only when all are
+    complete; an existing export that would change is left alone unless ``force`` (an identical
+    re-export changes nothing and succeeds). ``settings`` (the meshing options) goes into the
+    manifest. ``progress(stage, done, total, item)`` is called as meshes are prepared.
+
+    The manifest: ``{"coordinate_system", "units": "mm", "format", "combined", "settings",
+    "meshes": [{"kind", "label", "name", "file", "triangles", "vertices", "watertight",
+    "manifold", "winding_consistent", "degenerate_faces", "components", "volume_ml",
+    "area_mm2", "bounds", "color", "printable", "problems", "repairs", ...}]}``.
+    """
+    options = export_settings(format=format, coords=coords, combine=combine, max_triangles=max_triangles,
+                              decimate=decimate, smooth=smooth, largest_component=largest_component, extra=settings)
+    out_dir = check_writable_dir(out_dir)
+    check_existing_export(out_dir, options, force=force)
+    report = progress or (lambda *args: None)
+    placed, entries = [], []
+    for done, mesh in enumerate(meshes, start=1):
+        report("checking surfaces", done - 1, len(meshes), mesh.name)
+        ready, facts = prepare_mesh(mesh, options)
+        placed.append(ready)
+        entries.append(facts)
+    report("checking surfaces", len(meshes), len(meshes), "")
+    fmt = options["format"]
+    manifest = {
+        "generator": f"viz3d {_version()}",
+        "coordinate_system": options["coordinate_system"],
+        "units": "mm",
+        "format": fmt,
+        "combined": options["combine"],
+        "settings": options,
+        "printable": all(e["printable"] for e in entries),
+        "meshes": entries,
+    }
+    if fmt == "glb":
+        manifest["gltf_root_node"] = {
+            "name": GLTF_ROOT,
+            "matrix": _gltf_root_matrix(options["coordinate_system"]).T.ravel().round(6).tolist(),
+            "meaning": "vertices are in mm; the root node scales them to metres with the patient's superior "
+                       "side along +Y and anterior along +Z, as glTF viewers expect",
+        }
+
+    def write_all(staging: Path) -> None:
+        if options["combine"]:
+            name = f"{COMBINED_STEM}.{fmt}"
+            _WRITERS_COMBINED[fmt](placed, staging / name)
+            start = 0
+            for entry, mesh in zip(entries, placed):
+                entry["file"] = name
+                entry["part"] = mesh_stem(mesh)
+                entry["face_range"] = [start, start + mesh.n_triangles]
+                start += mesh.n_triangles
+                if fmt == "obj":
+                    entry["material"] = f"{COMBINED_STEM}.mtl"
+        else:
+            for entry, mesh in zip(entries, placed):
+                name = mesh_filename(mesh, f".{fmt}")
+                entry["file"] = name
+                if fmt == "stl":
+                    write_stl(mesh, staging / name)
+                else:
+                    _WRITERS_SINGLE[fmt](mesh, staging / name)
+                if fmt == "obj":
+                    entry["material"] = mesh_filename(mesh, ".mtl")
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    _write_staged(out_dir, write_all, force=force)
+    return manifest
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ------------------------------------------------------------------ overwrite rules and staging
+
+
+def check_existing_export(out_dir: str | Path, settings: dict, *, force: bool = False) -> None:
+    """Refuse early (before any meshing) when ``out_dir`` holds an export made with other settings.
+
+    Only a cheap first look: whether the files themselves would change is decided when they
+    are written (`export_meshes`).
+    """
+    if force:
+        return
+    manifest_path = Path(out_dir) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return
+    try:
+        old = json.loads(manifest_path.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if old != json.loads(json.dumps(settings)):
+        raise Viz3dError(f"{out_dir}: already holds an export made with other settings (its {MANIFEST_NAME}); "
+                         "choose another folder or use --force to replace it")
+
+
+def _write_staged(out_dir: Path, write_all, *, force: bool) -> None:
+    created = _make_parents(out_dir.parent)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        staging.chmod(0o777 & ~_umask())
+    except OSError as exc:
+        _remove_created(created)
+        raise Viz3dError(f"{out_dir}: cannot write output folder ({exc.strerror})") from None
+    succeeded = False
+    try:
+        write_all(staging)
+        _move_into(staging, out_dir, force=force)
+        succeeded = True
+    except OSError as exc:
+        raise Viz3dError(f"{out_dir}: writing failed ({exc.strerror or exc})") from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        if not succeeded:
+            _remove_created(created)
+
+
+def _move_into(staging: Path, out_dir: Path, *, force: bool) -> None:
+    """Move the staged files in: each by an atomic rename, the manifest last.
+
+    Refuses (unless ``force``) when a file of the same name with other content is there. With
+    ``force``, files the old manifest lists that this export does not write are removed too,
+    so the folder and its manifest agree.
+    """
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    if not out_dir.is_dir():
+        raise Viz3dError(f"{out_dir}: exists and is not a folder")
+    names = sorted(p.name for p in staging.iterdir())
+    changed = [n for n in names if (out_dir / n).exists() and not _same_file(staging / n, out_dir / n)]
+    if changed and not force:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise Viz3dError(f"{out_dir}: already holds a different export ({shown} would change); "
+                         "choose another folder or use --force to replace it")
+    stale = _files_of_old_manifest(out_dir) - set(names) if force else set()
+    for name in sorted(names, key=lambda n: n == MANIFEST_NAME):
+        target = out_dir / name
+        if target.exists() and name not in changed:
+            continue  # identical: leave it (and its time stamp) alone
+        os.replace(staging / name, target)
+    for name in sorted(stale):
+        with contextlib.suppress(OSError):
+            (out_dir / name).unlink()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.is_file() and filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def _files_of_old_manifest(out_dir: Path) -> set[str]:
+    """File names an earlier manifest in ``out_dir`` lists (plain names inside the folder only)."""
+    try:
+        old = json.loads((out_dir / MANIFEST_NAME).read_text())
+        files = set()
+        for entry in old.get("meshes", []):
+            for key in ("file", "material"):
+                name = entry.get(key)
+                if isinstance(name, str) and name == Path(name).name and not name.startswith("."):
+                    files.add(name)
+        return files
+    except (OSError, ValueError, AttributeError):
+        return set()
 
 
 def check_writable_dir(out_dir: str | Path) -> Path:
@@ -70,56 +362,6 @@ def check_writable_dir(out_dir: str | Path) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise Viz3dError(f"{out_dir}: output folder is not writable")
     return out_dir
-
-
-def export_meshes(meshes: list[Mesh], out_dir: str | Path) -> dict:
-    """Write one binary STL per mesh and ``manifest.json`` into ``out_dir``; return the manifest.
-
-    Everything is written into a staging folder beside ``out_dir`` first and moved in only
-    when all files are complete, so a failure leaves ``out_dir`` as it was.
-    The manifest: ``{"coordinate_system": "RAS", "units": "mm", "meshes": [{"kind", "label",
-    "name", "file", "triangles", "watertight", "volume_ml", "area_mm2"}, ...]}``.
-    """
-    out_dir = check_writable_dir(out_dir)
-    created = _make_parents(out_dir.parent)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        staging.chmod(0o777 & ~_umask())
-    except OSError as exc:
-        _remove_created(created)
-        raise Viz3dError(f"{out_dir}: cannot write output folder ({exc.strerror})") from None
-    succeeded = False
-    try:
-        entries = []
-        for mesh in meshes:
-            name = mesh_filename(mesh)
-            write_stl(mesh, staging / name)
-            report = mesh_report(mesh)
-            entries.append(
-                {
-                    "kind": mesh.kind,
-                    "label": mesh.label,
-                    "name": mesh.name,
-                    "file": name,
-                    "triangles": report.triangles,
-                    "watertight": report.watertight,
-                    "volume_ml": round(report.volume_ml, 4),
-                    "area_mm2": round(report.area_mm2, 2),
-                    "color": [round(float(c), 4) for c in mesh.color],
-                }
-            )
-        manifest = {"coordinate_system": "RAS", "units": "mm", "meshes": entries}
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        _move_into(staging, out_dir)
-        succeeded = True
-    except OSError as exc:
-        raise Viz3dError(f"{out_dir}: writing failed ({exc.strerror or exc})") from None
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        if not succeeded:
-            _remove_created(created)
-    return manifest
 
 
 def _make_parents(folder: Path) -> list[Path]:
@@ -147,16 +389,6 @@ def _umask() -> int:
     return mask
 
 
-def _move_into(staging: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    if not out_dir.is_dir():
-        raise Viz3dError(f"{out_dir}: exists and is not a folder")
-    for item in sorted(staging.iterdir()):
-        os.replace(item, out_dir / item.name)
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Write to the yielded temporary path; it replaces ``path`` only if the block succeeds.
@@ -181,3 +413,199 @@ def atomic_path(path: str | Path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ writers
+
+
+def _space(mesh: Mesh) -> str:
+    return getattr(mesh, "space", "RAS")
+
+
+def _merged(meshes: list[Mesh]) -> PlacedMesh:
+    """All meshes as one (vertices stacked, faces renumbered), in mesh order."""
+    offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
+    vertices = np.concatenate([m.vertices for m in meshes]) if meshes else np.zeros((0, 3))
+    faces = np.concatenate([m.faces + o for m, o in zip(meshes, offsets)]) if meshes else np.zeros((0, 3), np.int64)
+    return PlacedMesh(COMBINED_STEM, "scene", None, (1.0, 1.0, 1.0), vertices, faces,
+                      space=_space(meshes[0]) if meshes else "RAS")
+
+
+def write_stl(mesh: Mesh, path: str | Path) -> Path:
+    """Write a binary STL (VTK's writer) atomically; the header says ``SPACE=RAS`` (or LPS) for 3D Slicer."""
+    from vtkmodules.vtkIOGeometry import vtkSTLWriter
+
+    from .simplify import to_polydata
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = vtkSTLWriter()
+        writer.SetFileName(str(tmp))
+        writer.SetFileTypeToBinary()
+        writer.SetHeader(f"viz3d SPACE={_space(mesh)} units=mm {mesh_stem(mesh) if mesh.kind != 'scene' else ''}"[:79])
+        writer.SetInputData(to_polydata(mesh.vertices, mesh.faces))
+        if not writer.Write():
+            raise Viz3dError(f"{path}: could not write STL file")
+    return path
+
+
+def _write_stl_combined(meshes: list[Mesh], path: Path) -> None:
+    write_stl(_merged(meshes), path)
+
+
+def _rgb8(color) -> np.ndarray:
+    return np.clip(np.round(np.asarray(color, float) * 255), 0, 255).astype(np.uint8)
+
+
+def _color_polydata(meshes: list[Mesh]):
+    """One vtkPolyData of all meshes with per-point ``RGB`` colours and per-cell ``label`` / ``part``."""
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+
+    from .simplify import to_polydata
+
+    merged = _merged(meshes)
+    poly = to_polydata(merged.vertices, merged.faces)
+    colors = np.concatenate([np.broadcast_to(_rgb8(m.color), (len(m.vertices), 3)) for m in meshes])
+    rgb = numpy_to_vtk(np.ascontiguousarray(colors), deep=True)
+    rgb.SetName("RGB")
+    poly.GetPointData().AddArray(rgb)
+    poly.GetPointData().SetActiveScalars("RGB")
+    for name, values in (("label", [-1 if m.label is None else m.label for m in meshes]), ("part", range(len(meshes)))):
+        per_face = np.repeat(np.asarray(list(values), np.int32), [m.n_triangles for m in meshes])
+        array = numpy_to_vtk(per_face, deep=True)
+        array.SetName(name)
+        poly.GetCellData().AddArray(array)
+    return poly
+
+
+def _write_ply(meshes: list[Mesh], path: Path) -> None:
+    """Binary PLY (VTK) with per-vertex RGB colours; comments give SPACE= for 3D Slicer and the parts."""
+    from vtkmodules.vtkIOPLY import vtkPLYWriter
+
+    with atomic_path(path) as tmp:
+        writer = vtkPLYWriter()
+        writer.SetFileName(str(tmp))
+        writer.SetFileTypeToBinary()
+        writer.SetInputData(_color_polydata(meshes))
+        writer.SetArrayName("RGB")
+        writer.SetColorModeToDefault()
+        writer.EnableAlphaOff()
+        writer.AddComment(f"SPACE={_space(meshes[0])}")
+        writer.AddComment("units mm")
+        start = 0
+        for mesh in meshes:
+            writer.AddComment(f"part {mesh_stem(mesh)} faces {start} {start + mesh.n_triangles}")
+            start += mesh.n_triangles
+        if not writer.Write():
+            raise Viz3dError(f"{path}: could not write PLY file")
+
+
+def _write_vtp(meshes: list[Mesh], path: Path) -> None:
+    """VTK XML poly data: point ``RGB``, cell ``label``/``part``, field data ``SPACE`` (3D Slicer), names."""
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+    from vtkmodules.vtkCommonCore import vtkStringArray
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+
+    poly = _color_polydata(meshes)
+    field = poly.GetFieldData()
+    for name, values in (("SPACE", [_space(meshes[0])]), ("names", [m.name for m in meshes]),
+                         ("parts", [mesh_stem(m) for m in meshes])):
+        strings = vtkStringArray()
+        strings.SetName(name)
+        for value in values:
+            strings.InsertNextValue(value)
+        field.AddArray(strings)
+    colors = numpy_to_vtk(np.array([m.color for m in meshes], np.float64), deep=True)
+    colors.SetName("colors")
+    field.AddArray(colors)
+    units = vtkStringArray()
+    units.SetName("units")
+    units.InsertNextValue("mm")
+    field.AddArray(units)
+    with atomic_path(path) as tmp:
+        writer = vtkXMLPolyDataWriter()
+        writer.SetFileName(str(tmp))
+        writer.SetInputData(poly)
+        writer.SetDataModeToAppended()
+        writer.EncodeAppendedDataOff()
+        writer.SetCompressorTypeToZLib()
+        writer.SetCompressionLevel(1)
+        if not writer.Write():
+            raise Viz3dError(f"{path}: could not write VTP file")
+
+
+def _write_obj(meshes: list[Mesh], path: Path) -> None:
+    """Wavefront OBJ with one object and one material per mesh, and the .mtl beside it."""
+    mtl = path.with_suffix(".mtl")
+    with atomic_path(mtl) as tmp:
+        lines = ["# viz3d materials: one per structure, diffuse colour = class colour"]
+        for mesh in meshes:
+            r, g, b = (float(c) for c in mesh.color)
+            lines += ["", f"newmtl {mesh_stem(mesh)}", "Ka 0 0 0", f"Kd {r:.4f} {g:.4f} {b:.4f}", "Ks 0.1 0.1 0.1",
+                      "Ns 20", "d 1", "illum 2"]
+        tmp.write_text("\n".join(lines) + "\n")
+        with atomic_path(path) as obj_tmp, open(obj_tmp, "w") as out:
+            out.write(f"# SPACE={_space(meshes[0])} units=mm\n# {_version_line()}\nmtllib {mtl.name}\n")
+            offset = 1
+            for mesh in meshes:
+                stem = mesh_stem(mesh)
+                out.write(f"o {stem}\nusemtl {stem}\ns 1\n")
+                _write_rows(out, "v %.5f %.5f %.5f\n", mesh.vertices)
+                _write_rows(out, "f %d %d %d\n", mesh.faces + offset)
+                offset += len(mesh.vertices)
+
+
+def _version_line() -> str:
+    return f"written by viz3d {_version()}"
+
+
+def _write_rows(out, row_format: str, array: np.ndarray, chunk: int = 200_000) -> None:
+    """Write rows of a 2-D array with one %-format per row, a chunk at a time (C formatting, no per-row Python)."""
+    for start in range(0, len(array), chunk):
+        block = array[start:start + chunk]
+        out.write((row_format * len(block)) % tuple(block.ravel().tolist()))
+
+
+def _gltf_root_matrix(space: str) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, :3] = _GLTF_FROM[space]
+    return matrix
+
+
+def _write_glb(meshes: list[Mesh], path: Path) -> None:
+    """Binary glTF (trimesh): a root node (mm -> metres, patient upright) and one named node per mesh,
+    each with its own PBR material in the class colour and smooth vertex normals."""
+    import trimesh
+    from trimesh.visual.material import PBRMaterial
+    from trimesh.visual.texture import TextureVisuals
+
+    from .simplify import vertex_normals
+
+    scene = trimesh.Scene()
+    scene.graph.update(frame_from=scene.graph.base_frame, frame_to=GLTF_ROOT, matrix=_gltf_root_matrix(_space(meshes[0])))
+    for mesh in meshes:
+        stem = mesh_stem(mesh)
+        material = PBRMaterial(name=stem, baseColorFactor=list(_rgb8(mesh.color)) + [255], metallicFactor=0.0,
+                               roughnessFactor=0.6)
+        part = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=vertex_normals(mesh.vertices, mesh.faces),
+                               process=False, validate=False, visual=TextureVisuals(material=material))
+        part.metadata["name"] = mesh.name
+        scene.add_geometry(part, node_name=stem, geom_name=stem, parent_node_name=GLTF_ROOT)
+    data = scene.export(file_type="glb", include_normals=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+_WRITERS_SINGLE = {
+    "obj": lambda mesh, path: _write_obj([mesh], path),
+    "ply": lambda mesh, path: _write_ply([mesh], path),
+    "vtp": lambda mesh, path: _write_vtp([mesh], path),
+    "glb": lambda mesh, path: _write_glb([mesh], path),
+}
+_WRITERS_COMBINED = {
+    "stl": _write_stl_combined,
+    "obj": _write_obj,
+    "ply": _write_ply,
+    "vtp": _write_vtp,
+    "glb": _write_glb,
+}

@@ -36,7 +36,8 @@ class Mesh:
 BONE_COLOR = (0.89, 0.85, 0.79)
 DEFAULT_BONE_HU = 200.0
 DEFAULT_MIN_BONE_COMPONENT_MM3 = 500.0
-SMOOTHING_ITERATIONS = 20
+SMOOTHING_ITERATIONS = 15
+VOLUME_TOLERANCE = 0.002  # relative volume error below which no offset is applied
 SMOOTHING_PASSBAND = 0.1  # windowed-sinc pass band: lower smooths more (3D Slicer's default is 0.01)
 
 
@@ -164,7 +165,7 @@ def bone_mesh(
     if not poly.GetNumberOfPolys():
         return None
     if smooth:
-        poly = _smooth(poly)
+        poly = _restore_volume(_smooth(poly), _enclosed_volume(poly))
     vertices, faces = _to_world(*_polydata_arrays(poly), ct.affine)
     return Mesh("bone", "bone", None, BONE_COLOR, vertices, faces)
 
@@ -254,22 +255,19 @@ def _smooth(poly):
 def _restore_volume(poly, target: float):
     """Offset a closed surface along its vertex normals until it encloses ``target`` (index units).
 
-    Marching cubes on a binary mask cuts every convex corner and smoothing rounds thin
-    structures further, so ribs and processes lose 5-40 % of their voxel volume; moving every
-    vertex by the same distance ``(target - volume) / area`` along its normal restores the
-    volume to first order without changing the shape. The offset is capped at half a voxel
-    so it never invents structure.
+    Smoothing rounds thin structures, and marching cubes on a binary mask cuts every convex
+    corner, so ribs and processes lose 5-40 % of their voxel volume. Moving every vertex by
+    the same distance ``(target - volume) / area`` along its normal restores the volume (the
+    voxel count of a label, or the unsmoothed bone surface's) to first order without changing
+    the shape. The offset is capped at half a voxel so it never invents structure.
     """
     from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkFiltersCore import vtkMassProperties, vtkPolyDataNormals
+    from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
 
-    mass = vtkMassProperties()
-    mass.SetInputData(poly)
-    mass.Update()
-    area = mass.GetSurfaceArea()
-    if area <= 0:
-        return poly
-    offset = float(np.clip((target - mass.GetVolume()) / area, -0.5, 0.5))
+    volume, area = _enclosed_volume(poly, with_area=True)
+    if area <= 0 or abs(target - volume) <= VOLUME_TOLERANCE * target:
+        return poly  # large, smooth structures: already within tolerance, skip the normals pass
+    offset = float(np.clip((target - volume) / area, -0.5, 0.5))
     normals = vtkPolyDataNormals()  # follow the (outward) winding: no reorientation, no splitting
     normals.SetInputData(poly)
     normals.ComputePointNormalsOn()
@@ -283,6 +281,16 @@ def _restore_volume(poly, target: float):
     points += offset * vtk_to_numpy(out.GetPointData().GetNormals())
     out.GetPoints().Modified()
     return out
+
+
+def _enclosed_volume(poly, with_area: bool = False):
+    """Enclosed volume of a closed triangle surface (and its area), by vtkMassProperties."""
+    from vtkmodules.vtkFiltersCore import vtkMassProperties
+
+    mass = vtkMassProperties()
+    mass.SetInputData(poly)
+    mass.Update()
+    return (mass.GetVolume(), mass.GetSurfaceArea()) if with_area else mass.GetVolume()
 
 
 def _drop_small_components(poly, min_voxels: float):

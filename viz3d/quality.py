@@ -1,11 +1,335 @@
-"""Measurements and checks of a surface: volume, area, closedness, winding (via trimesh)."""
+"""Checks and repairs of a surface: closed, 2-manifold, outward, no degenerate faces; volume, area.
+
+`inspect_surface` measures everything the export manifest reports in a few sorted passes over
+numpy arrays (no Python loop over triangles: about a second per million triangles), and
+`make_printable` repairs what it finds with library tools (VTK's vtkCleanPolyData, libigl's
+duplicate-face resolution, non-manifold splitting and orientation), then checks again.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .meshing import Mesh
+
+DEGENERATE_AREA = 1e-12  # a face is degenerate below this area, relative to the squared box diagonal
+FLAT_PIECE = 1e-6  # a closed piece is flat when |volume| < FLAT_PIECE * area^1.5 (a cube has 0.068)
+
+
+@dataclass(frozen=True)
+class SurfaceCheck:
+    """What a surface measures and whether it is printable (a closed, outward 2-manifold).
+
+    ``watertight``: every edge has exactly two faces. ``winding_consistent``: those two faces
+    run along it in opposite directions. ``manifold``: both, and the faces around every vertex
+    form one fan. ``inverted_components``: closed pieces that face inward without being a
+    cavity inside another piece. ``flat_components``: closed pieces that enclose no volume
+    (two faces back to back: what is left of a piece that decimation collapsed).
+    """
+
+    triangles: int
+    vertices: int
+    watertight: bool
+    winding_consistent: bool
+    manifold: bool
+    boundary_edges: int
+    nonmanifold_edges: int
+    nonmanifold_vertices: int
+    degenerate_faces: int
+    components: int
+    inverted_components: int
+    flat_components: int
+    volume_mm3: float
+    area_mm2: float
+    bounds: tuple[tuple[float, float, float], tuple[float, float, float]]
+
+    @property
+    def volume_ml(self) -> float:
+        return self.volume_mm3 / 1000.0
+
+    @property
+    def printable(self) -> bool:
+        """A closed, consistently wound, outward 2-manifold with no degenerate faces."""
+        return (self.triangles > 0 and self.manifold and self.degenerate_faces == 0
+                and self.inverted_components == 0 and self.flat_components == 0 and self.volume_mm3 > 0)
+
+    def problems(self) -> list[str]:
+        """What stops the surface from being printable, in words (empty when it is)."""
+        out = []
+        if self.triangles == 0:
+            return ["empty surface"]
+        if self.boundary_edges:
+            out.append(f"open: {self.boundary_edges} boundary edges")
+        if self.nonmanifold_edges:
+            out.append(f"{self.nonmanifold_edges} edges shared by more than two faces")
+        if self.watertight and not self.winding_consistent:
+            out.append("inconsistent winding")
+        if self.nonmanifold_vertices:
+            out.append(f"{self.nonmanifold_vertices} pinched (non-manifold) vertices")
+        if self.degenerate_faces:
+            out.append(f"{self.degenerate_faces} degenerate (zero-area) faces")
+        if self.inverted_components:
+            out.append(f"{self.inverted_components} inside-out pieces")
+        if self.flat_components:
+            out.append(f"{self.flat_components} flat pieces that enclose no volume")
+        if self.watertight and self.winding_consistent and self.volume_mm3 <= 0:
+            out.append("encloses no positive volume (faces point inward)")
+        return out
+
+
+def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
+    """Check and measure a triangle surface given as numpy arrays (see `SurfaceCheck`).
+
+    >>> v = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], float)
+    >>> f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    >>> c = inspect_surface(v, f)
+    >>> c.printable, c.components, round(c.volume_mm3, 3), c.bounds[1]
+    (True, 1, 166.667, (10.0, 10.0, 10.0))
+    >>> inspect_surface(v, f[:3]).problems()
+    ['open: 3 boundary edges']
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    m = len(faces)
+    if m == 0:
+        zero = (0.0, 0.0, 0.0)
+        return SurfaceCheck(0, 0, False, False, False, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, (zero, zero))
+    n = len(vertices)
+    a = faces.ravel()
+    b = faces[:, [1, 2, 0]].ravel()
+    used = np.bincount(a, minlength=n) > 0
+    lo, hi = vertices[used].min(axis=0), vertices[used].max(axis=0)
+    diagonal2 = float(np.sum((hi - lo) ** 2)) or 1.0
+
+    signed, double_area = _signed_volumes_and_double_areas(vertices, faces)
+    repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
+    degenerate = int(np.count_nonzero(repeated | (double_area <= 2 * DEGENERATE_AREA * diagonal2)))
+
+    # Half-edges grouped by their undirected edge: a closed, consistently wound 2-manifold has
+    # exactly two per edge, running in opposite directions.
+    forward = a < b
+    key = np.where(forward, a, b) * n + np.where(forward, b, a)
+    order = np.argsort(key)
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    counts = np.diff(np.r_[starts, len(sorted_key)])
+    boundary_edges = int(np.count_nonzero(counts == 1))
+    nonmanifold_edges = int(np.count_nonzero(counts > 2))
+    watertight = boundary_edges == 0 and nonmanifold_edges == 0
+    first, second = order[0::2], order[1::2]
+    winding = bool(watertight and not np.any(forward[first] == forward[second])) if watertight else False
+    if not watertight:
+        pair_forward = forward[order]
+        pairs = counts == 2
+        winding = not np.any(pair_forward[starts[pairs]] == pair_forward[starts[pairs] + 1])
+
+    # Pieces: faces joined through shared edges. Fans: around each vertex, step from a face to
+    # the face across the next edge; a vertex whose faces form more than one cycle is pinched.
+    nonmanifold_vertices = 0
+    if watertight and winding:
+        twin = np.empty(len(order), np.int64)
+        twin[first], twin[second] = second, first
+        components, piece = _components(twin.reshape(m, 3) // 3)
+        step = twin - twin % 3 + (twin % 3 + 1) % 3  # the corner of the twin's face at the same vertex
+        fans, fan_of = _components(step[:, None])
+        if fans != np.count_nonzero(used):
+            fans_per_vertex = np.bincount(a[np.unique(fan_of, return_index=True)[1]], minlength=n)
+            nonmanifold_vertices = int(np.count_nonzero(fans_per_vertex > 1))
+    else:
+        same = sorted_key[1:] == sorted_key[:-1]
+        src, dst = order[:-1][same] // 3, order[1:][same] // 3
+        graph = csr_matrix((np.ones(len(src), np.bool_), (src, dst)), shape=(m, m))
+        components, piece = connected_components(graph, directed=False)
+
+    # Orientation per piece: inward pieces are fine only as cavities inside an outward piece.
+    inverted = flat = 0
+    piece_volume = np.bincount(piece, weights=signed, minlength=components)
+    if watertight:
+        is_flat = _flat(piece_volume, np.bincount(piece, weights=double_area, minlength=components) / 2.0)
+        flat = int(np.count_nonzero(is_flat))
+        if np.any((piece_volume < 0) & ~is_flat):
+            inverted = _count_inverted(vertices, faces, piece, np.where(is_flat, 0.0, piece_volume))
+
+    return SurfaceCheck(
+        triangles=m,
+        vertices=int(np.count_nonzero(used)),
+        watertight=watertight,
+        winding_consistent=bool(winding),
+        manifold=bool(watertight and winding and nonmanifold_vertices == 0),
+        boundary_edges=boundary_edges,
+        nonmanifold_edges=nonmanifold_edges,
+        nonmanifold_vertices=nonmanifold_vertices,
+        degenerate_faces=degenerate,
+        components=int(components),
+        inverted_components=inverted,
+        flat_components=flat,
+        volume_mm3=float(signed.sum()),
+        area_mm2=float(double_area.sum() / 2.0),
+        bounds=(tuple(float(x) for x in lo), tuple(float(x) for x in hi)),
+    )
+
+
+def _signed_volumes_and_double_areas(vertices, faces):
+    """Per face: signed volume of the tetrahedron with the origin (mm³) and twice the area (mm²)."""
+    coords = np.ascontiguousarray(vertices.T)
+    corners = np.ascontiguousarray(faces.T)
+    p0, p1, p2 = coords[:, corners[0]], coords[:, corners[1]], coords[:, corners[2]]
+    e1, e2 = p1 - p0, p2 - p0
+    cross = np.empty_like(e1)
+    cross[0] = e1[1] * e2[2] - e1[2] * e2[1]
+    cross[1] = e1[2] * e2[0] - e1[0] * e2[2]
+    cross[2] = e1[0] * e2[1] - e1[1] * e2[0]
+    return (p0 * cross).sum(axis=0) / 6.0, np.sqrt((cross * cross).sum(axis=0))
+
+
+def _components(neighbours: np.ndarray):
+    """Connected components of a graph whose node i links to every node in row i of ``neighbours``."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    count, width = neighbours.shape
+    graph = csr_matrix((np.ones(count * width, np.bool_), neighbours.ravel(), np.arange(0, count * width + 1, width)),
+                       shape=(count, count))
+    return connected_components(graph, directed=True, connection="weak")
+
+
+def _piece_boxes(vertices, faces, piece, count):
+    tri = vertices[faces]
+    lo = np.full((count, 3), np.inf)
+    hi = np.full((count, 3), -np.inf)
+    np.minimum.at(lo, piece, tri.min(axis=1))
+    np.maximum.at(hi, piece, tri.max(axis=1))
+    return lo, hi
+
+
+def _inside_out(lo, hi, piece_volume) -> np.ndarray:
+    """Per piece: inward-facing and not inside the box of an outward-facing piece (so no cavity)."""
+    flip = np.zeros(len(piece_volume), bool)
+    positive = np.flatnonzero(piece_volume > 0)
+    for index in np.flatnonzero(piece_volume < 0):  # one step per inward piece, not per face
+        inside = np.all(lo[index] >= lo[positive], axis=1) & np.all(hi[index] <= hi[positive], axis=1)
+        flip[index] = not inside.any()
+    return flip
+
+
+def _flat(piece_volume, piece_area) -> np.ndarray:
+    return np.abs(piece_volume) < FLAT_PIECE * piece_area ** 1.5
+
+
+def flat_pieces(vertices, faces) -> np.ndarray:
+    """Boolean per face: the face belongs to a closed piece that encloses no volume."""
+    from .simplify import face_components
+
+    count, piece = face_components(faces, len(vertices))
+    signed, double_area = _signed_volumes_and_double_areas(vertices, faces)
+    volume = np.bincount(piece, weights=signed, minlength=count)
+    return _flat(volume, np.bincount(piece, weights=double_area, minlength=count) / 2.0)[piece]
+
+
+def _count_inverted(vertices, faces, piece, piece_volume) -> int:
+    lo, hi = _piece_boxes(vertices, faces, piece, len(piece_volume))
+    return int(np.count_nonzero(_inside_out(lo, hi, piece_volume)))
+
+
+def inverted_pieces(vertices, faces) -> np.ndarray:
+    """Boolean per face: the face belongs to an inside-out piece (see `SurfaceCheck`)."""
+    from .simplify import face_components
+
+    count, piece = face_components(faces, len(vertices))
+    tri = vertices[faces]
+    signed = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
+    volume = np.bincount(piece, weights=signed, minlength=count)
+    lo, hi = _piece_boxes(vertices, faces, piece, count)
+    return _inside_out(lo, hi, volume)[piece]
+
+
+# ------------------------------------------------------------------ repair
+
+
+def make_printable(mesh: Mesh, check: SurfaceCheck | None = None) -> tuple[Mesh, SurfaceCheck, list[str]]:
+    """Repair a surface where needed; return (mesh, its final check, the repairs made, in words).
+
+    Steps, each only when the check asks for it and followed by a new check:
+
+    1. degenerate faces or open edges: merge coincident vertices and drop collapsed faces
+       (vtkCleanPolyData; surfaces built in pieces are often only "open" at duplicated vertices);
+    2. edges with more than two faces or pinched vertices: drop duplicated face pairs and split
+       the surface at the pinches (libigl), so touching parts become separate closed pieces;
+    3. inconsistent winding: orient each piece consistently (libigl's breadth-first orientation);
+    4. flat pieces (two faces back to back, enclosing nothing): drop them;
+    5. inside-out pieces: flip them.
+
+    What is still wrong afterwards is in ``check.problems()``; nothing is hidden.
+    """
+    check = check or inspect_surface(mesh.vertices, mesh.faces)
+    repairs: list[str] = []
+    if check.printable or check.triangles == 0:
+        return mesh, check, repairs
+    vertices, faces = mesh.vertices, mesh.faces
+    if check.degenerate_faces or check.boundary_edges:
+        from .simplify import clean
+
+        vertices, faces = clean(vertices, faces)
+        repairs.append(f"merged coincident vertices, removed {check.degenerate_faces} degenerate faces"
+                       if check.degenerate_faces else "merged coincident vertices")
+        check = inspect_surface(vertices, faces)
+        if check.degenerate_faces:
+            vertices, faces = _drop_degenerate(vertices, faces)
+            check = inspect_surface(vertices, faces)
+    if check.nonmanifold_edges or check.nonmanifold_vertices:
+        import igl
+
+        before = check
+        faces, _ = igl.resolve_duplicated_faces(np.ascontiguousarray(faces, np.int64))
+        vertices, faces, _ = igl.split_nonmanifold(np.ascontiguousarray(vertices, np.float64), np.ascontiguousarray(faces, np.int64))
+        vertices, faces = np.asarray(vertices, np.float64), np.asarray(faces, np.int64)
+        from .simplify import compact
+
+        vertices, faces = compact(vertices, faces)
+        check = inspect_surface(vertices, faces)
+        repairs.append(f"split {before.nonmanifold_edges} non-manifold edges and {before.nonmanifold_vertices} pinched "
+                       f"vertices ({before.components} -> {check.components} pieces)")
+    if check.watertight and not check.winding_consistent:
+        import igl
+
+        faces, _ = igl.bfs_orient(np.ascontiguousarray(faces, np.int64))
+        faces = np.asarray(faces, np.int64)
+        check = inspect_surface(vertices, faces)
+        repairs.append("made the winding consistent")
+    if check.flat_components:
+        from .simplify import compact
+
+        before = check
+        vertices, faces = compact(vertices, faces[~flat_pieces(vertices, faces)])
+        check = inspect_surface(vertices, faces)
+        repairs.append(f"dropped {before.flat_components} flat pieces that enclosed no volume")
+    if check.watertight and check.winding_consistent and (check.inverted_components or check.volume_mm3 < 0):
+        flip = inverted_pieces(vertices, faces)
+        if check.volume_mm3 < 0 and not flip.any():
+            flip[:] = True
+        faces = np.where(flip[:, None], faces[:, ::-1], faces)
+        check = inspect_surface(vertices, faces)
+        repairs.append(f"turned {int(np.count_nonzero(flip))} inward-facing faces outward")
+    return replace(mesh, vertices=vertices, faces=faces), check, repairs
+
+
+def _drop_degenerate(vertices, faces):
+    """Remove zero-area faces that vertex merging did not collapse (three distinct, collinear points)."""
+    tri = vertices[faces]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    threshold = 2 * DEGENERATE_AREA * (float(np.sum((hi - lo) ** 2)) or 1.0)
+    keep = np.sqrt(np.einsum("ij,ij->i", cross, cross)) > threshold
+    from .simplify import compact
+
+    return compact(vertices, faces[keep])
+
+
+# ------------------------------------------------------------------ the original report
 
 
 @dataclass(frozen=True)
@@ -34,7 +358,7 @@ def to_trimesh(mesh: Mesh):
 
 
 def mesh_report(mesh: Mesh) -> MeshReport:
-    """Measure a mesh with trimesh.
+    """Measure a mesh (see `inspect_surface` for the full check).
 
     ``volume_ml`` is the signed enclosed volume in millilitres (positive when normals point
     outward); it is only meaningful when ``watertight`` is True.
@@ -46,22 +370,5 @@ def mesh_report(mesh: Mesh) -> MeshReport:
     >>> r.watertight, round(r.volume_ml * 1000, 3)
     (True, 166.667)
     """
-    import trimesh
-
-    if not len(mesh.faces):
-        zero = (0.0, 0.0, 0.0)
-        return MeshReport(0, False, False, 0.0, 0.0, 0, (zero, zero))
-    tm = to_trimesh(mesh)
-    used = mesh.vertices[np.unique(mesh.faces)]
-    lo, hi = used.min(axis=0), used.max(axis=0)
-    face_groups = trimesh.graph.connected_component_labels(tm.face_adjacency, node_count=len(mesh.faces))
-    components = int(face_groups.max()) + 1
-    return MeshReport(
-        triangles=int(len(mesh.faces)),
-        watertight=bool(tm.is_watertight),
-        winding_consistent=bool(tm.is_winding_consistent),
-        volume_ml=float(tm.volume) / 1000.0,
-        area_mm2=float(tm.area),
-        components=components,
-        bounds=(tuple(float(x) for x in lo), tuple(float(x) for x in hi)),
-    )
+    c = inspect_surface(mesh.vertices, mesh.faces)
+    return MeshReport(c.triangles, c.watertight, c.winding_consistent, c.volume_ml, c.area_mm2, c.components, c.bounds)

@@ -117,6 +117,7 @@ TEXT_COLOR = (0.92, 0.92, 0.92)
 BONE_OPACITY = 0.35
 MAX_LEGEND_ENTRIES = 25
 ORIENTATION_VIEWPORT = (0.8, 0.0, 1.0, 0.27)
+LOD_TRIANGLES = 200_000  # with the slices, drawn at >= 15 frames/s by Mesa llvmpipe on two cores
 
 
 class Scene:
@@ -152,6 +153,8 @@ class Scene:
         self._visible = {group: True for group in GROUPS}
         self._slice_step = 1.0
         self._syncing = False
+        self._lod: list = []  # (actor, full-resolution mapper, interaction mapper)
+        self.interacting = False
 
     # ----------------------------------------------------------------- window / level
     @property
@@ -323,6 +326,46 @@ class Scene:
         """Draw a frame now (PyVista's own ``plotter.render()`` does nothing before ``show()``)."""
         self.plotter.render_window.Render()
 
+    def build_lod(self, max_triangles: int = LOD_TRIANGLES) -> int:
+        """Prepare coarse copies of the meshes to draw while the camera moves; returns their triangles.
+
+        Software OpenGL draws 5-13 M triangles/s, so a clinical-size scene (5 M triangles)
+        turns at under 1 frame/s. When the scene has more than ``max_triangles``, each mesh
+        gets a copy simplified by quadric clustering to about ``max_triangles`` in all,
+        shown only between `begin_interaction` and `end_interaction`; still frames,
+        screenshots and exports always use the full meshes. Built once; cheap to call again.
+        """
+        if self._lod:
+            return sum(lod.GetInput().GetNumberOfPolys() for _, _, lod in self._lod)
+        actors = list(self.label_actors.values()) + list(self.bone_actors.values())
+        total = sum(actor.GetMapper().GetInput().GetNumberOfPolys() for actor in actors)
+        if total <= max_triangles:
+            return total
+        cell = _clustering_cell(actors, total, max_triangles)
+        count = 0
+        for actor in actors:
+            full = actor.GetMapper()
+            coarse = type(full)()
+            coarse.SetInputData(_clustered(full.GetInput(), cell))
+            coarse.ScalarVisibilityOff()
+            self._lod.append((actor, full, coarse))
+            count += coarse.GetInput().GetNumberOfPolys()
+        return count
+
+    def begin_interaction(self) -> None:
+        """Draw the coarse meshes (see `build_lod`): called when a camera drag starts."""
+        self.interacting = True
+        for actor, _, coarse in self._lod:
+            actor.SetMapper(coarse)
+
+    def end_interaction(self) -> None:
+        """Back to the full meshes for the still frame: called when the drag ends."""
+        self.interacting = False
+        for actor, full, _ in self._lod:
+            actor.SetMapper(full)
+        if self._lod:
+            self._render()
+
     def state(self) -> dict:
         """The control state as plain data: window, slice positions, visibility, view."""
         return {
@@ -428,6 +471,7 @@ def build_scene(
         _add_orientation_cube(plotter, scene)
         if interactive:
             _add_controls(scene)
+            scene.build_lod()
         scene._syncing = False
         scene.set_window(*window)
         scene.set_visible("bone", show_bone)
@@ -667,6 +711,9 @@ def _add_controls(scene) -> None:
         )
     for key, (method, argument) in KEYMAP.items():
         plotter.add_key_event(key, partial(scene._on_key, method, argument))
+    if plotter.iren is not None:  # coarse meshes while the camera moves (see Scene.build_lod)
+        plotter.iren.add_observer("StartInteractionEvent", lambda *_: scene.begin_interaction())
+        plotter.iren.add_observer("EndInteractionEvent", lambda *_: scene.end_interaction())
     vtk = _vtk()
 
     help_actor = vtk.vtkTextActor()
@@ -678,6 +725,38 @@ def _add_controls(scene) -> None:
     help_actor.PickableOff()
     plotter.add_actor(help_actor, reset_camera=False, name="help", pickable=False)
     scene.help_actor = help_actor
+
+
+def _clustering_cell(actors, total: int, target: int) -> float:
+    """Cell size (mm) for quadric clustering that leaves about ``target`` of ``total`` triangles.
+
+    Clustering keeps about two triangles per cell crossed by the surface, so the cell area is
+    the surface area over half the target; the area is estimated from a sample of triangles.
+    """
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    area = 0.0
+    for actor in actors:
+        poly = actor.GetMapper().GetInput()
+        points = vtk_to_numpy(poly.GetPoints().GetData())
+        faces = vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+        sample = faces[:: max(1, len(faces) // 2000)]
+        a, b, c = (points[sample[:, i]].astype(np.float64) for i in range(3))
+        area += np.linalg.norm(np.cross(b - a, c - a), axis=1).mean() / 2 * len(faces)
+    return max(float(np.sqrt(area / (target / 2))), 1e-3)
+
+
+def _clustered(poly, cell: float):
+    """A quadric-clustering simplification of ``poly`` on a grid of ``cell``-mm bins."""
+    from vtkmodules.vtkFiltersCore import vtkQuadricClustering
+
+    x0, x1, y0, y1, z0, z1 = poly.GetBounds()
+    clustering = vtkQuadricClustering()
+    clustering.SetInputData(poly)
+    clustering.AutoAdjustNumberOfDivisionsOff()
+    clustering.SetNumberOfDivisions(*(max(2, int(np.ceil((hi - lo) / cell)) + 1) for lo, hi in ((x0, x1), (y0, y1), (z0, z1))))
+    clustering.Update()
+    return clustering.GetOutput()
 
 
 def _vtk():

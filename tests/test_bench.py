@@ -1,0 +1,26 @@
+"""The benchmark script, run small so that it does not rot (the real figures come from zoom 6)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_zoom_2(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--zoom", "2", "--cache", str(tmp_path / "cases"),
+         "--json", str(out), "--seconds", "0.3"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["shape"] == [244, 202, 60] and result["labels"] == 41
+    for key in ("naive_mesh_s", "viz3d_mesh_s", "export_s", "screenshot_s", "screenshot_cached_s"):
+        assert result[key] > 0, key
+    for key in ("rotate_fps", "rotate_full_resolution_fps", "window_level_fps", "plain_render_fps"):
+        assert result[key] > 0, key
+    assert result["export_peak_mb"] > result["input_mb"]
+    assert "meshing_speedup_vs_naive" in result["ratios"]
+    assert "speed-up" in run.stdout and "fps" in run.stdout

@@ -1,0 +1,74 @@
+"""The mesh and CT cache: reuse on a second run, rebuild on any change or corruption."""
+import numpy as np
+import nibabel as nib
+import pytest
+
+import viz3d.api as api
+from viz3d import cache
+
+
+@pytest.fixture
+def case(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZ3D_CACHE_DIR", str(tmp_path / "cache"))
+    ct = np.full((30, 30, 20), -1000, np.int16)
+    ct[8:20, 8:20, 5:15] = 800
+    label = np.zeros(ct.shape, np.uint8)
+    label[9:19, 9:19, 6:14] = 3
+    affine = np.diag([-1.5, 1.2, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), tmp_path / "label.nii.gz")
+    return tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz"
+
+
+def counting(monkeypatch):
+    calls = []
+    real = api.build_meshes
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "build_meshes", wrapped)
+    return calls
+
+
+def test_second_run_reuses_meshes_and_ct(case, monkeypatch):
+    calls = counting(monkeypatch)
+    ct1, first = api.load_and_mesh(*case)
+    ct2, second = api.load_and_mesh(*case)
+    assert len(calls) == 1
+    assert [(m.name, m.kind, m.label, m.color) for m in first] == [(m.name, m.kind, m.label, m.color) for m in second]
+    for a, b in zip(first, second):
+        assert np.array_equal(a.faces, b.faces) and np.allclose(a.vertices, b.vertices, atol=1e-4)
+    assert np.array_equal(ct1.array, ct2.array) and np.allclose(ct1.affine, ct2.affine)
+    assert isinstance(ct2.array, np.memmap)  # decoded CT read straight from the cache
+
+
+def test_changed_parameters_or_content_rebuild(case, monkeypatch, tmp_path):
+    calls = counting(monkeypatch)
+    api.load_and_mesh(*case)
+    api.load_and_mesh(*case, bone_hu=300)
+    api.load_and_mesh(*case, smooth=False)
+    label = np.asarray(nib.load(case[1]).dataobj)
+    label[2:4, 2:4, 2:4] = 5
+    nib.save(nib.Nifti1Image(label, nib.load(case[1]).affine), case[1])
+    _, meshes = api.load_and_mesh(*case)
+    assert len(calls) == 4
+    assert [m.label for m in meshes if m.kind == "label"] == [3, 5]
+
+
+def test_corrupt_entries_are_rebuilt(case, monkeypatch):
+    calls = counting(monkeypatch)
+    _, first = api.load_and_mesh(*case)
+    for entry in cache.cache_dir().iterdir():
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated by a crash or full disk
+    ct, again = api.load_and_mesh(*case)
+    assert len(calls) == 2 and len(again) == len(first)
+    assert ct.array.min() == -1000 and ct.array.max() == 800
+
+
+def test_no_cache_switch(case, monkeypatch):
+    calls = counting(monkeypatch)
+    api.load_and_mesh(*case, use_cache=False)
+    api.load_and_mesh(*case, use_cache=False)
+    assert len(calls) == 2 and not cache.cache_dir().exists()

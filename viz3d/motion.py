@@ -1,0 +1,337 @@
+"""Pictures from one scene for galleries and QC: a turntable movie and a labelled multi-view sheet.
+
+Both render off screen from one built `viz3d.scene.Scene` (meshes are built once; only the
+camera moves), with the same colours, window and overlays as a screenshot, and write their file
+atomically (a hidden temporary file in the same folder, renamed when complete).
+
+- `turntable`: the camera circles the scene about a world axis through its centre (``si``: the
+  patient's superior-inferior axis, RAS z; also ``ap`` (y) and ``lr`` (x)), one full turn over
+  ``frames`` frames, at a fixed distance that keeps the whole scene in the picture at every
+  angle. Written as GIF (Pillow, loops forever) or MP4 (H.264 ``libx264``, ``yuv420p``, through
+  imageio's ffmpeg plugin ``imageio-ffmpeg``; MP4 needs an even width and height).
+- `view_sheet`: one panel per camera preset, each with its name above it, composed with Pillow
+  into one PNG.
+
+Importing this module is cheap: PyVista, VTK and imageio are imported where they are used.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Viz3dError
+from .render import _check_size, _create_temporary, _discard, render_image
+
+TURNTABLE_AXES = {"si": (0.0, 0.0, 1.0), "ap": (0.0, 1.0, 0.0), "lr": (1.0, 0.0, 0.0)}
+TURNTABLE_FORMATS = (".gif", ".mp4")
+# where a turn starts when the scene's camera looks along the axis: (camera direction, view-up)
+_SIDE_START = {"si": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), "ap": ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0)),
+               "lr": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0))}
+DEFAULT_FRAMES = 72
+GIF_MAX_BYTES = 2 * 2**30  # a GIF is assembled in memory (MP4 frames are streamed to the encoder)
+DEFAULT_FPS = 24
+SHEET_VIEWS = ("anterior", "left", "posterior", "right")
+SHEET_CAPTION_HEIGHT = 30
+SHEET_BACKGROUND = (26, 28, 36)
+SHEET_TEXT = (235, 235, 235)
+
+
+# --------------------------------------------------------------------------- turntable
+def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480), axis: str = "si",
+              fps: float = DEFAULT_FPS, progress=None) -> Path:
+    """Render one full turn of the camera about ``axis`` and write it as a GIF or MP4 at ``out_path``.
+
+    The turn starts from the scene's current camera direction (its view preset, e.g. anterior)
+    and goes counter-clockwise seen from the positive end of the axis (for ``si``: from above,
+    anterior -> patient's left -> posterior -> right). ``size`` is (width, height) in pixels;
+    ``fps`` frames per second; ``progress(done, total)`` is called after each frame. The
+    scene's camera is restored afterwards. Returns the path written.
+    """
+    out_path = Path(out_path)
+    suffix = out_path.suffix.lower()
+    if suffix not in TURNTABLE_FORMATS:
+        raise Viz3dError(f"{out_path}: a turntable is written as .gif or .mp4; use one of those file names")
+    if axis not in TURNTABLE_AXES:
+        raise Viz3dError(f"unknown turntable axis {axis!r}; choose one of {', '.join(TURNTABLE_AXES)}")
+    try:
+        frames = int(frames)
+        fps = float(fps)
+    except (TypeError, ValueError):
+        raise Viz3dError(f"frames and fps must be numbers, got {frames!r}, {fps!r}") from None
+    if not 2 <= frames <= 3600:
+        raise Viz3dError(f"frames must be between 2 and 3600, got {frames}")
+    if not (0.5 <= fps <= 120):
+        raise Viz3dError(f"fps must be between 0.5 and 120, got {fps:g}")
+    width, height = _check_size(size)
+    if suffix == ".mp4" and (width % 2 or height % 2):
+        raise Viz3dError(f"an MP4 (H.264, yuv420p) needs an even width and height, got {width}x{height}")
+    if suffix == ".gif" and frames * width * height * 3 > GIF_MAX_BYTES:
+        raise Viz3dError(f"a GIF of {frames} frames of {width}x{height} is too large to assemble "
+                         f"({frames * width * height * 3 / 2**30:.1f} GiB of pixels); write an .mp4, or fewer or smaller frames")
+    folder = _output_folder(out_path)
+    if suffix == ".mp4":
+        _ffmpeg_exe()  # fail early, before any rendering, when the encoder is missing
+
+    tmp = _temporary(folder, out_path.name, suffix)
+    writer = None
+    saved = _save_camera(scene)
+    try:
+        _resize(scene, width, height)
+        cameras = turntable_cameras(scene, frames, axis)
+        images = []
+        if suffix == ".mp4":
+            writer = _mp4_writer(tmp, fps)
+        for index, (position, up) in enumerate(cameras):
+            camera = scene.plotter.renderer.GetActiveCamera()
+            camera.SetPosition(*position)
+            camera.SetViewUp(*up)
+            scene.plotter.renderer.ResetCameraClippingRange(*scene.bounds)
+            image = render_image(scene, size=(width, height))
+            if writer is not None:
+                writer.append_data(image)
+            else:
+                images.append(image)
+            if progress is not None:
+                progress(index + 1, frames)
+        if writer is not None:
+            writer.close()
+            writer = None
+        else:
+            _write_gif(tmp, images, fps)
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        _close_quietly(writer)
+        _discard(None, tmp)
+        raise Viz3dError(f"{folder}: cannot write {out_path.name} ({exc.strerror or exc})") from None
+    except BaseException:
+        _close_quietly(writer)
+        _discard(None, tmp)
+        raise
+    finally:
+        _restore_camera(scene, saved)
+    return out_path
+
+
+def turntable_cameras(scene, frames: int, axis: str = "si") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Camera (position, view-up) for each frame of one turn about ``axis`` through the scene centre.
+
+    The first frame looks from the scene's current camera direction; the distance is the
+    largest of the per-frame fits (`Scene._fit_camera`), so the scene never leaves the picture
+    and does not change size while it turns.
+    """
+    if axis not in TURNTABLE_AXES:
+        raise Viz3dError(f"unknown turntable axis {axis!r}; choose one of {', '.join(TURNTABLE_AXES)}")
+    b = np.asarray(scene.bounds, float)
+    center = np.array([(b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2])
+    camera = scene.plotter.renderer.GetActiveCamera()
+    direction = np.array(camera.GetPosition()) - np.array(camera.GetFocalPoint())
+    direction /= max(np.linalg.norm(direction), 1e-12)
+    up = np.array(camera.GetViewUp(), float)
+    rotation_axis = np.array(TURNTABLE_AXES[axis])
+    if abs(direction @ rotation_axis) > 0.999:  # looking along the axis: start from a side instead
+        direction, up = (np.array(v, float) for v in _SIDE_START[axis])
+
+    rotated = []
+    for index in range(frames):
+        r = _rotation(rotation_axis, 2 * math.pi * index / frames)
+        rotated.append((r @ direction, r @ up))
+    distance = 0.0
+    for d, u in rotated:  # the fit of each frame, then the largest
+        camera.SetFocalPoint(*center)
+        camera.SetPosition(*(center + d))
+        camera.SetViewUp(*u)
+        camera.OrthogonalizeViewUp()
+        scene._fit_camera(camera, center)
+        distance = max(distance, float(np.linalg.norm(np.array(camera.GetPosition()) - center)))
+    focal = np.array(camera.GetFocalPoint())  # the fit may keep the window centre shifted; focal stays
+    return [(focal + d * distance, u) for d, u in rotated]
+
+
+def _rotation(axis, angle) -> np.ndarray:
+    """Rotation matrix for ``angle`` radians about the unit vector ``axis`` (right-hand rule)."""
+    x, y, z = np.asarray(axis, float) / np.linalg.norm(axis)
+    c, s = math.cos(angle), math.sin(angle)
+    k = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    return np.eye(3) * c + s * k + (1 - c) * np.outer([x, y, z], [x, y, z])
+
+
+def _mp4_writer(path, fps):
+    import imageio.v2 as imageio
+
+    return imageio.get_writer(
+        str(path), format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
+        macro_block_size=2, quality=8, ffmpeg_log_level="error", output_params=["-movflags", "+faststart"],
+    )
+
+
+def _write_gif(path, images, fps) -> None:
+    import imageio.v3 as iio
+
+    duration = int(round(1000.0 / fps))  # ms per frame (GIF stores hundredths of a second)
+    iio.imwrite(str(path), np.stack(images), extension=".gif", plugin="pillow", duration=duration, loop=0)
+
+
+def _ffmpeg_exe() -> str:
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise Viz3dError("writing MP4 needs imageio-ffmpeg: pip install imageio-ffmpeg (or write a .gif)") from None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise Viz3dError(f"no ffmpeg for MP4 ({exc}); write a .gif instead") from None
+
+
+def _temporary(folder: Path, name: str, suffix: str) -> Path:
+    """Create an empty hidden ``.NAME.tmp-XXXXXXXX<suffix>`` in ``folder`` (the encoders go by the suffix)."""
+    import secrets
+
+    for _ in range(100):
+        tmp = folder / f".{name}.tmp-{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise Viz3dError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
+    raise Viz3dError(f"{folder}: cannot create a temporary file for {name}")
+
+
+def _close_quietly(writer) -> None:
+    if writer is None:
+        return
+    try:
+        writer.close()
+    except Exception:  # the file is being discarded anyway
+        pass
+
+
+# --------------------------------------------------------------------------- multi-view sheet
+def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: int | None = None,
+               legend: str = "first") -> Path:
+    """Render ``scene`` from each camera preset in ``views`` and write one labelled PNG sheet.
+
+    Each panel is ``size`` (width, height) pixels with the view's name in a caption bar above
+    it; panels go left to right, ``columns`` per row (default: all in one row up to 4, else
+    the smallest square-ish grid). ``legend``: ``"first"`` (the label legend only in the first
+    panel, the others use the whole panel for the scene), ``"all"`` or ``"none"``. The scene's
+    camera and legend are restored afterwards. Returns the path.
+    """
+    from .scene import VIEW_DIRECTIONS, VIEWS
+
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".png":
+        raise Viz3dError(f"{out_path}: a view sheet is written as PNG; use a .png file name")
+    views = [str(v).strip().lower() for v in views]
+    views = [v for v in views if v]
+    if not views:
+        raise Viz3dError("give at least one view for the sheet")
+    unknown = [v for v in views if v not in VIEW_DIRECTIONS]
+    if unknown:
+        raise Viz3dError(f"unknown view {unknown[0]!r}; choose from {', '.join(VIEWS)}")
+    if legend not in ("first", "all", "none"):
+        raise Viz3dError(f"legend must be 'first', 'all' or 'none', got {legend!r}")
+    width, height = _check_size(size)
+    n = len(views)
+    if columns is None:
+        columns = n if n <= 4 else math.ceil(math.sqrt(n))
+    columns = max(1, min(int(columns), n))
+    rows = math.ceil(n / columns)
+    folder = _output_folder(out_path)
+
+    from PIL import Image, ImageDraw
+
+    sheet = Image.new("RGB", (columns * width, rows * (height + SHEET_CAPTION_HEIGHT)), SHEET_BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = _font(int(SHEET_CAPTION_HEIGHT * 0.6))
+    saved = _save_camera(scene)
+    box = scene.legend
+    legend_shown = bool(box is not None and box.GetVisibility())
+    try:
+        _resize(scene, width, height)
+        for index, name in enumerate(views):
+            if legend_shown:
+                box.SetVisibility(legend == "all" or (legend == "first" and index == 0))
+            scene.set_view(name)
+            image = render_image(scene, size=(width, height))
+            col, row = index % columns, index // columns
+            x0, y0 = col * width, row * (height + SHEET_CAPTION_HEIGHT)
+            sheet.paste(Image.fromarray(image), (x0, y0 + SHEET_CAPTION_HEIGHT))
+            text = name
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            draw.text((x0 + (width - (right - left)) / 2 - left, y0 + (SHEET_CAPTION_HEIGHT - (bottom - top)) / 2 - top),
+                      text, fill=SHEET_TEXT, font=font)
+            if col:  # a thin separator between panels
+                draw.line([(x0, y0), (x0, y0 + height + SHEET_CAPTION_HEIGHT - 1)], fill=(70, 72, 80))
+    finally:
+        if legend_shown:
+            box.SetVisibility(True)
+        _restore_camera(scene, saved)
+
+    fd, tmp = _create_temporary(folder, out_path.name)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            fd = None
+            sheet.save(stream, format="PNG")
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        _discard(fd, tmp)
+        raise Viz3dError(f"{folder}: cannot write {out_path.name} ({exc.strerror or exc})") from None
+    except BaseException:
+        _discard(fd, tmp)
+        raise
+    return out_path
+
+
+def _font(pixels: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=pixels)  # Pillow >= 10.1 with FreeType
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+# --------------------------------------------------------------------------- shared helpers
+def _output_folder(out_path: Path) -> Path:
+    if out_path.is_dir():
+        raise Viz3dError(f"{out_path}: is a folder, expected a file name")
+    folder = out_path.parent if str(out_path.parent) else Path(".")
+    if not folder.is_dir():
+        raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
+    return folder
+
+
+def _resize(scene, width, height) -> None:
+    """Size the scene's window as the pictures will be, so camera fits use their aspect ratio."""
+    window = scene.plotter.render_window
+    if window is None:
+        raise Viz3dError("this scene's window has been closed; build the scene again")
+    window.SetSize(width, height)
+
+
+def _save_camera(scene):
+    window = scene.plotter.render_window
+    camera = scene.plotter.renderer.GetActiveCamera()
+    return (tuple(window.GetSize()) if window is not None else None, scene.view,
+            camera.GetPosition(), camera.GetFocalPoint(), camera.GetViewUp(), camera.GetWindowCenter())
+
+
+def _restore_camera(scene, saved) -> None:
+    size, view, position, focal, up, window_center = saved
+    window = scene.plotter.render_window
+    if window is None:
+        return
+    if size and size != (0, 0):
+        window.SetSize(*size)
+    camera = scene.plotter.renderer.GetActiveCamera()
+    camera.SetPosition(*position)
+    camera.SetFocalPoint(*focal)
+    camera.SetViewUp(*up)
+    camera.SetWindowCenter(*window_center)
+    scene.view = view
+    scene.plotter.renderer.ResetCameraClippingRange(*scene.bounds)

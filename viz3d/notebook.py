@@ -1,0 +1,101 @@
+"""The scene inline in a Jupyter notebook: interactive where PyVista's trame backend is installed,
+a static picture otherwise.
+
+    import viz3d
+    viz3d.show_in_notebook(meshes, ct)          # or viz3d.show_in_notebook(scene)
+
+The interactive view is PyVista's notebook backend (``jupyter_backend="trame"``, from the
+``trame-pyvista`` package with its Jupyter extras: ``pip install 'viz3d[notebook]'``): the
+same VTK scene rendered by the kernel, turned with the mouse in the cell. Without it (or
+outside a Jupyter kernel) the cell shows a PNG of the scene, rendered off screen, with a
+warning that says what to install.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from importlib.util import find_spec
+
+from .errors import Viz3dError
+
+NOTEBOOK_SIZE = (900, 600)
+# module -> package to install, for the interactive notebook backend
+NOTEBOOK_PACKAGES = {"trame_pyvista": "trame-pyvista", "IPython": "ipython", "nest_asyncio2": "nest-asyncio2"}
+
+
+class StaticPicture:
+    """A rendered PNG that Jupyter shows inline (``_repr_png_``); ``data`` holds the PNG bytes."""
+
+    def __init__(self, data: bytes, size: tuple[int, int]):
+        self.data = data
+        self.size = size
+
+    def _repr_png_(self) -> bytes:
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"<viz3d StaticPicture {self.size[0]}x{self.size[1]} PNG, {len(self.data)} bytes>"
+
+
+def missing_notebook_packages() -> list[str]:
+    """Packages the interactive notebook view needs that are not installed (empty: all there)."""
+    return [package for module, package in NOTEBOOK_PACKAGES.items() if find_spec(module) is None]
+
+
+def show_in_notebook(scene, ct=None, *, backend: str = "trame", size=NOTEBOOK_SIZE, interactive: bool | None = None,
+                     **scene_kwargs):
+    """Show a scene in the notebook cell; return what the cell displays.
+
+    ``scene`` is a `Scene` or a list of `Mesh` (then the scene is built here from ``scene`` and
+    ``ct`` with ``scene_kwargs`` for `viz3d.scene.build_scene`). With ``interactive`` None
+    (default) the view is interactive when PyVista's trame backend is installed and this runs
+    in a Jupyter kernel, and a static PNG otherwise; True insists on the interactive view
+    (an error says what is missing), False always gives the picture. ``backend`` is PyVista's
+    ``jupyter_backend`` (``"trame"``, ``"server"``, ``"client"``).
+    """
+    from .render import _check_size, render_image
+
+    width, height = _check_size(size)
+    scene = _as_scene(scene, ct, (width, height), scene_kwargs)
+    missing = missing_notebook_packages()
+    in_kernel = bool(getattr(scene.plotter, "notebook", False))
+    if interactive is None:
+        interactive = not missing and in_kernel
+        if not interactive:
+            reason = (f"the interactive view needs {', '.join(missing)} (pip install 'viz3d[notebook]')" if missing
+                      else "not running in a Jupyter kernel")
+            warnings.warn(f"showing a static picture of the scene: {reason}", UserWarning, stacklevel=2)
+    elif interactive and missing:
+        raise Viz3dError(f"the interactive notebook view needs {', '.join(missing)}: pip install 'viz3d[notebook]'")
+    elif interactive and not in_kernel:
+        raise Viz3dError("the interactive notebook view works in a Jupyter kernel only; use interactive=False here")
+    if interactive:
+        import trame_pyvista  # noqa: F401  (registers PyVista's trame notebook backends)
+
+        return scene.plotter.show(jupyter_backend=backend, return_viewer=True, window_size=(width, height))
+
+    from PIL import Image
+
+    image = render_image(scene, size=(width, height))
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    try:
+        from IPython.display import Image as IPythonImage
+    except ImportError:
+        return StaticPicture(data, (width, height))
+    return IPythonImage(data=data, format="png")
+
+
+def _as_scene(scene, ct, size, scene_kwargs):
+    from .scene import Scene
+
+    if isinstance(scene, Scene):
+        if ct is not None or scene_kwargs:
+            raise Viz3dError("give either a built Scene, or meshes (and a CT and scene options), not both")
+        return scene
+    from . import build_scene
+
+    scene_kwargs.setdefault("interactive", False)
+    scene_kwargs.setdefault("view", "iso")
+    return build_scene(scene, ct, size=size, **scene_kwargs)

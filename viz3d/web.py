@@ -1,0 +1,467 @@
+"""The scene in a web browser: a served interactive view (trame) and a self-contained HTML file.
+
+`serve` shows a `viz3d.scene.Scene` in a browser through trame (the framework behind PyVista's
+browser and notebook views): the server renders the very same VTK scene off screen (same
+meshes, colours, CT slices, window/level, legend and orientation cube) and streams the frames
+to the page; mouse drags rotate, pan and zoom the camera. A side panel has the controls of the
+desktop window: window presets and centre/width, the three slice positions, show/hide bone,
+labels and slices, and the camera presets. It listens on 127.0.0.1 unless told otherwise, so
+from a laptop it is reached through an SSH tunnel (`ssh_hint`).
+
+`write_html` writes one HTML file that shows the scene with vtk.js, with no server and no
+network: the page embeds the vtk.js viewer (trame-vtk's offline viewer) and the scene's data.
+vtk.js cannot draw VTK's image slices, so the file gets the three CT planes as flat polygon
+grids coloured with the windowed grey values, and a legend written in HTML (vtk.js cannot draw
+VTK's legend either).
+
+Importing this module is cheap: trame, PyVista and VTK are imported where they are used.
+"""
+from __future__ import annotations
+
+import base64
+import html as _html
+import io
+import json
+import os
+import signal
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Viz3dError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+VIEW_LABELS = {
+    "anterior": "Anterior", "posterior": "Posterior", "left": "Left", "right": "Right",
+    "superior": "Superior", "inferior": "Inferior", "iso": "Iso",
+}
+# most samples per side of a CT plane in the HTML file (keeps the file small for 0.5 mm CTs)
+HTML_SLICE_MAX_SAMPLES = 384
+
+
+def missing_web_packages() -> list[str]:
+    """Names of the packages `serve` / `write_html` need that are not installed (empty: all there)."""
+    from importlib.util import find_spec
+
+    return [name for name, module in (("trame", "trame"), ("trame-vtk", "trame_vtk"), ("trame-vuetify", "trame_vuetify"))
+            if find_spec(module) is None]
+
+
+def _require_web_packages(what: str) -> None:
+    missing = missing_web_packages()
+    if missing:
+        raise Viz3dError(f"{what} needs {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def ssh_hint(port: int, host: str = DEFAULT_HOST) -> str:
+    """The command a laptop user runs to reach a server's ``host:port`` as ``localhost:port``."""
+    target = "localhost" if host in _LOOPBACK + ("0.0.0.0", "::", "") else host
+    return f"ssh -L {port}:{target}:{port} user@server"
+
+
+# --------------------------------------------------------------------------- the served view
+def serve(
+    scene,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    title: str = "viz3d",
+    announce=None,
+    quiet: bool = False,
+) -> int:
+    """Serve ``scene`` to web browsers at ``http://host:port/`` until Ctrl-C or SIGTERM; return the port.
+
+    ``scene`` is a `Scene` built off screen, best with ``interactive=False`` (the page has its
+    own controls). ``port=0`` picks a free port. ``announce(url, port)`` is called once the
+    server listens (default: print the URL on stdout and, unless ``quiet``, the SSH tunnel hint
+    on stderr). Blocks in the calling thread, which also does the rendering; SIGINT and SIGTERM
+    stop the server and return normally.
+    """
+    _require_web_packages("the web view")
+    if not (0 <= int(port) <= 65535):
+        raise Viz3dError(f"port must be between 0 and 65535, got {port}")
+    from trame.app import get_server
+    from trame.ui.vuetify3 import VAppLayout
+    from trame.widgets import html, vtk as vtk_widgets, vuetify3 as v
+
+    from .scene import SLICE_AXES, VIEWS, WINDOW_CENTER_RANGE, WINDOW_PRESETS, WINDOW_WIDTH_RANGE
+
+    server = get_server(f"viz3d-{id(scene)}", client_type="vue3")
+    state, ctrl = server.state, server.controller
+    window = scene.plotter.render_window
+    if window is None:
+        raise Viz3dError("this scene's window has been closed; build the scene again")
+
+    center, width = scene.window
+    state.update({
+        "window_center": center, "window_width": width, "preset": _preset_of(scene.window, WINDOW_PRESETS),
+        "show_bone": scene.is_visible("bone"), "show_labels": scene.is_visible("labels"),
+        "show_slices": scene.is_visible("slices"), "view": scene.view,
+    })
+    for axis in SLICE_AXES:
+        if axis in scene.slice_ranges:
+            state[f"slice_{axis}"] = scene.slice_positions[axis]
+
+    view_widget = None
+
+    def push():
+        if view_widget is not None:
+            view_widget.update()
+
+    @state.change("window_center", "window_width")
+    def _on_window(window_center, window_width, **_):
+        try:
+            c, w = float(window_center), max(float(window_width), WINDOW_WIDTH_RANGE[0])
+        except (TypeError, ValueError):
+            return
+        if (c, w) != scene.window:
+            scene.set_window(c, w)
+            state.preset = _preset_of(scene.window, WINDOW_PRESETS)
+            push()
+
+    def apply_preset(name):
+        scene.apply_preset(name)
+        state.window_center, state.window_width = scene.window
+        state.preset = name
+        push()
+
+    def on_slice(axis, value):
+        try:
+            scene.set_slice(axis, float(value))
+        except (TypeError, ValueError):
+            return
+        push()
+
+    for axis in SLICE_AXES:
+        if axis in scene.slice_ranges:
+            state.change(f"slice_{axis}")(lambda _axis=axis, **kw: on_slice(_axis, kw[f"slice_{_axis}"]))
+
+    @state.change("show_bone", "show_labels", "show_slices")
+    def _on_visibility(show_bone, show_labels, show_slices, **_):
+        for group, flag in (("bone", show_bone), ("labels", show_labels), ("slices", show_slices)):
+            if scene.is_visible(group) != bool(flag):
+                scene.set_visible(group, bool(flag))
+        push()
+
+    def set_view(name):
+        scene.set_view(name)
+        state.view = name
+        push()
+
+    ctrl.apply_preset = apply_preset
+    ctrl.set_view = set_view
+
+    with VAppLayout(server, full_height=True, theme="dark") as layout:
+        layout.title = title
+        with html.Div(style="display: flex; height: 100vh; width: 100vw; overflow: hidden;"):
+            with html.Div(classes="pa-3", id="viz3d-controls", style="width: 300px; min-width: 300px; overflow-y: auto; "
+                                                 "font-size: 0.85rem; background: #1c1e24;"):
+                html.Div(title, classes="text-h6 mb-2")
+                html.Div("Window", classes="text-subtitle-2 mt-2")
+                with html.Div(classes="d-flex flex-wrap", style="gap: 4px;"):
+                    for name in WINDOW_PRESETS:
+                        v.VBtn(name, size="small", click=(ctrl.apply_preset, f"['{name}']"),
+                               color=(f"preset === '{name}' ? 'primary' : undefined",), id=f"preset-{name}")
+                v.VSlider(v_model=("window_center",), min=min(WINDOW_CENTER_RANGE[0], center),
+                          max=max(WINDOW_CENTER_RANGE[1], center), step=1, label="centre", hide_details=True,
+                          density="compact", id="window-center")
+                v.VSlider(v_model=("window_width",), min=WINDOW_WIDTH_RANGE[0], max=max(WINDOW_WIDTH_RANGE[1], width),
+                          step=1, label="width", hide_details=True, density="compact", id="window-width")
+                html.Div("{{ Math.round(window_center) }} / {{ Math.round(window_width) }} HU", classes="text-caption")
+                if scene.slice_ranges:
+                    html.Div("Slices (mm)", classes="text-subtitle-2 mt-3")
+                    for axis, letter in zip(SLICE_AXES, "SAR"):
+                        if axis not in scene.slice_ranges:
+                            continue
+                        lo, hi = scene.slice_ranges[axis]
+                        if hi - lo < 1e-6:
+                            lo, hi = lo - 0.5, hi + 0.5
+                        v.VSlider(v_model=(f"slice_{axis}",), min=lo, max=hi, step=scene._slice_step,
+                                  label=f"{axis} ({letter})", hide_details=True, density="compact",
+                                  id=f"slice-{axis}")
+                    html.Div(" · ".join(f"{letter} {{{{ Number(slice_{axis}).toFixed(1) }}}}"
+                                        for axis, letter in zip(SLICE_AXES, "SAR") if axis in scene.slice_ranges)
+                             + " mm", classes="text-caption")
+                html.Div("Show", classes="text-subtitle-2 mt-3")
+                for group, present in (("bone", scene.bone_actors), ("labels", scene.label_actors),
+                                       ("slices", scene.slice_actors)):
+                    if present:  # a group the scene does not have gets no switch
+                        v.VSwitch(v_model=(f"show_{group}",), label=group, hide_details=True, density="compact",
+                                  color="primary", id=f"show-{group}")
+                html.Div("Camera", classes="text-subtitle-2 mt-3")
+                with html.Div(classes="d-flex flex-wrap", style="gap: 4px;"):
+                    for name in VIEWS:
+                        v.VBtn(VIEW_LABELS.get(name, name), size="small", click=(ctrl.set_view, f"['{name}']"),
+                               color=(f"view === '{name}' ? 'primary' : undefined",), id=f"view-{name}")
+                html.Div("drag: rotate · shift-drag: pan · wheel: zoom", classes="text-caption mt-3")
+            with html.Div(style="flex: 1 1 auto; position: relative; min-width: 0;", id="viz3d-view"):
+                view_widget = vtk_widgets.VtkRemoteView(
+                    window, ref="viz3d_view", interactive_ratio=1, interactive_quality=70, still_quality=98,
+                )
+                ctrl.view_update = view_widget.update
+
+    def on_ready(**_):
+        actual = int(server.port)
+        shown_host = f"[{host}]" if ":" in host else host
+        url = f"http://{shown_host}:{actual}/"
+        if announce is not None:
+            announce(url, actual)
+        else:
+            print(f"viz3d: serving the scene at {url}  (Ctrl-C stops it)", flush=True)
+            if not quiet:
+                print(f"viz3d: from a laptop, open a tunnel to this server:\n"
+                      f"    {ssh_hint(actual, host)}\n"
+                      f"  then browse to http://localhost:{actual}/ on the laptop", file=sys.stderr, flush=True)
+                if host not in _LOOPBACK:
+                    print(f"viz3d: warning: listening on {host}: anyone who can reach this machine on port {actual} "
+                          "sees the scene (there is no password)", file=sys.stderr, flush=True)
+        push()
+
+    ctrl.on_server_ready.add(on_ready)
+
+    # trame's own command line would read ours (sys.argv): give it none.
+    saved_argv = sys.argv
+    previous_term = signal.getsignal(signal.SIGTERM)
+    sys.argv = saved_argv[:1]
+    try:
+        server.start(port=int(port), host=host, open_browser=False, show_connection_info=False,
+                     disable_logging=True, timeout=0, exec_mode="main")
+    except OSError as exc:
+        raise Viz3dError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); try another --port") from None
+    finally:
+        sys.argv = saved_argv
+        if signal.getsignal(signal.SIGTERM) is not previous_term:
+            try:
+                signal.signal(signal.SIGTERM, previous_term)
+            except (TypeError, ValueError):
+                pass
+    return int(server.port or port)
+
+
+def _preset_of(window, presets) -> str | None:
+    for name, value in presets.items():
+        if tuple(float(x) for x in value) == tuple(float(x) for x in window):
+            return name
+    return None
+
+
+# --------------------------------------------------------------------------- the HTML file
+def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = True, show_bone: bool = True,
+               view: str = "iso", size=(1024, 768), title: str = "viz3d") -> Path:
+    """Build the scene for ``meshes`` / ``ct`` and write it as one self-contained HTML file at ``path``.
+
+    The arguments are those of `viz3d.scene.build_scene`. See `scene_to_html`.
+    """
+    from .render import configure_offscreen
+
+    configure_offscreen()
+    from .scene import build_scene
+
+    scene = build_scene(meshes, ct, window=window, show_slices=show_slices, show_bone=show_bone, view=view,
+                        off_screen=True, size=size, interactive=False)
+    try:
+        return scene_to_html(scene, path, title=title)
+    finally:
+        scene.close()
+
+
+def scene_to_html(scene, path, *, title: str = "viz3d") -> Path:
+    """Write ``scene`` as one HTML file that shows it in a browser with vtk.js, offline.
+
+    What shows: every mesh in its colour and opacity, the camera of the scene, and (when the
+    slices are visible) the three CT planes at their positions with the scene's window, as
+    polygon grids coloured with the windowed grey values (sampled at the CT's smallest voxel
+    size, at most `HTML_SLICE_MAX_SAMPLES` per side). The legend (names and colours) is an
+    HTML box over the view. Hidden groups are left out. The file is written atomically.
+    """
+    _require_web_packages("the HTML export")
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise Viz3dError(f"{path}: the HTML export writes an .html file; use a .html file name")
+    if path.is_dir():
+        raise Viz3dError(f"{path}: is a folder, expected an .html file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
+
+    added = _add_html_slices(scene) if scene.slice_planes and scene.is_visible("slices") else []
+    hidden = []
+    try:
+        for actor in scene.slice_actors.values():  # vtk.js cannot draw them; the planes above stand in
+            if actor.GetVisibility():
+                actor.SetVisibility(False)
+                hidden.append(actor)
+        data = _vtksz(scene.plotter.render_window)
+    finally:
+        for actor in hidden:
+            actor.SetVisibility(True)
+        for actor in added:
+            scene.plotter.remove_actor(actor, reset_camera=False, render=False)
+
+    legend = []
+    if scene.is_visible("labels"):
+        for name, actor in scene.label_actors.items():
+            legend.append((name, actor.prop.color.float_rgb))
+    if scene.is_visible("bone"):
+        for name, actor in scene.bone_actors.items():
+            legend.append((name, actor.prop.color.float_rgb))
+    page = _html_page(data, title=title, legend=legend, window=scene.window if scene.is_visible("slices") and added else None)
+
+    from .render import _create_temporary, _discard
+
+    fd, tmp = _create_temporary(folder, path.name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            fd = None
+            stream.write(page)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(fd, tmp)
+        raise Viz3dError(f"{folder}: cannot write {path.name} ({exc.strerror or exc})") from None
+    except BaseException:
+        _discard(fd, tmp)
+        raise
+    return path
+
+
+def _add_html_slices(scene) -> list:
+    """Add the CT planes as RGB-coloured polygon grids; return the actors added."""
+    import pyvista as pv
+
+    from .scene import _AXIS_INDEX, SLICE_AXES
+
+    ct = scene.ct
+    array = np.asarray(ct.array)
+    affine = np.asarray(ct.affine, float)
+    inverse = np.linalg.inv(affine)
+    step = max(float(min(np.linalg.norm(affine[:3, :3], axis=0))), 1e-3)
+    center, width = scene.window
+    actors = []
+    for axis in SLICE_AXES:
+        k = _AXIS_INDEX[axis]
+        others = [i for i in range(3) if i != k]
+        ranges = [scene.slice_ranges[{2: "axial", 1: "coronal", 0: "sagittal"}[i]] for i in others]
+        counts = [int(min(max(round((hi - lo) / step) + 1, 2), HTML_SLICE_MAX_SAMPLES)) for lo, hi in ranges]
+        u = np.linspace(ranges[0][0], ranges[0][1], counts[0])
+        w = np.linspace(ranges[1][0], ranges[1][1], counts[1])
+        uu, ww = np.meshgrid(u, w, indexing="xy")  # first axis varies fastest in VTK point order
+        points = np.zeros((uu.size, 3))
+        points[:, others[0]] = uu.ravel()
+        points[:, others[1]] = ww.ravel()
+        points[:, k] = scene.slice_positions[axis]
+        voxel = points @ inverse[:3, :3].T + inverse[:3, 3]
+        hu, inside = _sample_linear(array, voxel)
+        grey = np.clip((hu - (center - width / 2.0)) / width, 0.0, 1.0)
+        rgb = np.round(grey * 255).astype(np.uint8)
+        # quads between neighbouring samples, kept where all four corners lie in the CT
+        n0, n1 = counts
+        corner = (np.arange(n1 - 1)[:, None] * n0 + np.arange(n0 - 1)[None, :]).ravel()
+        quads = np.stack([corner, corner + 1, corner + 1 + n0, corner + n0], axis=1)
+        quads = quads[inside[quads].all(axis=1)]
+        if not len(quads):
+            continue
+        surface = pv.PolyData.from_regular_faces(points, quads)
+        surface.point_data["rgb"] = np.repeat(rgb[:, None], 3, axis=1)
+        actor = scene.plotter.add_mesh(
+            surface, scalars="rgb", rgb=True, lighting=False, name=f"html-slice-{axis}", reset_camera=False,
+            pickable=False, show_scalar_bar=False,
+        )
+        actors.append(actor)
+    return actors
+
+
+def _sample_linear(array, voxel):
+    """Trilinear samples of ``array`` at fractional voxel coordinates; (values, inside mask)."""
+    from scipy import ndimage
+
+    shape = np.array(array.shape)
+    inside = np.all((voxel >= -0.5) & (voxel <= shape - 0.5), axis=1)
+    coords = np.clip(voxel, 0, shape - 1).T
+    values = ndimage.map_coordinates(np.asarray(array, dtype=np.float32), coords, order=1, mode="nearest")
+    return values, inside
+
+
+def _vtksz(render_window) -> bytes:
+    """The scene as trame-vtk's offline-viewer archive (zip with index.json), without a server."""
+    from trame_vtk.modules.vtk.serializers import (
+        SynchronizationContext,
+        extract_array_hash,
+        initialize_serializers,
+        reference_id,
+        serialize,
+    )
+
+    initialize_serializers()
+    render_window.Render()
+    context = SynchronizationContext()
+    context.set_ignore_last_dependencies(True)
+    renderer = render_window.GetRenderers().GetFirstRenderer()
+    camera = renderer.GetActiveCamera()
+    window_id = reference_id(render_window)
+    description = serialize(None, render_window, window_id, context, 1)
+    if description is None:
+        raise Viz3dError("the scene has nothing vtk.js can draw")
+    description["extra"] = {
+        "vtkRefId": window_id,
+        "centerOfRotation": camera.GetFocalPoint(),
+        "camera": reference_id(camera),
+    }
+    hashes = {}
+    for entry in extract_array_hash(description):
+        key = entry.get("hash")
+        hashes[key] = dict(**entry, content=context.get_cached_data_array(key, False))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("index.json", json.dumps({"hashes": hashes, "scene": description}))
+    return buffer.getvalue()
+
+
+def _html_page(data: bytes, *, title: str, legend, window) -> str:
+    """trame-vtk's offline vtk.js viewer with the scene embedded, a title and an HTML legend."""
+    from trame_vtk.tools.vtksz2html import HTML_VIEWER_PATH
+
+    viewer = Path(HTML_VIEWER_PATH).read_text(encoding="utf-8")
+    # the viewer's script points the page icon at the web: make it a data URL, so that opening the
+    # file asks the network for nothing
+    viewer = viewer.replace("https://kitware.github.io/vtk-js/icon/favicon-", "data:,favicon-")
+    if "<title>" in viewer:
+        start, end = viewer.index("<title>"), viewer.index("</title>") + len("</title>")
+        viewer = viewer[:start] + f"<title>{_html.escape(title)}</title>" + viewer[end:]
+    rows = "".join(
+        f'<div class="viz3d-row"><span class="viz3d-swatch" style="background: rgb({int(round(r * 255))},'
+        f'{int(round(g * 255))},{int(round(b * 255))})"></span>{_html.escape(name)}</div>'
+        for name, (r, g, b) in legend
+    )
+    caption = f"{_html.escape(title)}"
+    if window is not None:
+        caption += f" &middot; CT window {window[0]:g}/{window[1]:g} HU"
+    overlay = f"""
+<style>
+  #viz3d-legend {{ position: fixed; top: 8px; right: 8px; max-height: 70vh; overflow-y: auto; z-index: 10;
+    background: rgba(10, 10, 15, 0.72); color: #ebebeb; font: 12px/1.35 sans-serif; padding: 6px 8px;
+    border: 1px solid #59596a; border-radius: 3px; }}
+  #viz3d-legend .viz3d-row {{ white-space: nowrap; }}
+  #viz3d-legend .viz3d-swatch {{ display: inline-block; width: 10px; height: 10px; margin-right: 6px;
+    border: 1px solid #222; vertical-align: -1px; }}
+  #viz3d-caption {{ position: fixed; left: 8px; bottom: 6px; z-index: 10; color: #d0d0d0;
+    font: 12px sans-serif; pointer-events: none; }}
+</style>
+<div class="content" style="position: fixed; inset: 0;"></div>
+<div id="viz3d-legend">{rows}</div>
+<div id="viz3d-caption">{caption} &middot; drag: rotate, shift-drag: pan, wheel: zoom &middot; RAS mm</div>
+"""
+    out = io.StringIO()
+    encoded = base64.b64encode(data).decode("ascii")
+    for line in viewer.split("\n"):
+        if "</body>" in line:
+            out.write(overlay)
+            out.write("<script>\nfunction loadDataSet() {\n")
+            out.write("  const container = document.querySelector('.content') || document.querySelector('body');\n")
+            out.write(f'  const base64Str = "{encoded}";\n')
+            out.write("  OfflineLocalView.load(container, { base64Str });\n}\n</script>\n")
+        out.write(line + "\n")
+    return out.getvalue()
