@@ -39,7 +39,7 @@ def test_second_run_reuses_meshes_and_ct(case, monkeypatch):
     assert len(calls) == 1
     assert [(m.name, m.kind, m.label, m.color) for m in first] == [(m.name, m.kind, m.label, m.color) for m in second]
     for a, b in zip(first, second):
-        assert np.array_equal(a.faces, b.faces) and np.allclose(a.vertices, b.vertices, atol=1e-4)
+        assert np.array_equal(a.faces, b.faces) and np.array_equal(a.vertices, b.vertices)
     assert np.array_equal(ct1.array, ct2.array) and np.allclose(ct1.affine, ct2.affine)
     assert isinstance(ct2.array, np.memmap)  # decoded CT read straight from the cache
 

@@ -652,3 +652,39 @@ def test_interactive_window_keys_and_sliders(xvfb_display, tmp_path):
     assert sliders["coronal"][1]["slices"]["coronal"] == 7.0
     assert sliders["sagittal"][1]["slices"]["sagittal"] == 33.0
     assert log["synced"] == [-100.0, 900.0]
+
+
+# --------------------------------------------------------------------------- level of detail
+def test_coarse_meshes_only_while_interacting(scenes, monkeypatch):
+    """Above the triangle budget the camera drags draw simplified copies; still frames the full meshes."""
+    import viz3d.scene as scene_module
+
+    big = sphere("big", (0, 0, 0), 30, RED, n=120)  # ~57 k triangles
+    other = sphere("other", (70, 0, 0), 20, BLUE, n=80)
+    monkeypatch.setattr(scene_module, "LOD_TRIANGLES", 20_000)
+    scene = build_scene([big, other], None, off_screen=True, size=SIZE, interactive=False)
+    scenes.append(scene)
+    full = {name: actor.GetMapper() for name, actor in scene.label_actors.items()}
+    coarse_total = scene.build_lod()
+    assert coarse_total < 0.6 * (big.n_triangles + other.n_triangles)
+    assert 5_000 < coarse_total < 40_000  # near the budget, not collapsed
+    still = render_image(scene, size=SIZE)
+    scene.begin_interaction()
+    assert all(actor.GetMapper() is not full[name] for name, actor in scene.label_actors.items())
+    moving = render_image(scene, size=SIZE)
+    scene.end_interaction()
+    assert all(actor.GetMapper() is full[name] for name, actor in scene.label_actors.items())
+    # the coarse copies still show both spheres in their colours, where they were
+    for colour in (RED, BLUE):
+        assert abs(colour_mask(moving, colour).sum() - colour_mask(still, colour).sum()) < 0.1 * colour_mask(still, colour).sum()
+    assert np.array_equal(render_image(scene, size=SIZE), still)
+
+
+def test_small_scenes_have_no_coarse_copies(scenes):
+    scene = build_scene([sphere("s", (0, 0, 0), 10, RED)], None, off_screen=True, size=SIZE, interactive=False)
+    scenes.append(scene)
+    mapper = scene.label_actors["s"].GetMapper()
+    assert scene.build_lod() == scene.label_actors["s"].GetMapper().GetInput().GetNumberOfPolys()
+    scene.begin_interaction()
+    assert scene.label_actors["s"].GetMapper() is mapper
+    scene.end_interaction()

@@ -10,6 +10,7 @@ Example::
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import warnings
 
@@ -109,14 +110,16 @@ def load_and_mesh(
     bone_hu: float = DEFAULT_BONE_HU,
     smooth: bool = True,
     use_cache: bool = True,
+    cache_ct: bool = True,
     progress=None,
 ) -> tuple[Volume | None, list[Mesh]]:
     """Load the inputs and build their meshes, reusing the user's cache when nothing changed.
 
     Returns the CT (or None) and the meshes. Meshes are cached by the content of the input
     files and of a label-table file and by every parameter; the decoded CT array is cached too,
-    so a second run goes straight to rendering. Warnings from the first run are repeated.
-    ``progress`` is called as in `build_meshes`.
+    so a second run goes straight to rendering (``cache_ct=False`` leaves it out: an export
+    does not need it). The CT and the label map are decoded side by side (zlib releases the
+    GIL). Warnings from the first run are repeated. ``progress`` is called as in `build_meshes`.
     """
     from pathlib import Path
 
@@ -133,23 +136,20 @@ def load_and_mesh(
             raise Viz3dError(f"{path}: no such file or folder")
     mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
     report = progress or (lambda *args: None)
-    if ct_path is not None:
-        report("loading CT", 0, 1, "")
-        ct = _load_ct_cached(ct_path, series, use_cache)
-        report("loading CT", 1, 1, "")
-    else:
-        ct = None
     hit = cache.load_meshes(mesh_key) if use_cache else None
-    if hit is not None:
-        meshes, notes = hit
-        for note in notes:
-            warnings.warn(note, Viz3dWarning, stacklevel=2)
-        return ct, meshes
-    label = None
-    if label_path is not None:
-        report("loading label map", 0, 1, "")
-        label = load_label(label_path)
-        report("loading label map", 1, 1, "")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        label_job = pool.submit(load_label, label_path) if label_path is not None and hit is None else None
+        ct = None
+        if ct_path is not None:
+            report("loading CT", 0, 1, "")
+            ct = _load_ct_cached(ct_path, series, use_cache and cache_ct)
+            report("loading CT", 1, 1, "")
+        if hit is not None:
+            meshes, notes = hit
+            for note in notes:
+                warnings.warn(note, Viz3dWarning, stacklevel=2)
+            return ct, meshes
+        label = label_job.result() if label_job is not None else None
     with _passing_on_warnings() as notes:
         meshes = build_meshes(ct, label, table=table, labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
     if use_cache:

@@ -74,7 +74,7 @@ def load_meshes(key: str) -> tuple[list[Mesh], list[str]] | None:
             info = json.loads(str(data["info"]))
             meshes = [
                 Mesh(m["name"], m["kind"], m["label"], tuple(m["color"]),
-                     data[f"v{i}"].astype(np.float64), data[f"f{i}"].astype(np.int64))
+                     data[f"v{i}"], data[f"f{i}"].astype(np.int64))
                 for i, m in enumerate(info["meshes"])
             ]
         if info.get("v") != FORMAT_VERSION:
@@ -87,13 +87,13 @@ def load_meshes(key: str) -> tuple[list[Mesh], list[str]] | None:
 
 
 def save_meshes(key: str, meshes: list[Mesh], notes: list[str] = ()) -> None:
-    """Store meshes and notes under ``key`` (float32 vertices, int32 faces where they fit).
+    """Store meshes and notes under ``key`` (vertices as they are, int32 faces where they fit).
 
     Errors are ignored: a cache that cannot be written only costs time.
     """
     arrays = {}
     for i, mesh in enumerate(meshes):
-        arrays[f"v{i}"] = mesh.vertices.astype(np.float32)
+        arrays[f"v{i}"] = np.asarray(mesh.vertices, dtype=np.float64)  # exact: cached == rebuilt
         arrays[f"f{i}"] = mesh.faces.astype(np.int32 if len(mesh.vertices) < 2**31 else np.int64)
     info = {"v": FORMAT_VERSION, "notes": list(notes), "meshes": [
         {"name": m.name, "kind": m.kind, "label": m.label, "color": [float(c) for c in m.color]} for m in meshes]}

@@ -222,8 +222,11 @@ def _load_inputs(args):
     return ct, label
 
 
-def _inputs_and_meshes(args, console):
-    """Load the inputs and build (or fetch from the cache) their meshes: (CT or None, meshes)."""
+def _inputs_and_meshes(args, console, keep_ct=True):
+    """Load the inputs and build (or fetch from the cache) their meshes: (CT or None, meshes).
+
+    ``keep_ct=False`` (export) does not add the decoded CT to the cache: only a scene needs it.
+    """
     from .api import load_and_mesh
 
     if args.ct is None and args.label is None:
@@ -231,7 +234,7 @@ def _inputs_and_meshes(args, console):
     return load_and_mesh(
         args.ct, args.label, series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
         bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth,
-        use_cache=not getattr(args, "no_cache", False), progress=console.progress(),
+        use_cache=not getattr(args, "no_cache", False), cache_ct=keep_ct, progress=console.progress(),
     )
 
 
@@ -454,8 +457,7 @@ def cmd_export(args, console) -> None:
     settings = export_settings(**options, extra=meshing)
     check_writable_dir(args.out)
     check_existing_export(args.out, settings, force=args.force)  # before the (long) meshing
-    ct, label = _load_inputs(args)
-    meshes = _meshes(args, console, ct, label, args.label_table)
+    _, meshes = _inputs_and_meshes(args, console, keep_ct=False)
     if not meshes:
         raise Viz3dError("nothing to export: no label of the selection is present and no bone surface")
     if args.labels:

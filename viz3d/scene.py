@@ -326,15 +326,17 @@ class Scene:
         """Draw a frame now (PyVista's own ``plotter.render()`` does nothing before ``show()``)."""
         self.plotter.render_window.Render()
 
-    def build_lod(self, max_triangles: int = LOD_TRIANGLES) -> int:
+    def build_lod(self, max_triangles: int | None = None) -> int:
         """Prepare coarse copies of the meshes to draw while the camera moves; returns their triangles.
 
         Software OpenGL draws 5-13 M triangles/s, so a clinical-size scene (5 M triangles)
         turns at under 1 frame/s. When the scene has more than ``max_triangles``, each mesh
-        gets a copy simplified by quadric clustering to about ``max_triangles`` in all,
+        gets a copy simplified by quadric clustering to about ``max_triangles`` in all
+        (default `LOD_TRIANGLES`),
         shown only between `begin_interaction` and `end_interaction`; still frames,
         screenshots and exports always use the full meshes. Built once; cheap to call again.
         """
+        max_triangles = LOD_TRIANGLES if max_triangles is None else max_triangles
         if self._lod:
             return sum(lod.GetInput().GetNumberOfPolys() for _, _, lod in self._lod)
         actors = list(self.label_actors.values()) + list(self.bone_actors.values())
