@@ -499,7 +499,8 @@ def cmd_demo(args, console) -> None:
     cmd_screenshot(scene_args, _Console(quiet=True))
     if not args.quiet:
         print(f"viz3d: no display here, so the demo (a real CT with 41 labelled structures and bone) was rendered "
-              f"offscreen to {args.out}; copy it to your laptop to look at it, or try `viz3d view --help`")
+              f"offscreen to {args.out}; copy it to your laptop to look at it, or serve the interactive scene to your browser with "
+              f"`viz3d view --web` (see `viz3d view --help`)")
 
 
 COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "export": cmd_export, "demo": cmd_demo,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path  # also re-exported here: viz3d.export.atomic_path
 from .errors import Viz3dError
 from .meshing import Mesh
 
@@ -389,32 +390,6 @@ def _umask() -> int:
     return mask
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Write to the yielded temporary path; it replaces ``path`` only if the block succeeds.
-
-    >>> import tempfile, pathlib
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
-    >>> with atomic_path(target) as tmp:
-    ...     _ = tmp.write_text("done")
-    >>> target.read_text()
-    'done'
-    """
-    path = Path(path)
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
-    except OSError as exc:
-        raise Viz3dError(f"{path.parent}: cannot write there ({exc.strerror})") from None
-    os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; finished files follow the umask like any other
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ------------------------------------------------------------------ writers
 
 
@@ -435,7 +410,7 @@ def write_stl(mesh: Mesh, path: str | Path) -> Path:
     """Write a binary STL (VTK's writer) atomically; the header says ``SPACE=RAS`` (or LPS) for 3D Slicer."""
     from vtkmodules.vtkIOGeometry import vtkSTLWriter
 
-    from .simplify import to_polydata
+    from .polydata import to_polydata
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -461,7 +436,7 @@ def _color_polydata(meshes: list[Mesh]):
     """One vtkPolyData of all meshes with per-point ``RGB`` colours and per-cell ``label`` / ``part``."""
     from vtkmodules.util.numpy_support import numpy_to_vtk
 
-    from .simplify import to_polydata
+    from .polydata import to_polydata
 
     merged = _merged(meshes)
     poly = to_polydata(merged.vertices, merged.faces)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .polydata import compact, polydata_arrays, to_polydata
+
 
 @dataclass
 class Mesh:
@@ -125,7 +127,7 @@ def label_meshes(
         if smooth and poly.GetNumberOfPolys():
             poly = _restore_volume(_smooth(poly), float(np.count_nonzero(mask)))
         name = names.name_of(value)
-        vertices, faces = _polydata_arrays(poly)
+        vertices, faces = polydata_arrays(poly)
         if len(faces):
             vertices, faces = _to_world(vertices, faces, label.affine)
             meshes.append(Mesh(name, "label", value, names.color_of(value), vertices, faces))
@@ -166,7 +168,7 @@ def bone_mesh(
         return None
     if smooth:
         poly = _restore_volume(_smooth(poly), _enclosed_volume(poly))
-    vertices, faces = _to_world(*_polydata_arrays(poly), ct.affine)
+    vertices, faces = _to_world(*polydata_arrays(poly), ct.affine)
     return Mesh("bone", "bone", None, BONE_COLOR, vertices, faces)
 
 
@@ -205,35 +207,6 @@ def _contour(array: np.ndarray, origin: np.ndarray, iso: float):
     fe.ComputeScalarsOff()
     fe.Update()
     return fe.GetOutput()
-
-
-def _polydata_arrays(poly) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices, faces) numpy arrays of a triangle vtkPolyData."""
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-
-    if poly.GetNumberOfPolys() == 0:
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    vertices = vtk_to_numpy(poly.GetPoints().GetData())
-    faces = vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
-    return vertices, faces.astype(np.int64, copy=False)
-
-
-def _polydata(vertices: np.ndarray, faces: np.ndarray):
-    """A triangle vtkPolyData from numpy (vertices, faces)."""
-    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
-    from vtkmodules.vtkCommonCore import vtkPoints
-    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
-
-    points = vtkPoints()
-    points.SetData(numpy_to_vtk(np.ascontiguousarray(vertices), deep=True))
-    cells = vtkCellArray()
-    offsets = np.arange(0, 3 * len(faces) + 1, 3, dtype=np.int64)
-    connectivity = np.ascontiguousarray(faces, dtype=np.int64).ravel()
-    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True), numpy_to_vtkIdTypeArray(connectivity, deep=True))
-    poly = vtkPolyData()
-    poly.SetPoints(points)
-    poly.SetPolys(cells)
-    return poly
 
 
 def _smooth(poly):
@@ -306,26 +279,18 @@ def _drop_small_components(poly, min_voxels: float):
     conn.ColorRegionsOn()
     conn.Update()
     out = conn.GetOutput()
-    vertices, faces = _polydata_arrays(out)
+    vertices, faces = polydata_arrays(out)
     region = vtk_to_numpy(out.GetPointData().GetArray("RegionId")).astype(np.int64)[faces[:, 0]]
     enclosed = np.abs(np.bincount(region, weights=_signed_tetra_volumes(vertices.astype(np.float64), faces)))
     keep = enclosed[region] >= min_voxels
     if keep.all():
         return out
-    return _polydata(*_compact(vertices, faces[keep]))
+    return to_polydata(*compact(vertices, faces[keep]), dtype=None)
 
 
 def _signed_tetra_volumes(vertices, faces) -> np.ndarray:
     a, b, c = (vertices[faces[:, i]] for i in range(3))
     return np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0
-
-
-def _compact(vertices, faces):
-    """Drop vertices no face uses and renumber the faces."""
-    used = np.zeros(len(vertices), bool)
-    used[faces.ravel()] = True
-    new_index = np.cumsum(used) - 1
-    return vertices[used], new_index[faces]
 
 
 def _to_world(vertices: np.ndarray, faces: np.ndarray, affine: np.ndarray):

@@ -17,13 +17,13 @@ Importing this module is cheap: PyVista, VTK and imageio are imported where they
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import Viz3dError
-from .render import _check_size, _create_temporary, _discard, render_image
+from .atomic import atomic_path
+from .render import _check_size, render_image
 
 TURNTABLE_AXES = {"si": (0.0, 0.0, 1.0), "ap": (0.0, 1.0, 0.0), "lr": (1.0, 0.0, 0.0)}
 TURNTABLE_FORMATS = (".gif", ".mp4")
@@ -71,45 +71,40 @@ def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480),
     if suffix == ".gif" and frames * width * height * 3 > GIF_MAX_BYTES:
         raise Viz3dError(f"a GIF of {frames} frames of {width}x{height} is too large to assemble "
                          f"({frames * width * height * 3 / 2**30:.1f} GiB of pixels); write an .mp4, or fewer or smaller frames")
-    folder = _output_folder(out_path)
+    _output_folder(out_path)  # checked before any rendering
     if suffix == ".mp4":
         _ffmpeg_exe()  # fail early, before any rendering, when the encoder is missing
 
-    tmp = _temporary(folder, out_path.name, suffix)
     writer = None
     saved = _save_camera(scene)
     try:
-        _resize(scene, width, height)
-        cameras = turntable_cameras(scene, frames, axis)
-        images = []
-        if suffix == ".mp4":
-            writer = _mp4_writer(tmp, fps)
-        for index, (position, up) in enumerate(cameras):
-            camera = scene.plotter.renderer.GetActiveCamera()
-            camera.SetPosition(*position)
-            camera.SetViewUp(*up)
-            scene.plotter.renderer.ResetCameraClippingRange(*scene.bounds)
-            image = render_image(scene, size=(width, height))
-            if writer is not None:
-                writer.append_data(image)
-            else:
-                images.append(image)
-            if progress is not None:
-                progress(index + 1, frames)
-        if writer is not None:
-            writer.close()
-            writer = None
-        else:
-            _write_gif(tmp, images, fps)
-        os.replace(tmp, out_path)
-    except OSError as exc:
-        _close_quietly(writer)
-        _discard(None, tmp)
-        raise Viz3dError(f"{folder}: cannot write {out_path.name} ({exc.strerror or exc})") from None
-    except BaseException:
-        _close_quietly(writer)
-        _discard(None, tmp)
-        raise
+        with atomic_path(out_path) as tmp:
+            try:
+                _resize(scene, width, height)
+                cameras = turntable_cameras(scene, frames, axis)
+                images = []
+                if suffix == ".mp4":
+                    writer = _mp4_writer(tmp, fps)
+                for index, (position, up) in enumerate(cameras):
+                    camera = scene.plotter.renderer.GetActiveCamera()
+                    camera.SetPosition(*position)
+                    camera.SetViewUp(*up)
+                    scene.plotter.renderer.ResetCameraClippingRange(*scene.bounds)
+                    image = render_image(scene, size=(width, height))
+                    if writer is not None:
+                        writer.append_data(image)
+                    else:
+                        images.append(image)
+                    if progress is not None:
+                        progress(index + 1, frames)
+                if writer is not None:
+                    writer.close()
+                    writer = None
+                else:
+                    _write_gif(tmp, images, fps)
+            except BaseException:
+                _close_quietly(writer)
+                raise
     finally:
         _restore_camera(scene, saved)
     return out_path
@@ -185,22 +180,6 @@ def _ffmpeg_exe() -> str:
         raise Viz3dError(f"no ffmpeg for MP4 ({exc}); write a .gif instead") from None
 
 
-def _temporary(folder: Path, name: str, suffix: str) -> Path:
-    """Create an empty hidden ``.NAME.tmp-XXXXXXXX<suffix>`` in ``folder`` (the encoders go by the suffix)."""
-    import secrets
-
-    for _ in range(100):
-        tmp = folder / f".{name}.tmp-{secrets.token_hex(4)}{suffix}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise Viz3dError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
-    raise Viz3dError(f"{folder}: cannot create a temporary file for {name}")
-
-
 def _close_quietly(writer) -> None:
     if writer is None:
         return
@@ -241,7 +220,7 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
         columns = n if n <= 4 else math.ceil(math.sqrt(n))
     columns = max(1, min(int(columns), n))
     rows = math.ceil(n / columns)
-    folder = _output_folder(out_path)
+    _output_folder(out_path)  # checked before any rendering
 
     from PIL import Image, ImageDraw
 
@@ -272,18 +251,8 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
             box.SetVisibility(True)
         _restore_camera(scene, saved)
 
-    fd, tmp = _create_temporary(folder, out_path.name)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            fd = None
-            sheet.save(stream, format="PNG")
-        os.replace(tmp, out_path)
-    except OSError as exc:
-        _discard(fd, tmp)
-        raise Viz3dError(f"{folder}: cannot write {out_path.name} ({exc.strerror or exc})") from None
-    except BaseException:
-        _discard(fd, tmp)
-        raise
+    with atomic_path(out_path) as tmp:
+        sheet.save(tmp, format="PNG")
     return out_path
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .meshing import Mesh
+from .polydata import compact
 
 DEGENERATE_AREA = 1e-12  # a face is degenerate below this area, relative to the squared box diagonal
 FLAT_PIECE = 1e-6  # a closed piece is flat when |volume| < FLAT_PIECE * area^1.5 (a cube has 0.068)
@@ -287,8 +288,6 @@ def make_printable(mesh: Mesh, check: SurfaceCheck | None = None) -> tuple[Mesh,
         faces, _ = igl.resolve_duplicated_faces(np.ascontiguousarray(faces, np.int64))
         vertices, faces, _ = igl.split_nonmanifold(np.ascontiguousarray(vertices, np.float64), np.ascontiguousarray(faces, np.int64))
         vertices, faces = np.asarray(vertices, np.float64), np.asarray(faces, np.int64)
-        from .simplify import compact
-
         vertices, faces = compact(vertices, faces)
         check = inspect_surface(vertices, faces)
         repairs.append(f"split {before.nonmanifold_edges} non-manifold edges and {before.nonmanifold_vertices} pinched "
@@ -301,8 +300,6 @@ def make_printable(mesh: Mesh, check: SurfaceCheck | None = None) -> tuple[Mesh,
         check = inspect_surface(vertices, faces)
         repairs.append("made the winding consistent")
     if check.flat_components:
-        from .simplify import compact
-
         before = check
         vertices, faces = compact(vertices, faces[~flat_pieces(vertices, faces)])
         check = inspect_surface(vertices, faces)
@@ -324,8 +321,6 @@ def _drop_degenerate(vertices, faces):
     lo, hi = vertices.min(axis=0), vertices.max(axis=0)
     threshold = 2 * DEGENERATE_AREA * (float(np.sum((hi - lo) ** 2)) or 1.0)
     keep = np.sqrt(np.einsum("ij,ij->i", cross, cross)) > threshold
-    from .simplify import compact
-
     return compact(vertices, faces[keep])
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
-import secrets
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import Viz3dError
 
 DEFAULT_SIZE = (1024, 768)
@@ -108,47 +108,12 @@ def screenshot(scene, out_path, *, size=DEFAULT_SIZE) -> Path:
         raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
     width, height = _check_size(size)
 
-    fd, tmp = _create_temporary(folder, out_path.name)
-    try:
+    with atomic_path(out_path) as tmp:
         image = render_image(scene, size=(width, height))
         from PIL import Image  # a dependency of PyVista
 
-        with os.fdopen(fd, "wb") as stream:
-            fd = None
-            Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(stream, format="PNG")
-        os.replace(tmp, out_path)
-    except OSError as exc:
-        _discard(fd, tmp)
-        raise Viz3dError(f"{folder}: cannot write {out_path.name} ({exc.strerror or exc})") from None
-    except BaseException:
-        _discard(fd, tmp)
-        raise
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(tmp, format="PNG")
     return out_path
-
-
-def _create_temporary(folder: Path, name: str):
-    """Open a new hidden ``.NAME.tmp-XXXXXXXX.png`` in ``folder`` (mode 0666 less the umask)."""
-    for _ in range(100):
-        tmp = folder / f".{name}.tmp-{secrets.token_hex(4)}.png"
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise Viz3dError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
-    raise Viz3dError(f"{folder}: cannot create a temporary file for {name}")
-
-
-def _discard(fd, tmp: Path) -> None:
-    if fd is not None:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    try:
-        tmp.unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def _check_size(size) -> tuple[int, int]:

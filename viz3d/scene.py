@@ -735,13 +735,11 @@ def _clustering_cell(actors, total: int, target: int) -> float:
     Clustering keeps about two triangles per cell crossed by the surface, so the cell area is
     the surface area over half the target; the area is estimated from a sample of triangles.
     """
-    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from .polydata import polydata_arrays
 
     area = 0.0
     for actor in actors:
-        poly = actor.GetMapper().GetInput()
-        points = vtk_to_numpy(poly.GetPoints().GetData())
-        faces = vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+        points, faces = polydata_arrays(actor.GetMapper().GetInput())
         sample = faces[:: max(1, len(faces) // 2000)]
         a, b, c = (points[sample[:, i]].astype(np.float64) for i in range(3))
         area += np.linalg.norm(np.cross(b - a, c - a), axis=1).mean() / 2 * len(faces)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import Viz3dError
 from .meshing import Mesh
+from .polydata import compact, from_polydata, to_polydata  # numpy <-> VTK (also importable from here)
 
 # Windowed sinc after decimation: gentler than the meshing step's (0.1, 15), because on a coarse
 # surface a thin rib's shape is itself "high frequency": 0.1 took 67 % of a 100-triangle rib's
@@ -22,57 +23,6 @@ SMOOTHING_PASSBAND = 0.3
 VOLUME_RESTORE_STEPS = 3
 MIN_TRIANGLES = 4  # the smallest closed surface, a tetrahedron
 COORDINATE_SYSTEMS = ("RAS", "LPS")
-
-
-# ------------------------------------------------------------------ numpy <-> VTK
-
-
-def to_polydata(vertices: np.ndarray, faces: np.ndarray):
-    """A triangle vtkPolyData holding copies of ``vertices`` (N, 3) and ``faces`` (M, 3)."""
-    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
-    from vtkmodules.vtkCommonCore import vtkPoints
-    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
-
-    points = vtkPoints()
-    points.SetData(numpy_to_vtk(np.ascontiguousarray(vertices, dtype=np.float64), deep=True))
-    cells = vtkCellArray()
-    offsets = np.arange(0, 3 * len(faces) + 1, 3, dtype=np.int64)
-    connectivity = np.ascontiguousarray(faces, dtype=np.int64).ravel()
-    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True), numpy_to_vtkIdTypeArray(connectivity, deep=True))
-    poly = vtkPolyData()
-    poly.SetPoints(points)
-    poly.SetPolys(cells)
-    return poly
-
-
-def from_polydata(poly) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices float64 (N, 3), faces int64 (M, 3)) of a vtkPolyData's triangles (copies)."""
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-
-    if poly.GetNumberOfPolys() == 0 or poly.GetPoints() is None:
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    vertices = vtk_to_numpy(poly.GetPoints().GetData()).astype(np.float64)
-    polys = poly.GetPolys()
-    offsets = vtk_to_numpy(polys.GetOffsetsArray())
-    connectivity = vtk_to_numpy(polys.GetConnectivityArray()).astype(np.int64)
-    if not np.all(np.diff(offsets) == 3):
-        raise Viz3dError("internal: expected a surface made of triangles only")
-    return vertices, connectivity.reshape(-1, 3)
-
-
-def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop vertices no face uses and renumber the faces.
-
-    >>> v, f = compact(np.arange(15.0).reshape(5, 3), np.array([[4, 2, 0]]))
-    >>> v[:, 0].tolist(), f.tolist()
-    ([0.0, 6.0, 12.0], [[2, 1, 0]])
-    """
-    used = np.zeros(len(vertices), bool)
-    used[faces.ravel()] = True
-    if used.all():
-        return vertices, faces
-    new_index = np.cumsum(used) - 1
-    return vertices[used], new_index[faces]
 
 
 # ------------------------------------------------------------------ coordinates

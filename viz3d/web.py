@@ -22,7 +22,6 @@ import base64
 import html as _html
 import io
 import json
-import os
 import signal
 import sys
 import zipfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import Viz3dError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -311,20 +311,8 @@ def scene_to_html(scene, path, *, title: str = "viz3d") -> Path:
             legend.append((name, actor.prop.color.float_rgb))
     page = _html_page(data, title=title, legend=legend, window=scene.window if scene.is_visible("slices") and added else None)
 
-    from .render import _create_temporary, _discard
-
-    fd, tmp = _create_temporary(folder, path.name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            fd = None
-            stream.write(page)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _discard(fd, tmp)
-        raise Viz3dError(f"{folder}: cannot write {path.name} ({exc.strerror or exc})") from None
-    except BaseException:
-        _discard(fd, tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return path
 
 
