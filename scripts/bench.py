@@ -141,6 +141,22 @@ def main() -> None:
     results: dict = {"zoom": args.zoom, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"}
     table = load_label_table("totalsegmentator")
 
+    # Commands first, while this process is small: a forked child's peak resident memory
+    # counts the parent's pages until exec.
+    cli = [sys.executable, "-m", "viz3d"]
+    inputs = [str(ct_path), "--label", str(label_path), "--label-table", "totalsegmentator", "--quiet"]
+    with tempfile.TemporaryDirectory() as tmp:
+        # each measured command starts with an empty mesh cache of its own
+        cold = dict(os.environ, VIZ3D_CACHE_DIR=f"{tmp}/cache-export")
+        results["export_s"], results["export_peak_mb"] = run_child(cli + ["export", *inputs, "--out", f"{tmp}/out"], cold)
+        shots = dict(os.environ, VIZ3D_CACHE_DIR=f"{tmp}/cache-screenshot")
+        results["screenshot_s"], results["screenshot_peak_mb"] = run_child(cli + ["screenshot", *inputs, "--out", f"{tmp}/s.png"], shots)
+        results["screenshot_cached_s"], results["screenshot_cached_peak_mb"] = run_child(
+            cli + ["screenshot", *inputs, "--out", f"{tmp}/s2.png"], shots)
+        fps = subprocess.run([sys.executable, "-c", FPS_SCRIPT, str(ct_path), str(label_path), str(args.seconds)],
+                             check=True, capture_output=True, text=True, env=shots)
+    results.update(json.loads(fps.stdout.strip().splitlines()[-1]))
+
     load_s, (ct, label) = timed(lambda: (viz3d.load_ct(ct_path), viz3d.load_label(label_path)))
     results.update(shape=list(label.shape), labels=len(viz3d.meshing.present_labels(label.array)), load_s=load_s,
                    input_mb=(ct.array.nbytes + label.array.nbytes) / 2**20)
@@ -162,20 +178,6 @@ def main() -> None:
                    bone_triangles=bone.n_triangles if bone else 0,
                    output_mb=sum(m.vertices.nbytes + m.faces.nbytes for m in meshes + ([bone] if bone else [])) / 2**20)
     del meshes, bone, ct, label
-
-    cli = [sys.executable, "-m", "viz3d"]
-    inputs = [str(ct_path), "--label", str(label_path), "--label-table", "totalsegmentator", "--quiet"]
-    with tempfile.TemporaryDirectory() as tmp:
-        # each measured command starts with an empty mesh cache of its own
-        cold = dict(os.environ, VIZ3D_CACHE_DIR=f"{tmp}/cache-export")
-        results["export_s"], results["export_peak_mb"] = run_child(cli + ["export", *inputs, "--out", f"{tmp}/out"], cold)
-        shots = dict(os.environ, VIZ3D_CACHE_DIR=f"{tmp}/cache-screenshot")
-        results["screenshot_s"], results["screenshot_peak_mb"] = run_child(cli + ["screenshot", *inputs, "--out", f"{tmp}/s.png"], shots)
-        results["screenshot_cached_s"], results["screenshot_cached_peak_mb"] = run_child(
-            cli + ["screenshot", *inputs, "--out", f"{tmp}/s2.png"], shots)
-        fps = subprocess.run([sys.executable, "-c", FPS_SCRIPT, str(ct_path), str(label_path), str(args.seconds)],
-                             check=True, capture_output=True, text=True, env=shots)
-    results.update(json.loads(fps.stdout.strip().splitlines()[-1]))
 
     results["ratios"] = {
         "meshing_speedup_vs_naive": results["naive_mesh_s"] / results["viz3d_mesh_s"],
