@@ -209,14 +209,14 @@ def _contour(array: np.ndarray, origin: np.ndarray, iso: float):
     return fe.GetOutput()
 
 
-def _smooth(poly):
+def _smooth(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float = SMOOTHING_PASSBAND):
     """Windowed-sinc smoothing (a low-pass filter: no Laplacian shrinkage); topology unchanged."""
     from vtkmodules.vtkFiltersCore import vtkWindowedSincPolyDataFilter
 
     smoother = vtkWindowedSincPolyDataFilter()
     smoother.SetInputData(poly)
-    smoother.SetNumberOfIterations(SMOOTHING_ITERATIONS)
-    smoother.SetPassBand(SMOOTHING_PASSBAND)
+    smoother.SetNumberOfIterations(iterations)
+    smoother.SetPassBand(passband)
     smoother.BoundarySmoothingOff()
     smoother.FeatureEdgeSmoothingOff()
     smoother.NonManifoldSmoothingOn()
@@ -225,23 +225,36 @@ def _smooth(poly):
     return smoother.GetOutput()
 
 
-def _restore_volume(poly, target: float):
-    """Offset a closed surface along its vertex normals until it encloses ``target`` (index units).
+def _restore_volume(poly, target: float, max_offset: float | None = 0.5, tolerance: float = VOLUME_TOLERANCE):
+    """Offset a closed surface along its vertex normals until it encloses ``target``.
 
     Smoothing rounds thin structures, and marching cubes on a binary mask cuts every convex
     corner, so ribs and processes lose 5-40 % of their voxel volume. Moving every vertex by
     the same distance ``(target - volume) / area`` along its normal restores the volume (the
     voxel count of a label, or the unsmoothed bone surface's) to first order without changing
-    the shape. The offset is capped at half a voxel so it never invents structure.
+    the shape. The offset is capped at ``max_offset`` (half a voxel in index units, so it never
+    invents structure), or with None at half the surface's thickness scale, volume / area.
+    Nothing moves when the volume is already within ``tolerance`` (relative) or not positive.
     """
     from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
 
     volume, area = _enclosed_volume(poly, with_area=True)
-    if area <= 0 or abs(target - volume) <= VOLUME_TOLERANCE * target:
+    if area <= 0 or volume <= 0 or abs(target - volume) <= tolerance * target:
         return poly  # large, smooth structures: already within tolerance, skip the normals pass
-    offset = float(np.clip((target - volume) / area, -0.5, 0.5))
-    normals = vtkPolyDataNormals()  # follow the (outward) winding: no reorientation, no splitting
+    cap = 0.5 * volume / area if max_offset is None else max_offset
+    offset = float(np.clip((target - volume) / area, -cap, cap))
+    out = _with_point_normals(poly)
+    points = vtk_to_numpy(out.GetPoints().GetData())
+    points += offset * vtk_to_numpy(out.GetPointData().GetNormals())
+    out.GetPoints().Modified()
+    return out
+
+
+def _with_point_normals(poly):
+    """A copy of ``poly`` with unit point normals that follow its winding (no reorientation, no splitting)."""
+    from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
+
+    normals = vtkPolyDataNormals()
     normals.SetInputData(poly)
     normals.ComputePointNormalsOn()
     normals.ComputeCellNormalsOff()
@@ -249,11 +262,7 @@ def _restore_volume(poly, target: float):
     normals.ConsistencyOff()
     normals.AutoOrientNormalsOff()
     normals.Update()
-    out = normals.GetOutput()
-    points = vtk_to_numpy(out.GetPoints().GetData())
-    points += offset * vtk_to_numpy(out.GetPointData().GetNormals())
-    out.GetPoints().Modified()
-    return out
+    return normals.GetOutput()
 
 
 def _enclosed_volume(poly, with_area: bool = False):

@@ -230,35 +230,18 @@ def clean(vertices: np.ndarray, faces: np.ndarray, tolerance: float | None = Non
 
 def smooth_surface(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """New vertex positions after windowed-sinc smoothing (VTK); topology and faces unchanged."""
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkFiltersCore import vtkWindowedSincPolyDataFilter
+    from .meshing import _smooth
 
-    smoother = vtkWindowedSincPolyDataFilter()
-    smoother.SetInputData(to_polydata(vertices, faces))
-    smoother.SetNumberOfIterations(SMOOTHING_ITERATIONS)
-    smoother.SetPassBand(SMOOTHING_PASSBAND)
-    smoother.BoundarySmoothingOff()
-    smoother.FeatureEdgeSmoothingOff()
-    smoother.NonManifoldSmoothingOn()
-    smoother.NormalizeCoordinatesOn()
-    smoother.Update()
-    return vtk_to_numpy(smoother.GetOutput().GetPoints().GetData()).astype(np.float64)
+    return from_polydata(_smooth(to_polydata(vertices, faces), SMOOTHING_ITERATIONS, SMOOTHING_PASSBAND))[0]
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Unit vertex normals that follow the faces' winding (VTK; no reorientation, no splitting)."""
     from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
 
-    normals = vtkPolyDataNormals()
-    normals.SetInputData(to_polydata(vertices, faces))
-    normals.ComputePointNormalsOn()
-    normals.ComputeCellNormalsOff()
-    normals.SplittingOff()
-    normals.ConsistencyOff()
-    normals.AutoOrientNormalsOff()
-    normals.Update()
-    return vtk_to_numpy(normals.GetOutput().GetPointData().GetNormals()).astype(np.float64)
+    from .meshing import _with_point_normals
+
+    return vtk_to_numpy(_with_point_normals(to_polydata(vertices, faces)).GetPointData().GetNormals()).astype(np.float64)
 
 
 def restore_volume(vertices: np.ndarray, faces: np.ndarray, target_mm3: float) -> np.ndarray:
@@ -268,15 +251,6 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target_mm3: float) -
     changing the shape; it is capped at half the surface's mean thickness scale (volume/area)
     so a surface is never inflated into something else.
     """
-    tri = vertices[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    area = float(np.sqrt(np.einsum("ij,ij->i", cross, cross)).sum() / 2.0)
-    volume = float(np.einsum("ij,ij->", tri[:, 0], cross) / 6.0)
-    if area <= 0 or volume <= 0:
-        return vertices
-    offset = (target_mm3 - volume) / area
-    cap = 0.5 * volume / area
-    offset = float(np.clip(offset, -cap, cap))
-    if abs(offset) < 1e-12:
-        return vertices
-    return vertices + offset * vertex_normals(vertices, faces)
+    from .meshing import _restore_volume
+
+    return from_polydata(_restore_volume(to_polydata(vertices, faces), target_mm3, max_offset=None, tolerance=0.0))[0]
