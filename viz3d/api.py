@@ -126,7 +126,7 @@ def load_and_mesh(
     from . import cache, __version__
 
     if ct_path is None and label_path is None:
-        raise Viz3dError("give a CT, a label map, or both")
+        raise Viz3dError("give a CT, a label map (--label), or both")
     use_cache = use_cache and cache.enabled()
     table_file = table if table is not None and Path(str(table)).is_file() else None
     params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,

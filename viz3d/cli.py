@@ -229,21 +229,10 @@ def _inputs_and_meshes(args, console, keep_ct=True):
     """
     from .api import load_and_mesh
 
-    if args.ct is None and args.label is None:
-        raise Viz3dError("give a CT, --label LABEL, or both")
     return load_and_mesh(
         args.ct, args.label, series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
         bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth,
         use_cache=not getattr(args, "no_cache", False), cache_ct=keep_ct, progress=console.progress(),
-    )
-
-
-def _meshes(args, console, ct, label, table):
-    from .api import build_meshes
-
-    return build_meshes(
-        ct, label, table=table, labels=args.labels, bone=not args.no_bone, bone_hu=args.bone_hu,
-        smooth=not args.no_smooth, progress=console.progress(),
     )
 
 
