@@ -209,8 +209,13 @@ def _contour(array: np.ndarray, origin: np.ndarray, iso: float):
     return fe.GetOutput()
 
 
-def _smooth(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float = SMOOTHING_PASSBAND):
-    """Windowed-sinc smoothing (a low-pass filter: no Laplacian shrinkage); topology unchanged."""
+def _smooth(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float = SMOOTHING_PASSBAND,
+            nonmanifold: bool = False):
+    """Windowed-sinc smoothing (a low-pass filter: no Laplacian shrinkage); topology unchanged.
+
+    Flying-edges surfaces are manifold, so the non-manifold analysis (a third of the filter's
+    time) is skipped unless ``nonmanifold`` says the input may need it (decimated surfaces).
+    """
     from vtkmodules.vtkFiltersCore import vtkWindowedSincPolyDataFilter
 
     smoother = vtkWindowedSincPolyDataFilter()
@@ -219,7 +224,7 @@ def _smooth(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float = SMOO
     smoother.SetPassBand(passband)
     smoother.BoundarySmoothingOff()
     smoother.FeatureEdgeSmoothingOff()
-    smoother.NonManifoldSmoothingOn()
+    smoother.SetNonManifoldSmoothing(nonmanifold)
     smoother.NormalizeCoordinatesOn()
     smoother.Update()
     return smoother.GetOutput()

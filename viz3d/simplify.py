@@ -232,7 +232,7 @@ def smooth_surface(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """New vertex positions after windowed-sinc smoothing (VTK); topology and faces unchanged."""
     from .meshing import _smooth
 
-    return from_polydata(_smooth(to_polydata(vertices, faces), SMOOTHING_ITERATIONS, SMOOTHING_PASSBAND))[0]
+    return from_polydata(_smooth(to_polydata(vertices, faces), SMOOTHING_ITERATIONS, SMOOTHING_PASSBAND, nonmanifold=True))[0]
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
