@@ -1,9 +1,12 @@
 """Shared test fixtures: paths to the real sample data beside the project."""
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers (shapes.py), under --import-mode=importlib
 
 # Tests never read or fill the user's mesh cache.
 os.environ["VIZ3D_CACHE_DIR"] = tempfile.mkdtemp(prefix="viz3d-test-cache-")

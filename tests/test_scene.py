@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shapes import uv_sphere
 
 from viz3d.render import configure_offscreen, has_display, render_image, screenshot
 
@@ -44,23 +45,7 @@ RED, BLUE, GREEN, YELLOW = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 0.8, 0.0), (1
 # --------------------------------------------------------------------------- helpers
 def sphere(name, center, radius, color, kind="label", n=16):
     """A closed UV sphere as a Mesh (numpy only)."""
-    theta = np.linspace(0, np.pi, n + 1)[1:-1]
-    phi = np.linspace(0, 2 * np.pi, 2 * n, endpoint=False)
-    t, p = np.meshgrid(theta, phi, indexing="ij")
-    ring = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
-    vertices = np.vstack([[0, 0, 1], ring, [0, 0, -1]]) * radius + np.asarray(center, float)
-    m = 2 * n
-    faces = []
-    for j in range(m):
-        faces.append([0, 1 + j, 1 + (j + 1) % m])
-    for i in range(n - 2):
-        for j in range(m):
-            a, b = 1 + i * m + j, 1 + i * m + (j + 1) % m
-            faces += [[a, a + m, b], [b, a + m, b + m]]
-    last = len(vertices) - 1
-    for j in range(m):
-        faces.append([last, 1 + (n - 2) * m + (j + 1) % m, 1 + (n - 2) * m + j])
-    return Mesh(name, kind, None if kind == "bone" else 1, color, vertices, np.asarray(faces, np.int64))
+    return uv_sphere(name, center, radius, color, kind, n)
 
 
 def synthetic_ct(affine=None, shape=(60, 50, 40)):

@@ -324,27 +324,6 @@ def _drop_degenerate(vertices, faces):
     return compact(vertices, faces[keep])
 
 
-# ------------------------------------------------------------------ the original report
-
-
-@dataclass(frozen=True)
-class MeshReport:
-    """What a mesh measures: enclosed volume (mL), area (mm²), and whether it is printable."""
-
-    triangles: int
-    watertight: bool
-    winding_consistent: bool
-    volume_ml: float
-    area_mm2: float
-    components: int
-    bounds: tuple[tuple[float, float, float], tuple[float, float, float]]
-
-    @property
-    def outward(self) -> bool:
-        """True for a closed surface with consistent winding and positive enclosed volume."""
-        return self.watertight and self.winding_consistent and self.volume_ml > 0
-
-
 def to_trimesh(mesh: Mesh):
     """The mesh as a `trimesh.Trimesh`, vertices and faces unchanged (no merging or repair)."""
     import trimesh
@@ -352,8 +331,8 @@ def to_trimesh(mesh: Mesh):
     return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False, validate=False)
 
 
-def mesh_report(mesh: Mesh) -> MeshReport:
-    """Measure a mesh (see `inspect_surface` for the full check).
+def mesh_report(mesh: Mesh) -> SurfaceCheck:
+    """Check and measure a `Mesh` (`inspect_surface` on its vertices and faces).
 
     ``volume_ml`` is the signed enclosed volume in millilitres (positive when normals point
     outward); it is only meaningful when ``watertight`` is True.
@@ -365,5 +344,4 @@ def mesh_report(mesh: Mesh) -> MeshReport:
     >>> r.watertight, round(r.volume_ml * 1000, 3)
     (True, 166.667)
     """
-    c = inspect_surface(mesh.vertices, mesh.faces)
-    return MeshReport(c.triangles, c.watertight, c.winding_consistent, c.volume_ml, c.area_mm2, c.components, c.bounds)
+    return inspect_surface(mesh.vertices, mesh.faces)

@@ -1,0 +1,22 @@
+"""Test geometry shared by the scene, motion and web tests."""
+import numpy as np
+
+from viz3d.meshing import Mesh
+
+
+def uv_sphere(name, center, radius, color, kind="label", n=16):
+    """A closed, outward-wound UV sphere as a `Mesh` (numpy only); ``n`` rings of latitude."""
+    theta = np.linspace(0, np.pi, n + 1)[1:-1]
+    phi = np.linspace(0, 2 * np.pi, 2 * n, endpoint=False)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    ring = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
+    vertices = np.vstack([[0, 0, 1], ring, [0, 0, -1]]) * radius + np.asarray(center, float)
+    m = 2 * n
+    faces = [[0, 1 + j, 1 + (j + 1) % m] for j in range(m)]
+    for i in range(n - 2):
+        for j in range(m):
+            a, b = 1 + i * m + j, 1 + i * m + (j + 1) % m
+            faces += [[a, a + m, b], [b, a + m, b + m]]
+    last = len(vertices) - 1
+    faces += [[last, 1 + (n - 2) * m + (j + 1) % m, 1 + (n - 2) * m + j] for j in range(m)]
+    return Mesh(name, kind, None if kind == "bone" else 1, color, vertices, np.asarray(faces, np.int64))
