@@ -580,9 +580,16 @@ DRIVER = textwrap.dedent(
             for name, value in [("window_center", 250.0), ("window_width", 700.0), ("axial", 9.0),
                                 ("coronal", 7.0), ("sagittal", 33.0)]:
                 widget = scene.sliders[name]
+                widget.InvokeEvent("StartInteractionEvent")
+                dragging = scene.interacting
                 widget.GetRepresentation().SetValue(value)
                 widget.InvokeEvent("InteractionEvent")
-                log["sliders"][name] = [value, scene.state()]
+                widget.InvokeEvent("EndInteractionEvent")
+                log["sliders"][name] = [value, scene.state(), dragging, scene.interacting]
+            iren.InvokeEvent("StartInteractionEvent")  # a camera drag
+            log["camera_drag"] = [scene.interacting]
+            iren.InvokeEvent("EndInteractionEvent")
+            log["camera_drag"].append(scene.interacting)
             scene.set_window(-100, 900)  # a method call moves the sliders too
             log["synced"] = [scene.sliders[n].GetRepresentation().GetValue() for n in ("window_center", "window_width")]
         finally:
@@ -637,6 +644,9 @@ def test_interactive_window_keys_and_sliders(xvfb_display, tmp_path):
     assert sliders["coronal"][1]["slices"]["coronal"] == 7.0
     assert sliders["sagittal"][1]["slices"]["sagittal"] == 33.0
     assert log["synced"] == [-100.0, 900.0]
+    # dragging a slider or the camera switches to the cheap drawing and back
+    assert all(entry[2:] == [True, False] for entry in sliders.values())
+    assert log["camera_drag"] == [True, False]
 
 
 # --------------------------------------------------------------------------- level of detail
@@ -662,6 +672,27 @@ def test_coarse_meshes_only_while_interacting(scenes, monkeypatch):
     # the coarse copies still show both spheres in their colours, where they were
     for colour in (RED, BLUE):
         assert abs(colour_mask(moving, colour).sum() - colour_mask(still, colour).sum()) < 0.1 * colour_mask(still, colour).sum()
+    assert np.array_equal(render_image(scene, size=SIZE), still)
+
+
+def test_interaction_draws_planes_as_textures_and_bone_in_one_pass(scenes):
+    """While dragging, the CT planes are not resampled per frame and bone skips the OIT pass."""
+    ct = synthetic_ct()
+    bone = sphere("bone", (0, 0, 0), 15, (0.9, 0.85, 0.8), kind="bone")
+    scene = build_scene([bone], ct, off_screen=True, interactive=False, size=SIZE, view="inferior")
+    scenes.append(scene)
+    mappers = [actor.GetMapper() for actor in scene.slice_actors.values()]
+    renderer = scene.plotter.renderer
+    assert all(m.GetResampleToScreenPixels() for m in mappers) and renderer.GetUseOIT()
+    still = render_image(scene, size=SIZE)
+    scene.begin_interaction()
+    assert scene.interacting
+    assert not any(m.GetResampleToScreenPixels() for m in mappers) and not renderer.GetUseOIT()
+    moving = render_image(scene, size=SIZE)
+    # the same picture up to interpolation: the planes and the bone are where they were
+    assert np.mean(np.abs(moving.astype(int) - still.astype(int))) < 6
+    scene.end_interaction()
+    assert all(m.GetResampleToScreenPixels() for m in mappers) and renderer.GetUseOIT()
     assert np.array_equal(render_image(scene, size=SIZE), still)
 
 

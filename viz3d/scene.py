@@ -117,7 +117,9 @@ TEXT_COLOR = (0.92, 0.92, 0.92)
 BONE_OPACITY = 0.35
 MAX_LEGEND_ENTRIES = 25
 ORIENTATION_VIEWPORT = (0.8, 0.0, 1.0, 0.27)
-LOD_TRIANGLES = 200_000  # with the slices, drawn at >= 15 frames/s by Mesa llvmpipe on two cores
+# Mesa llvmpipe on two cores draws ~2-3 M triangles/s; with the slices and the orientation
+# marker this budget keeps a drag at >= 15 frames/s (scripts/bench.py, zoom 6).
+LOD_TRIANGLES = 80_000
 
 
 class Scene:
@@ -355,18 +357,33 @@ class Scene:
         return count
 
     def begin_interaction(self) -> None:
-        """Draw the coarse meshes (see `build_lod`): called when a camera drag starts."""
+        """Switch to cheap drawing while the mouse drags the camera or a slider.
+
+        The meshes draw their coarse copies (see `build_lod`), the CT planes are drawn as
+        textures at the CT's own resolution instead of being resampled to screen pixels on
+        every frame, and translucent bone is blended in one pass instead of the
+        order-independent pass. `end_interaction` restores the still-frame quality.
+        """
+        if self.interacting:
+            return
         self.interacting = True
         for actor, _, coarse in self._lod:
             actor.SetMapper(coarse)
+        for actor in self.slice_actors.values():
+            actor.GetMapper().ResampleToScreenPixelsOff()
+        self.plotter.renderer.SetUseOIT(False)
 
     def end_interaction(self) -> None:
-        """Back to the full meshes for the still frame: called when the drag ends."""
+        """Back to the full meshes and full-quality planes, and draw the still frame."""
+        if not self.interacting:
+            return
         self.interacting = False
         for actor, full, _ in self._lod:
             actor.SetMapper(full)
-        if self._lod:
-            self._render()
+        for actor in self.slice_actors.values():
+            actor.GetMapper().ResampleToScreenPixelsOn()
+        self.plotter.renderer.SetUseOIT(True)
+        self._render()
 
     def state(self) -> dict:
         """The control state as plain data: window, slice positions, visibility, view."""
@@ -658,8 +675,7 @@ def _add_orientation_cube(plotter, scene) -> None:
     cube.SetFaceTextScale(0.65)
     cube.SetZFaceTextRotation(90)  # "S" upright when seen from above with anterior up
     cube.GetCubeProperty().SetColor(0.80, 0.80, 0.76)
-    cube.GetTextEdgesProperty().SetColor(0.45, 0.45, 0.45)
-    cube.GetTextEdgesProperty().SetLineWidth(1)
+    cube.SetTextEdgesVisibility(False)  # outlined letters cost ~4 ms a frame in software OpenGL
 
     axes = vtk.vtkAxesActor()
     axes.SetTotalLength(1.0, 1.0, 1.0)
@@ -713,9 +729,13 @@ def _add_controls(scene) -> None:
         )
     for key, (method, argument) in KEYMAP.items():
         plotter.add_key_event(key, partial(scene._on_key, method, argument))
-    if plotter.iren is not None:  # coarse meshes while the camera moves (see Scene.build_lod)
+    # cheap drawing while the camera or a slider is dragged (see Scene.begin_interaction)
+    if plotter.iren is not None:
         plotter.iren.add_observer("StartInteractionEvent", lambda *_: scene.begin_interaction())
         plotter.iren.add_observer("EndInteractionEvent", lambda *_: scene.end_interaction())
+    for widget in scene.sliders.values():
+        widget.AddObserver("StartInteractionEvent", lambda *_: scene.begin_interaction())
+        widget.AddObserver("EndInteractionEvent", lambda *_: scene.end_interaction())
     vtk = _vtk()
 
     help_actor = vtk.vtkTextActor()
@@ -732,8 +752,9 @@ def _add_controls(scene) -> None:
 def _clustering_cell(actors, total: int, target: int) -> float:
     """Cell size (mm) for quadric clustering that leaves about ``target`` of ``total`` triangles.
 
-    Clustering keeps about two triangles per cell crossed by the surface, so the cell area is
-    the surface area over half the target; the area is estimated from a sample of triangles.
+    Clustering keeps about 2.8 triangles per cell crossed by the surface (measured on the zoom-6
+    case), so the cell area is that many times the surface area over the target; the area is
+    estimated from a sample of triangles.
     """
     from .polydata import polydata_arrays
 
@@ -743,7 +764,7 @@ def _clustering_cell(actors, total: int, target: int) -> float:
         sample = faces[:: max(1, len(faces) // 2000)]
         a, b, c = (points[sample[:, i]].astype(np.float64) for i in range(3))
         area += np.linalg.norm(np.cross(b - a, c - a), axis=1).mean() / 2 * len(faces)
-    return max(float(np.sqrt(area / (target / 2))), 1e-3)
+    return max(float(np.sqrt(2.8 * area / target)), 1e-3)
 
 
 def _clustered(poly, cell: float):
