@@ -144,7 +144,6 @@ def main() -> None:
 
     import viz3d
     from viz3d.labels import load_label_table
-    from viz3d.meshing import use_all_cores
 
     case = build_case(args.zoom, args.cache)
     ct_path, label_path = case / "ct.nii.gz", case / "label.nii.gz"
@@ -181,7 +180,6 @@ def main() -> None:
                    naive_export_s=nib_load_s + naive_s + naive_write_s)
     del naive, naive_label
 
-    use_all_cores()
     mesh_s, meshes = timed(viz3d.label_meshes, label, table)
     bone_s, bone = timed(viz3d.bone_mesh, ct)
     results.update(viz3d_mesh_s=mesh_s, viz3d_triangles=int(sum(m.n_triangles for m in meshes)), bone_s=bone_s,

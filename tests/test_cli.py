@@ -352,7 +352,7 @@ def test_nothing_to_export(tmp_path, capsys):
 
 
 def test_failure_while_writing_leaves_existing_folder_unchanged(tmp_path, capsys, monkeypatch):
-    """The disk fills up after the first STL: the folder keeps its old contents, no staging left."""
+    """The disk fills up while one STL is written: the folder keeps its old contents, no staging left."""
     ct, label = make_ct(tmp_path / "ct.nii.gz"), make_label(tmp_path / "label.nii.gz")
     out = tmp_path / "out"
     out.mkdir()
@@ -364,14 +364,14 @@ def test_failure_while_writing_leaves_existing_folder_unchanged(tmp_path, capsys
     calls = []
 
     def failing_write(mesh, path):
-        calls.append(path)
-        if len(calls) == 2:
+        calls.append(path.name)
+        if path.name == "bone.stl":  # files are written side by side: others may be complete
             raise OSError(28, "No space left on device")
         return real_write(mesh, path)
 
     monkeypatch.setattr(viz3d.export, "write_stl", failing_write)
     status, _, err = run_cli(capsys, "export", ct, "--label", label, "--out", out, "--no-smooth")
-    assert len(calls) == 2
+    assert "bone.stl" in calls and len(calls) >= 2
     assert status == 2
     assert_one_error(err, str(out), "No space left")
     assert snapshot(out) == before_out

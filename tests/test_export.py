@@ -526,6 +526,24 @@ def test_check_of_a_good_cube():
     assert check.volume_mm3 == pytest.approx(1000) and check.area_mm2 == pytest.approx(600)
 
 
+def test_stl_records_hold_outward_unit_normals_and_the_space(tmp_path):
+    """Binary STL layout read back with plain numpy: header, count, 50-byte facets, normals."""
+    vertices, faces = _cube()
+    faces = np.vstack([faces, [[0, 0, 1]]])  # one degenerate facet: its normal must be zero, not NaN
+    path = viz3d.export.write_stl(_mesh(vertices, faces), tmp_path / "cube.stl")
+    raw = path.read_bytes()
+    assert len(raw) == 84 + 50 * len(faces)
+    assert raw[:80].startswith(b"viz3d SPACE=RAS units=mm") and not raw[:5].lower() == b"solid"
+    assert int(np.frombuffer(raw[80:84], "<u4")[0]) == len(faces)
+    records = np.frombuffer(raw[84:], viz3d.export.STL_RECORD)
+    np.testing.assert_allclose(records["corners"], np.asarray(vertices, np.float32)[faces])
+    normals = records["normal"][:-1]
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1, rtol=1e-6)
+    centres = records["corners"][:-1].mean(axis=1) - np.mean(vertices, axis=0)
+    assert np.all(np.einsum("ij,ij->i", normals, centres) > 0)  # every facet faces away from the centre
+    assert np.all(records["normal"][-1] == 0) and np.all(records["attribute"] == 0)
+
+
 def test_repair_unmerged_vertices():
     vertices, faces = _cube()
     soup = vertices[faces].reshape(-1, 3)  # every triangle with its own three vertices: open everywhere

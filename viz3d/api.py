@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from .errors import Viz3dError
-from .meshing import DEFAULT_BONE_HU, Mesh, bone_mesh, label_meshes
+from .meshing import DEFAULT_BONE_HU, Mesh, surfaces
 from .dicom import is_dicom_path, list_series, load_dicom
 from .volume import Volume, load_label
 from .volume import load_ct as _load_nifti_ct
@@ -83,19 +83,12 @@ def build_meshes(
         for message in alignment_warnings(ct, label):
             warnings.warn(message, Viz3dWarning, stacklevel=2)
     names = table if isinstance(table, LabelTable) else load_label_table(table)
-    meshes = []
-    if label is not None:
-        report("meshing labels", 0, 1, "")
-        meshes += label_meshes(label, names, labels=labels, smooth=smooth,
-                               progress=lambda done, total, name: report("meshing labels", done, total, name))
-    if ct is not None and bone:
-        report("bone surface", 0, 1, "")
-        surface = bone_mesh(ct, hu=bone_hu, smooth=smooth)
-        report("bone surface", 1, 1, "")
-        if surface is not None:
-            meshes.append(surface)
-        else:
-            warnings.warn(f"no voxel of {ct.source or 'the CT'} reaches {bone_hu:g} HU: no bone surface", Viz3dWarning, stacklevel=2)
+    build_bone = ct is not None and bone
+    report("meshing", 0, 1, "")
+    meshes = surfaces(label, ct, names, labels=labels, smooth=smooth, bone_hu=bone_hu if build_bone else None,
+                      progress=lambda done, total, name: report("meshing", done, total, name))
+    if build_bone and not any(mesh.kind == "bone" for mesh in meshes):
+        warnings.warn(f"no voxel of {ct.source or 'the CT'} reaches {bone_hu:g} HU: no bone surface", Viz3dWarning, stacklevel=2)
     return meshes
 
 
@@ -138,7 +131,7 @@ def load_and_mesh(
     report = progress or (lambda *args: None)
     hit = cache.load_meshes(mesh_key) if use_cache else None
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        label_job = pool.submit(load_label, label_path) if label_path is not None and hit is None else None
+        label_job = pool.submit(_load_label_for_meshing, label_path) if label_path is not None and hit is None else None
         ct = None
         if ct_path is not None:
             report("loading CT", 0, 1, "")
@@ -155,6 +148,14 @@ def load_and_mesh(
     if use_cache:
         cache.save_meshes(mesh_key, meshes, notes)
     return ct, meshes
+
+
+def _load_label_for_meshing(path) -> Volume:
+    """The label map, and scipy.ndimage imported (~0.5 s) while the CT is still decoding."""
+    label = load_label(path)
+    import scipy.ndimage  # noqa: F401  (label_boxes needs it next)
+
+    return label
 
 
 def _load_ct_cached(path, series, use_cache: bool) -> Volume:

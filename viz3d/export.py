@@ -22,6 +22,7 @@ import numpy as np
 from .atomic import atomic_path  # also re-exported here: viz3d.export.atomic_path
 from .errors import Viz3dError
 from .meshing import Mesh
+from .parallel import ordered_map
 
 MANIFEST_NAME = "manifest.json"
 FORMATS = ("stl", "obj", "ply", "vtp", "glb")
@@ -197,12 +198,12 @@ def export_meshes(
     check_existing_export(out_dir, options, force=force)
     report = progress or (lambda *args: None)
     placed, entries = [], []
-    for done, mesh in enumerate(meshes, start=1):
-        report("checking surfaces", done - 1, len(meshes), mesh.name)
-        ready, facts = prepare_mesh(mesh, options)
+    report("checking surfaces", 0, len(meshes), "")
+    prepared = ordered_map(lambda mesh: prepare_mesh(mesh, options), meshes, size=lambda mesh: mesh.n_triangles)
+    for done, (mesh, (ready, facts)) in enumerate(zip(meshes, prepared), start=1):
         placed.append(ready)
         entries.append(facts)
-    report("checking surfaces", len(meshes), len(meshes), "")
+        report("checking surfaces", done, len(meshes), mesh.name)
     fmt = options["format"]
     manifest = {
         "generator": f"viz3d {_version()}",
@@ -235,15 +236,14 @@ def export_meshes(
                 if fmt == "obj":
                     entry["material"] = f"{COMBINED_STEM}.mtl"
         else:
+            writer = write_stl if fmt == "stl" else _WRITERS_SINGLE[fmt]
             for entry, mesh in zip(entries, placed):
-                name = mesh_filename(mesh, f".{fmt}")
-                entry["file"] = name
-                if fmt == "stl":
-                    write_stl(mesh, staging / name)
-                else:
-                    _WRITERS_SINGLE[fmt](mesh, staging / name)
+                entry["file"] = mesh_filename(mesh, f".{fmt}")
                 if fmt == "obj":
                     entry["material"] = mesh_filename(mesh, ".mtl")
+            jobs = list(zip(placed, (entry["file"] for entry in entries)))
+            for _ in ordered_map(lambda job: writer(job[0], staging / job[1]), jobs, size=lambda job: job[0].n_triangles):
+                pass
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
     _write_staged(out_dir, write_all, force=force)
@@ -406,21 +406,27 @@ def _merged(meshes: list[Mesh]) -> PlacedMesh:
                       space=_space(meshes[0]) if meshes else "RAS")
 
 
+STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
+
+
 def write_stl(mesh: Mesh, path: str | Path) -> Path:
-    """Write a binary STL (VTK's writer) atomically; the header says ``SPACE=RAS`` (or LPS) for 3D Slicer."""
-    from vtkmodules.vtkIOGeometry import vtkSTLWriter
+    """Write a binary STL atomically; the header says ``SPACE=RAS`` (or LPS) for 3D Slicer.
 
-    from .polydata import to_polydata
-
+    The 50-byte facet records are filled with numpy in one go: VTK's writer, which computes
+    and writes facet by facet, takes 2-3x longer on clinical-size meshes.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        writer = vtkSTLWriter()
-        writer.SetFileName(str(tmp))
-        writer.SetFileTypeToBinary()
-        writer.SetHeader(f"viz3d SPACE={_space(mesh)} units=mm {mesh_stem(mesh) if mesh.kind != 'scene' else ''}"[:79])
-        writer.SetInputData(to_polydata(mesh.vertices, mesh.faces))
-        if not writer.Write():
-            raise Viz3dError(f"{path}: could not write STL file")
+    header = f"viz3d SPACE={_space(mesh)} units=mm {mesh_stem(mesh) if mesh.kind != 'scene' else ''}"[:79]
+    records = np.zeros(len(mesh.faces), STL_RECORD)
+    corners = records["corners"]
+    corners[...] = np.asarray(mesh.vertices, np.float32)[np.asarray(mesh.faces)]
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    length = np.sqrt(np.einsum("ij,ij->i", normal, normal))
+    np.divide(normal, length[:, None], out=records["normal"], where=length[:, None] > 0)
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        stream.write(header.encode("ascii", "replace").ljust(80, b" "))
+        stream.write(np.uint32(len(records)).tobytes())
+        records.tofile(stream)
     return path
 
 

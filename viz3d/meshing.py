@@ -5,10 +5,14 @@ nothing here renders or opens a window.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
 
+from .parallel import ordered_map, worker_count
 from .polydata import compact, polydata_arrays, to_polydata
 
 
@@ -41,18 +45,6 @@ DEFAULT_MIN_BONE_COMPONENT_MM3 = 500.0
 SMOOTHING_ITERATIONS = 15
 VOLUME_TOLERANCE = 0.002  # relative volume error below which no offset is applied
 SMOOTHING_PASSBAND = 0.1  # windowed-sinc pass band: lower smooths more (3D Slicer's default is 0.01)
-
-
-def use_all_cores() -> None:
-    """Let VTK's threaded filters (flying edges, smoothing) use every core.
-
-    PyPI's VTK wheels default to the sequential SMP backend; the STDThread backend is
-    bundled and gives ~1.8x on two cores.
-    """
-    from vtkmodules.vtkCommonCore import vtkSMPTools
-
-    if vtkSMPTools.GetBackend() != "STDThread":
-        vtkSMPTools.SetBackend("STDThread")
 
 
 def label_boxes(label_array: np.ndarray) -> list[tuple[int, tuple[slice, slice, slice]]]:
@@ -109,31 +101,7 @@ def label_meshes(
     progress : callable, optional
         Called as ``progress(done, total, name)`` after each mesh.
     """
-    if names is None:
-        from .labels import load_label_table
-
-        names = load_label_table(None)
-    array = label.array
-    wanted = set(labels) if labels is not None else None
-    todo = [(value, box) for value, box in label_boxes(array) if wanted is None or value in wanted]
-    use_all_cores()
-    meshes = []
-    for done, (value, box) in enumerate(todo, start=1):
-        grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, array.shape))
-        mask = np.zeros(tuple(s.stop - s.start + 2 for s in grown), np.uint8, order="F")
-        np.equal(array[grown], value, out=mask[1:-1, 1:-1, 1:-1].view(bool))
-        origin = np.array([s.start - 1 for s in grown], dtype=float)
-        poly = _contour(mask, origin, 0.5)
-        if smooth and poly.GetNumberOfPolys():
-            poly = _restore_volume(_smooth(poly), float(np.count_nonzero(mask)))
-        name = names.name_of(value)
-        vertices, faces = polydata_arrays(poly)
-        if len(faces):
-            vertices, faces = _to_world(vertices, faces, label.affine)
-            meshes.append(Mesh(name, "label", value, names.color_of(value), vertices, faces))
-        if progress is not None:
-            progress(done, len(todo), name)
-    return meshes
+    return surfaces(label, None, names, labels=labels, smooth=smooth, bone_hu=None, progress=progress)
 
 
 def bone_mesh(
@@ -149,6 +117,96 @@ def bone_mesh(
     The surface is closed at the edges of the volume. Returns None when nothing reaches the
     threshold.
     """
+    with _vtk_threads(None):
+        return _bone_surface(ct, hu, min_component_mm3, smooth)
+
+
+def surfaces(
+    label: "Volume | None" = None,
+    ct: "Volume | None" = None,
+    names=None,
+    *,
+    labels: list[int] | None = None,
+    smooth: bool = True,
+    bone_hu: float | None = DEFAULT_BONE_HU,
+    min_component_mm3: float = DEFAULT_MIN_BONE_COMPONENT_MM3,
+    progress=None,
+) -> list[Mesh]:
+    """`label_meshes` of ``label`` followed by the `bone_mesh` of ``ct``, built side by side.
+
+    Each label and the bone surface is one job; the jobs run on all cores at once (VTK
+    releases the GIL), each with one VTK thread, the largest first, which overlaps the
+    single-threaded steps (masks, volumes, normals) with the rest. ``bone_hu=None`` (or no
+    ``ct``) builds no bone surface; an empty threshold gives none either. ``progress`` is
+    called as ``progress(done, total, name)`` after each surface, in output order.
+    """
+    if names is None:
+        from .labels import load_label_table
+
+        names = load_label_table(None)
+    jobs = []  # (cost estimate, name, build)
+    if label is not None:
+        wanted = set(labels) if labels is not None else None
+        for value, box in label_boxes(label.array):
+            if wanted is None or value in wanted:
+                jobs.append((_box_voxels(box), names.name_of(value),
+                             partial(_label_surface, label, value, box, names, smooth)))
+    if ct is not None and bone_hu is not None:
+        jobs.append((ct.array.size, "bone", partial(_bone_surface, ct, bone_hu, min_component_mm3, smooth)))
+    meshes = []
+    with _vtk_threads(1 if worker_count(len(jobs)) > 1 else None):
+        built = ordered_map(lambda job: job[2](), jobs, size=lambda job: job[0])
+        for done, ((_, name, _), mesh) in enumerate(zip(jobs, built), start=1):
+            if mesh is not None:
+                meshes.append(mesh)
+            if progress is not None:
+                progress(done, len(jobs), name)
+    return meshes
+
+
+def _box_voxels(box) -> int:
+    return int(np.prod([s.stop - s.start for s in box]))
+
+
+_vtk_threads_lock = threading.Lock()
+
+
+@contextmanager
+def _vtk_threads(count: int | None):
+    """VTK's threaded filters on one thread (``count=1``) or on all cores (None) inside the block.
+
+    The setting is process-wide: blocks hold a lock, so parallel callers do not switch it under
+    each other's running filters.
+    """
+    from vtkmodules.vtkCommonCore import vtkSMPTools
+
+    with _vtk_threads_lock:
+        before = vtkSMPTools.GetBackend()
+        vtkSMPTools.SetBackend("Sequential" if count == 1 else "STDThread")
+        try:
+            yield
+        finally:
+            vtkSMPTools.SetBackend(before)
+
+
+def _label_surface(label: "Volume", value: int, box, names, smooth: bool) -> Mesh | None:
+    """The surface of class ``value`` from the voxels of ``box`` (grown by one voxel), in RAS mm."""
+    array = label.array
+    grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, array.shape))
+    mask = np.zeros(tuple(s.stop - s.start + 2 for s in grown), np.uint8, order="F")
+    np.equal(array[grown], value, out=mask[1:-1, 1:-1, 1:-1].view(bool))
+    origin = np.array([s.start - 1 for s in grown], dtype=float)
+    poly = _contour(mask, origin, 0.5)
+    if smooth and poly.GetNumberOfPolys():
+        poly = _restore_volume(_smooth(poly), float(np.count_nonzero(mask)))
+    vertices, faces = polydata_arrays(poly)
+    if not len(faces):
+        return None
+    vertices, faces = _to_world(vertices, faces, label.affine)
+    return Mesh(names.name_of(value), "label", value, names.color_of(value), vertices, faces)
+
+
+def _bone_surface(ct: "Volume", hu: float, min_component_mm3: float, smooth: bool) -> Mesh | None:
     array = ct.array
     iso = float(np.ceil(hu) - 0.5) if array.dtype.kind in "iub" else float(hu)
     inside = array >= iso
@@ -162,7 +220,6 @@ def bone_mesh(
     sub = np.full(tuple(b.stop - b.start + 2 for b in box), floor, dtype=array.dtype, order="F")
     sub[1:-1, 1:-1, 1:-1] = array[box]
     origin = np.array([s.start - 1 for s in box], dtype=float)
-    use_all_cores()
     poly = _drop_small_components(_contour(sub, origin, iso), min_component_mm3 / ct.voxel_volume_mm3)
     if not poly.GetNumberOfPolys():
         return None

@@ -110,10 +110,12 @@ def _read_nifti(path: Path):
     name = path.name.lower()
     if not name.endswith(NIFTI_SUFFIXES):
         raise Viz3dError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for corrupt headers
-        raise Viz3dError(f"{path}: not a readable NIfTI file ({_reason(exc)})") from None
+    img = _decompressed_nifti(path) if name.endswith(".gz") else None
+    if img is None:
+        try:
+            img = nib.load(str(path))
+        except Exception as exc:  # nibabel raises many types for corrupt headers
+            raise Viz3dError(f"{path}: not a readable NIfTI file ({_reason(exc)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise Viz3dError(f"{path}: not a NIfTI image")
     shape = img.shape
@@ -137,6 +139,27 @@ def _read_nifti(path: Path):
         raise Viz3dError(f"{path}: header has no usable voxel-to-world affine (qform/sform)")
     meta = {"path": str(path), "header_dtype": str(img.get_data_dtype())}
     return np.asarray(array), np.asarray(affine, dtype=float), meta
+
+
+def _decompressed_nifti(path: Path):
+    """A .nii.gz decompressed in one go by ISA-L (2-3x faster than zlib), opened from memory.
+
+    Returns None for anything unusual (no ISA-L, a corrupt or truncated stream, a header
+    nibabel does not take from bytes): the caller then goes through ``nibabel.load``, whose
+    checks name the problem precisely.
+    """
+    import nibabel as nib
+
+    try:
+        from isal import igzip
+    except ImportError:
+        return None
+    try:
+        data = igzip.decompress(path.read_bytes())
+        kind = nib.Nifti2Image if int.from_bytes(data[:4], "little") == 540 else nib.Nifti1Image
+        return kind.from_bytes(data)
+    except Exception:  # corrupt / truncated / not NIfTI: nibabel.load reports it
+        return None
 
 
 def _check_data_size(path: Path, img) -> None:
