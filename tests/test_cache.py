@@ -22,13 +22,13 @@ def case(tmp_path, monkeypatch):
 
 def counting(monkeypatch):
     calls = []
-    real = api.build_meshes
+    real = api._build_meshes
 
     def wrapped(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "build_meshes", wrapped)
+    monkeypatch.setattr(api, "_build_meshes", wrapped)
     return calls
 
 
@@ -72,3 +72,42 @@ def test_no_cache_switch(case, monkeypatch):
     api.load_and_mesh(*case, use_cache=False)
     api.load_and_mesh(*case, use_cache=False)
     assert len(calls) == 2 and not cache.cache_dir().exists()
+
+
+def test_warnings_are_repeated_once_from_the_cache(tmp_path, monkeypatch):
+    """A grid mismatch warns on the first run and, from the cache, exactly once on the second."""
+    monkeypatch.setenv("VIZ3D_CACHE_DIR", str(tmp_path / "cache"))
+    ct = np.full((30, 30, 20), -1000, np.int16)
+    ct[8:20, 8:20, 5:15] = 800
+    label = np.zeros((30, 30, 20), np.uint8)
+    label[9:19, 9:19, 6:14] = 3
+    nib.save(nib.Nifti1Image(ct, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.diag([1.0, 1.0, 2.5, 1.0])), tmp_path / "label.nii.gz")
+    for _ in range(2):
+        with pytest.warns(api.Viz3dWarning) as caught:
+            api.load_and_mesh(tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz")
+        grids = [str(w.message) for w in caught if "different grids" in str(w.message)]
+        assert len(grids) == 1, [str(w.message) for w in caught]
+
+
+def test_collected_warnings_belong_to_their_thread():
+    """A CT read in the background keeps its notes apart from the meshes built meanwhile."""
+    import threading
+
+    from viz3d.errors import collecting_warnings, warn
+
+    seen = {}
+    inside = threading.Barrier(2, timeout=5)
+
+    def worker(name):
+        with collecting_warnings() as notes:
+            inside.wait()  # both blocks open at once
+            warn(f"note from {name}")
+            inside.wait()
+        seen[name] = notes
+
+    with pytest.warns(api.Viz3dWarning):
+        threads = [threading.Thread(target=worker, args=(n,)) for n in ("ct", "meshes")]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    assert seen == {"ct": ["note from ct"], "meshes": ["note from meshes"]}

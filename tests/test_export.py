@@ -600,14 +600,14 @@ def test_unrepairable_surface_is_reported_not_hidden(tmp_path):
 def test_unprintable_surface_warns_on_the_command_line(sample, tmp_path, capsys, monkeypatch):
     import viz3d.api
 
-    real = viz3d.api.build_meshes
+    real = viz3d.api._build_meshes
 
     def with_a_hole(*args, **kwargs):
         meshes = real(*args, **kwargs)
         meshes[0].faces = meshes[0].faces[:-5]
         return meshes
 
-    monkeypatch.setattr(viz3d.api, "build_meshes", with_a_hole)
+    monkeypatch.setattr(viz3d.api, "_build_meshes", with_a_hole)
     status, _, err = run_cli(capsys, "export", "--label", sample[1], "--labels", "2,3", "--label-table", TABLE,
                              "--out", tmp_path / "out")
     assert status == 0

@@ -11,12 +11,11 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import warnings
+import importlib
 
 import numpy as np
 
-from .errors import Viz3dError
+from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
 from .meshing import DEFAULT_BONE_HU, Mesh, surfaces
 from .dicom import is_dicom_path, list_series, load_dicom
 from .volume import Volume, load_label
@@ -29,10 +28,6 @@ def load_ct(path, series=None) -> Volume:
     ``series`` picks one of several DICOM series (see `viz3d.dicom.load_dicom`).
     """
     return load_dicom(path, series=series) if is_dicom_path(path) else _load_nifti_ct(path)
-
-
-class Viz3dWarning(UserWarning):
-    """Something the user should know about their inputs that does not stop the work."""
 
 
 def alignment_warnings(ct: Volume, label: Volume) -> list[str]:
@@ -74,21 +69,28 @@ def build_meshes(
     with `Viz3dWarning`. ``progress``, if given, is called as ``progress(stage, done, total,
     item)`` as each stage starts, advances and ends.
     """
-    report = progress or (lambda *args: None)
-    from .labels import LabelTable, load_label_table
-
     if ct is None and label is None:
         raise Viz3dError("nothing to mesh: give a CT, a label map, or both")
-    if ct is not None and label is not None:
-        for message in alignment_warnings(ct, label):
-            warnings.warn(message, Viz3dWarning, stacklevel=2)
+    return _build_meshes(ct, label, table=table, labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth,
+                         progress=progress)
+
+
+def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, progress) -> list[Mesh]:
+    """`build_meshes`, where ``ct`` may be a function that waits for a CT still being read."""
+    from .labels import LabelTable, load_label_table
+
+    report = progress or (lambda *args: None)
     names = table if isinstance(table, LabelTable) else load_label_table(table)
     build_bone = ct is not None and bone
     report("meshing", 0, 1, "")
     meshes = surfaces(label, ct, names, labels=labels, smooth=smooth, bone_hu=bone_hu if build_bone else None,
                       progress=lambda done, total, name: report("meshing", done, total, name))
+    ct = ct() if callable(ct) else ct
+    if ct is not None and label is not None:
+        for message in alignment_warnings(ct, label):
+            warn(message, stacklevel=3)
     if build_bone and not any(mesh.kind == "bone" for mesh in meshes):
-        warnings.warn(f"no voxel of {ct.source or 'the CT'} reaches {bone_hu:g} HU: no bone surface", Viz3dWarning, stacklevel=2)
+        warn(f"no voxel of {ct.source or 'the CT'} reaches {bone_hu:g} HU: no bone surface", stacklevel=3)
     return meshes
 
 
@@ -130,32 +132,29 @@ def load_and_mesh(
     mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
     report = progress or (lambda *args: None)
     hit = cache.load_meshes(mesh_key) if use_cache else None
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        label_job = pool.submit(_load_label_for_meshing, label_path) if label_path is not None and hit is None else None
-        ct = None
-        if ct_path is not None:
+    # The CT is read in the background: the labels are meshed meanwhile, and only the bone
+    # surface waits for it (zlib and VTK release the GIL). scipy.ndimage, which the meshing
+    # needs first, takes ~0.5 s to import: that too happens while the files are read.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        if hit is None and label_path is not None:
+            pool.submit(importlib.import_module, "scipy.ndimage")
+        ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct) if ct_path is not None else None
+        if ct_job is not None:
             report("loading CT", 0, 1, "")
-            ct = _load_ct_cached(ct_path, series, use_cache and cache_ct)
-            report("loading CT", 1, 1, "")
+            ct_job.add_done_callback(lambda _: report("loading CT", 1, 1, ""))
         if hit is not None:
             meshes, notes = hit
             for note in notes:
-                warnings.warn(note, Viz3dWarning, stacklevel=2)
-            return ct, meshes
-        label = label_job.result() if label_job is not None else None
-    with _passing_on_warnings() as notes:
-        meshes = build_meshes(ct, label, table=table, labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
+                warn(note, stacklevel=2)
+            return (ct_job.result() if ct_job is not None else None), meshes
+        label = load_label(label_path) if label_path is not None else None
+        with collecting_warnings() as notes:
+            meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table, labels=labels,
+                                   bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
+        ct = ct_job.result() if ct_job is not None else None
     if use_cache:
         cache.save_meshes(mesh_key, meshes, notes)
     return ct, meshes
-
-
-def _load_label_for_meshing(path) -> Volume:
-    """The label map, and scipy.ndimage imported (~0.5 s) while the CT is still decoding."""
-    label = load_label(path)
-    import scipy.ndimage  # noqa: F401  (label_boxes needs it next)
-
-    return label
 
 
 def _load_ct_cached(path, series, use_cache: bool) -> Volume:
@@ -169,24 +168,12 @@ def _load_ct_cached(path, series, use_cache: bool) -> Volume:
     if hit is not None:
         array, meta = hit
         for note in meta.get("notes", []):
-            warnings.warn(note, Viz3dWarning, stacklevel=3)
+            warn(note, stacklevel=3)
         return Volume(array, np.array(meta["affine"]), str(path), meta.get("meta", {}))
-    with _passing_on_warnings() as notes:
+    with collecting_warnings() as notes:
         ct = load_ct(path, series=series)
     cache.save_array(key, ct.array, {"affine": ct.affine.tolist(), "meta": ct.meta, "notes": notes})
     return ct
-
-
-@contextlib.contextmanager
-def _passing_on_warnings():
-    """Collect the `Viz3dWarning` messages of a block (to cache them) and still issue every warning."""
-    notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield notes
-    notes += [str(w.message) for w in caught if issubclass(w.category, Viz3dWarning)]
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def label_statistics(label: Volume, table=None) -> list[dict]:

@@ -45,13 +45,12 @@ Values
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import Viz3dError
+from .errors import Viz3dError, warn
 from .volume import Volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -155,7 +154,7 @@ def load_dicom(path, series: int | str | None = None) -> Volume:
     ``path`` is a folder (searched recursively) or one file of the series. ``series`` picks
     a series by index, SeriesInstanceUID, ``number:N`` or ``index:N`` (see the module
     documentation for the precedence). Problems are reported as one-line `Viz3dError`;
-    resampling, skipped series and dropped duplicates as `viz3d.api.Viz3dWarning`.
+    resampling, skipped series and dropped duplicates as `viz3d.Viz3dWarning`.
     """
     path = Path(path)
     folder, picked_file = _folder_of(path)
@@ -600,6 +599,4 @@ def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: 
 
 
 def _warn(message: str) -> None:
-    from .api import Viz3dWarning  # imported here: api imports this module
-
-    warnings.warn(message, Viz3dWarning, stacklevel=3)
+    warn(message, stacklevel=3)

@@ -42,7 +42,7 @@ class Mesh:
 BONE_COLOR = (0.89, 0.85, 0.79)
 DEFAULT_BONE_HU = 200.0
 DEFAULT_MIN_BONE_COMPONENT_MM3 = 500.0
-SMOOTHING_ITERATIONS = 15
+SMOOTHING_ITERATIONS = 10  # vs 15: vertices move < 0.1 mm (0.2 voxel) on the zoom-6 case, 30 % faster
 VOLUME_TOLERANCE = 0.002  # relative volume error below which no offset is applied
 SMOOTHING_PASSBAND = 0.1  # windowed-sinc pass band: lower smooths more (3D Slicer's default is 0.01)
 
@@ -137,8 +137,10 @@ def surfaces(
     Each label and the bone surface is one job; the jobs run on all cores at once (VTK
     releases the GIL), each with one VTK thread, the largest first, which overlaps the
     single-threaded steps (masks, volumes, normals) with the rest. ``bone_hu=None`` (or no
-    ``ct``) builds no bone surface; an empty threshold gives none either. ``progress`` is
-    called as ``progress(done, total, name)`` after each surface, in output order.
+    ``ct``) builds no bone surface; an empty threshold gives none either. ``ct`` may also be
+    a function returning the CT: the bone job calls it, so a CT still being read does not hold
+    up the labels. ``progress`` is called as ``progress(done, total, name)`` after each
+    surface, in output order.
     """
     if names is None:
         from .labels import load_label_table
@@ -152,7 +154,10 @@ def surfaces(
                 jobs.append((_box_voxels(box), names.name_of(value),
                              partial(_label_surface, label, value, box, names, smooth)))
     if ct is not None and bone_hu is not None:
-        jobs.append((ct.array.size, "bone", partial(_bone_surface, ct, bone_hu, min_component_mm3, smooth)))
+        def bone_job():
+            return _bone_surface(ct() if callable(ct) else ct, bone_hu, min_component_mm3, smooth)
+
+        jobs.append((np.inf if callable(ct) else ct.array.size, "bone", bone_job))
     meshes = []
     with _vtk_threads(1 if worker_count(len(jobs)) > 1 else None):
         built = ordered_map(lambda job: job[2](), jobs, size=lambda job: job[0])

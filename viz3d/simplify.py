@@ -15,7 +15,7 @@ from .errors import Viz3dError
 from .meshing import Mesh
 from .polydata import compact, from_polydata, to_polydata  # numpy <-> VTK (also importable from here)
 
-# Windowed sinc after decimation: gentler than the meshing step's (0.1, 15), because on a coarse
+# Windowed sinc after decimation: gentler than the meshing step's pass band (0.1), because on a coarse
 # surface a thin rib's shape is itself "high frequency": 0.1 took 67 % of a 100-triangle rib's
 # volume, 0.3 takes 26 %, close to the 20 % the decimation itself costs (restored afterwards).
 SMOOTHING_ITERATIONS = 10
