@@ -67,6 +67,18 @@ def test_corrupt_entries_are_rebuilt(case, monkeypatch):
     assert ct.array.min() == -1000 and ct.array.max() == 800
 
 
+def test_a_partly_evicted_entry_is_rebuilt(case, monkeypatch):
+    calls = counting(monkeypatch)
+    api.load_and_mesh(*case)
+    (faces,) = cache.cache_dir().glob("meshes-*.faces.npy")
+    faces.unlink()  # the size limit removed one file of the entry
+    _, meshes = api.load_and_mesh(*case)
+    assert len(calls) == 2 and [m.label for m in meshes] == [3, None]
+    assert len(list(cache.cache_dir().glob("meshes-*"))) == 3  # the entry is whole again
+    _, again = api.load_and_mesh(*case)
+    assert len(calls) == 2 and all(np.array_equal(a.faces, b.faces) for a, b in zip(meshes, again))
+
+
 def test_no_cache_switch(case, monkeypatch):
     calls = counting(monkeypatch)
     api.load_and_mesh(*case, use_cache=False)

@@ -124,6 +124,16 @@ def test_importing_scene_and_render_is_cheap():
     assert out.stdout.strip() == "[]"
 
 
+def test_pyvista_imported_in_the_background_is_whole_when_used():
+    """The scene waits for the background import: using PyVista mid-import broke its lazy modules."""
+    code = ("import time; from viz3d.render import import_pyvista, import_pyvista_soon; import_pyvista_soon(); "
+            "time.sleep(0.2); pv = import_pyvista(); print(pv.Plotter.__name__, pv.OFF_SCREEN)")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Plotter", "True"]
+
+
 def test_configure_offscreen_without_display(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

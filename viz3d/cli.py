@@ -222,17 +222,22 @@ def _load_inputs(args):
     return ct, label
 
 
-def _inputs_and_meshes(args, console, keep_ct=True):
+def _inputs_and_meshes(args, console, for_scene=True):
     """Load the inputs and build (or fetch from the cache) their meshes: (CT or None, meshes).
 
-    ``keep_ct=False`` (export) does not add the decoded CT to the cache: only a scene needs it.
+    For a scene, PyVista is imported meanwhile and the decoded CT is cached for the next run;
+    ``for_scene=False`` (export) does neither.
     """
     from .api import load_and_mesh
 
+    if for_scene:
+        from .render import import_pyvista_soon
+
+        import_pyvista_soon()
     return load_and_mesh(
         args.ct, args.label, series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
         bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth,
-        use_cache=not getattr(args, "no_cache", False), cache_ct=keep_ct, progress=console.progress(),
+        use_cache=not getattr(args, "no_cache", False), cache_ct=for_scene, progress=console.progress(),
     )
 
 
@@ -446,7 +451,7 @@ def cmd_export(args, console) -> None:
     settings = export_settings(**options, extra=meshing)
     check_writable_dir(args.out)
     check_existing_export(args.out, settings, force=args.force)  # before the (long) meshing
-    _, meshes = _inputs_and_meshes(args, console, keep_ct=False)
+    _, meshes = _inputs_and_meshes(args, console, for_scene=False)
     if not meshes:
         raise Viz3dError("nothing to export: no label of the selection is present and no bone surface")
     if args.labels:

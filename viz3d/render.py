@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +44,41 @@ def configure_offscreen() -> None:
         pv.OFF_SCREEN = True
 
 
+_background_import: threading.Thread | None = None
+
+
 def import_pyvista():
     """Import and return :mod:`pyvista` after `configure_offscreen` (the one entry point for it)."""
     configure_offscreen()
+    worker = _background_import
+    if worker is not None and worker is not threading.current_thread():
+        worker.join()  # PyVista's lazy modules are not safe to use while another thread imports them
     import pyvista
 
     if not has_display():
         pyvista.OFF_SCREEN = True
     return pyvista
+
+
+def import_pyvista_soon() -> None:
+    """Start importing PyVista in a background thread; `import_pyvista` later finds it done.
+
+    The import costs 1-1.5 s (PyVista pulls in matplotlib): a command that loads or meshes
+    first overlaps the two. A failure here is left to the later import to report.
+    """
+    global _background_import
+    configure_offscreen()
+    if "pyvista.plotting" not in sys.modules and _background_import is None:
+        _background_import = threading.Thread(target=_import_quietly, name="viz3d-import-pyvista", daemon=True)
+        _background_import.start()
+
+
+def _import_quietly() -> None:
+    try:
+        import_pyvista()
+        import pyvista.plotting  # noqa: F401  (the Plotter: most of the cost)
+    except Exception:  # noqa: BLE001 - reported by the import that needs it
+        pass
 
 
 def render_image(scene, *, size=DEFAULT_SIZE):
@@ -74,6 +102,7 @@ def render_image(scene, *, size=DEFAULT_SIZE):
         grab.SetInput(window)
         grab.SetInputBufferTypeToRGB()
         grab.ReadFrontBufferOff()  # the frame just drawn (off-screen windows have no front buffer)
+        grab.ShouldRerenderOff()  # it was drawn just above: a second draw doubles the time to the picture
         grab.Update()
         output = grab.GetOutput()
         w, h, _ = output.GetDimensions()
