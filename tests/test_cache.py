@@ -60,6 +60,7 @@ def test_changed_parameters_or_content_rebuild(case, monkeypatch, tmp_path):
 def test_corrupt_entries_are_rebuilt(case, monkeypatch):
     calls = counting(monkeypatch)
     _, first = api.load_and_mesh(*case)
+    cache.flush()
     for entry in cache.cache_dir().iterdir():
         entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated by a crash or full disk
     ct, again = api.load_and_mesh(*case)
@@ -70,10 +71,12 @@ def test_corrupt_entries_are_rebuilt(case, monkeypatch):
 def test_a_partly_evicted_entry_is_rebuilt(case, monkeypatch):
     calls = counting(monkeypatch)
     api.load_and_mesh(*case)
+    cache.flush()
     (faces,) = cache.cache_dir().glob("meshes-*.faces.npy")
     faces.unlink()  # the size limit removed one file of the entry
     _, meshes = api.load_and_mesh(*case)
     assert len(calls) == 2 and [m.label for m in meshes] == [3, None]
+    cache.flush()
     assert len(list(cache.cache_dir().glob("meshes-*"))) == 3  # the entry is whole again
     _, again = api.load_and_mesh(*case)
     assert len(calls) == 2 and all(np.array_equal(a.faces, b.faces) for a, b in zip(meshes, again))

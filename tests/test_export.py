@@ -526,6 +526,19 @@ def test_check_of_a_good_cube():
     assert check.volume_mm3 == pytest.approx(1000) and check.area_mm2 == pytest.approx(600)
 
 
+def test_check_counts_pieces_with_unused_and_pinched_vertices():
+    vertices, faces = _cube()
+    vertices = np.asarray(vertices, float)
+    two = np.vstack([vertices, vertices + 20, [[99.0, 99.0, 99.0]]])  # and one vertex no face uses
+    check = inspect_surface(two, np.vstack([faces, faces + 8]))
+    assert check.components == 2 and check.vertices == 16 and check.printable
+    assert check.volume_mm3 == pytest.approx(2000)
+    touching = np.vstack([vertices, vertices + 10])  # the second cube's corner 0 is the first's corner 7
+    shared = np.where(faces + 8 == 8, 7, faces + 8)
+    pinched = inspect_surface(touching, np.vstack([faces, shared]))
+    assert pinched.nonmanifold_vertices == 1 and pinched.components == 2 and not pinched.printable
+
+
 def test_stl_records_hold_outward_unit_normals_and_the_space(tmp_path):
     """Binary STL layout read back with plain numpy: header, count, 50-byte facets, normals."""
     vertices, faces = _cube()

@@ -132,28 +132,32 @@ def load_and_mesh(
     mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
     report = progress or (lambda *args: None)
     hit = cache.load_meshes(mesh_key) if use_cache else None
-    # The CT is read in the background: the labels are meshed meanwhile, and only the bone
-    # surface waits for it (zlib and VTK release the GIL). scipy.ndimage, which the meshing
-    # needs first, takes ~0.5 s to import: that too happens while the files are read.
+    # The label map is read first and meshed while the CT is read in the background: only the
+    # bone surface waits for the CT (zlib and VTK release the GIL). scipy.ndimage, which the
+    # meshing needs first, takes ~0.5 s to import: that happens while the label map is read.
+    # The meshes are written to the cache while the caller goes on (an export checks them).
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        if hit is None and label_path is not None:
+        if hit is not None:
+            ct = _load_ct_cached(ct_path, series, use_cache and cache_ct) if ct_path is not None else None
+            meshes, notes = hit
+            for note in notes:
+                warn(note, stacklevel=2)
+            return ct, meshes
+        if label_path is not None:
             pool.submit(importlib.import_module, "scipy.ndimage")
+            label = load_label(label_path)  # first: the meshing starts from it
+        else:
+            label = None
         ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct) if ct_path is not None else None
         if ct_job is not None:
             report("loading CT", 0, 1, "")
             ct_job.add_done_callback(lambda _: report("loading CT", 1, 1, ""))
-        if hit is not None:
-            meshes, notes = hit
-            for note in notes:
-                warn(note, stacklevel=2)
-            return (ct_job.result() if ct_job is not None else None), meshes
-        label = load_label(label_path) if label_path is not None else None
         with collecting_warnings() as notes:
             meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table, labels=labels,
                                    bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
         ct = ct_job.result() if ct_job is not None else None
     if use_cache:
-        cache.save_meshes(mesh_key, meshes, notes)
+        cache.save_meshes_soon(mesh_key, meshes, notes)
     return ct, meshes
 
 

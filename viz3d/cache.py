@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ def load_meshes(key: str) -> tuple[list[Mesh], list[str]] | None:
 
     A missing or unreadable entry gives None; an unreadable one is removed.
     """
+    flush()
     paths = _mesh_files(key)
     if not paths["info"].exists():
         return None
@@ -94,7 +96,7 @@ def load_meshes(key: str) -> tuple[list[Mesh], list[str]] | None:
         return None
 
 
-def save_meshes(key: str, meshes: list[Mesh], notes: list[str] = ()) -> None:
+def save_meshes(key: str, meshes: list[Mesh], notes: list[str] = (), folder: Path | None = None) -> None:
     """Store meshes and notes under ``key``: all vertices (float64, exact) in one array, all faces
     (int64, each mesh's own numbering) in another, and a JSON description written last.
 
@@ -108,16 +110,43 @@ def save_meshes(key: str, meshes: list[Mesh], notes: list[str] = ()) -> None:
                  "vertices": [int(vertex_ends[i]), int(vertex_ends[i + 1])],
                  "faces": [int(face_ends[i]), int(face_ends[i + 1])]}
                 for i, m in enumerate(meshes)]}
-    vertices = np.concatenate([np.asarray(m.vertices, np.float64).reshape(-1, 3) for m in meshes] or [np.zeros((0, 3))])
-    faces = np.concatenate([np.asarray(m.faces, np.int64).reshape(-1, 3) for m in meshes] or [np.zeros((0, 3), np.int64)])
-    paths = _mesh_files(key)
-    _store(paths["vertices"].name, lambda handle: np.save(handle, vertices, allow_pickle=False))
-    _store(paths["faces"].name, lambda handle: np.save(handle, faces, allow_pickle=False))
-    _store(paths["info"].name, lambda handle: handle.write(json.dumps(info).encode()))  # the entry exists from here
+    paths = _mesh_files(key, folder)
+    _store(paths["vertices"].name, lambda handle: _write_stacked(handle, [m.vertices for m in meshes], np.float64), folder)
+    _store(paths["faces"].name, lambda handle: _write_stacked(handle, [m.faces for m in meshes], np.int64), folder)
+    _store(paths["info"].name, lambda handle: handle.write(json.dumps(info).encode()), folder)  # the entry exists from here
 
 
-def _mesh_files(key: str) -> dict[str, Path]:
-    folder = cache_dir()
+_pending: list[threading.Thread] = []
+
+
+def save_meshes_soon(key: str, meshes: list[Mesh], notes: list[str] = ()) -> None:
+    """`save_meshes` in a background thread, so the caller goes on at once; see `flush`.
+
+    The thread is not a daemon: the interpreter waits for it before it exits.
+    """
+    writer = threading.Thread(target=save_meshes, args=(key, list(meshes), list(notes), cache_dir()),
+                              name="viz3d-cache-write")
+    _pending.append(writer)
+    writer.start()
+
+
+def flush() -> None:
+    """Wait until the cache writes started by `save_meshes_soon` are complete."""
+    while _pending:
+        _pending.pop().join()
+
+
+def _write_stacked(handle, arrays, dtype) -> None:
+    """One .npy of (N, 3) ``arrays`` stacked in order, written piece by piece (no stacked copy)."""
+    total = sum(len(a) for a in arrays)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (total, 3)}
+    np.lib.format.write_array_header_1_0(handle, header)
+    for array in arrays:
+        handle.write(np.ascontiguousarray(array, dtype=dtype).reshape(-1, 3).data)
+
+
+def _mesh_files(key: str, folder: Path | None = None) -> dict[str, Path]:
+    folder = folder or cache_dir()
     return {"info": folder / f"meshes-{key}.json", "vertices": folder / f"meshes-{key}.vertices.npy",
             "faces": folder / f"meshes-{key}.faces.npy"}
 
@@ -147,8 +176,8 @@ def save_array(key: str, array: np.ndarray, meta: dict) -> None:
     _store(f"array-{key}.json", lambda handle: handle.write(json.dumps(meta, default=str).encode()))
 
 
-def _store(name: str, write) -> None:
-    folder = cache_dir()
+def _store(name: str, write, folder: Path | None = None) -> None:
+    folder = folder or cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _evict(folder)

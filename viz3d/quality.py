@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .meshing import Mesh
+from .meshing import Mesh, face_volumes_and_areas
 from .polydata import compact
 
 DEGENERATE_AREA = 1e-12  # a face is degenerate below this area, relative to the squared box diagonal
@@ -107,7 +107,7 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
     lo, hi = rows.min(axis=1), rows.max(axis=1)
     diagonal2 = float(np.sum((hi - lo) ** 2)) or 1.0
 
-    signed, double_area = _signed_volumes_and_double_areas(vertices, faces)
+    signed, double_area = face_volumes_and_areas(vertices, faces)
     repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
     degenerate = int(np.count_nonzero(repeated | (double_area <= 2 * DEGENERATE_AREA * diagonal2)))
 
@@ -135,12 +135,17 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
     if watertight and winding:
         twin = np.empty(len(order), np.int64)
         twin[first], twin[second] = second, first
-        components, piece = _components(twin.reshape(m, 3) // 3)
         step = twin - twin % 3 + (twin % 3 + 1) % 3  # the corner of the twin's face at the same vertex
         fans, fan_of = _components(step[:, None])
         if fans != np.count_nonzero(used):
             fans_per_vertex = np.bincount(a[np.unique(fan_of, return_index=True)[1]], minlength=n)
             nonmanifold_vertices = int(np.count_nonzero(fans_per_vertex > 1))
+            components, piece = _components(twin.reshape(m, 3) // 3)
+        else:  # no pinches: pieces joined through vertices are those joined through edges
+            graph = csr_matrix((np.ones(len(a), np.bool_), (a, b)), shape=(n, n))  # symmetric: closed, consistent
+            components, vertex_piece = connected_components(graph, directed=True, connection="strong")
+            components -= int(np.count_nonzero(~used))  # unused vertices are pieces of their own
+            piece = vertex_piece[faces[:, 0]]  # numbers of unused vertices' pieces stay empty bins
     else:
         same = sorted_key[1:] == sorted_key[:-1]
         src, dst = order[:-1][same] // 3, order[1:][same] // 3
@@ -173,21 +178,6 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
         area_mm2=float(double_area.sum() / 2.0),
         bounds=(tuple(float(x) for x in lo), tuple(float(x) for x in hi)),
     )
-
-
-def _signed_volumes_and_double_areas(vertices, faces):
-    """Per face: signed volume of the tetrahedron with the origin (mm³) and twice the area (mm²)."""
-    # coordinates as rows and gathers with take into contiguous rows: 3-4x faster than (M, 3, 3)
-    coords = np.ascontiguousarray(vertices.T)
-    corners = np.ascontiguousarray(faces.T)
-    p0, e1, e2 = (coords.take(corners[i], axis=1) for i in range(3))
-    e1 -= p0
-    e2 -= p0
-    cross = np.empty_like(e1)
-    cross[0] = e1[1] * e2[2] - e1[2] * e2[1]
-    cross[1] = e1[2] * e2[0] - e1[0] * e2[2]
-    cross[2] = e1[0] * e2[1] - e1[1] * e2[0]
-    return np.einsum("ij,ij->j", p0, cross) / 6.0, np.sqrt(np.einsum("ij,ij->j", cross, cross))
 
 
 def _components(neighbours: np.ndarray):
@@ -234,7 +224,7 @@ def flat_pieces(vertices, faces) -> np.ndarray:
     from .simplify import face_components
 
     count, piece = face_components(faces, len(vertices))
-    signed, double_area = _signed_volumes_and_double_areas(vertices, faces)
+    signed, double_area = face_volumes_and_areas(vertices, faces)
     volume = np.bincount(piece, weights=signed, minlength=count)
     return _flat(volume, np.bincount(piece, weights=double_area, minlength=count) / 2.0)[piece]
 
@@ -249,9 +239,7 @@ def inverted_pieces(vertices, faces) -> np.ndarray:
     from .simplify import face_components
 
     count, piece = face_components(faces, len(vertices))
-    tri = vertices[faces]
-    signed = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
-    volume = np.bincount(piece, weights=signed, minlength=count)
+    volume = np.bincount(piece, weights=face_volumes_and_areas(vertices, faces)[0], minlength=count)
     lo, hi = _piece_boxes(vertices, faces, piece, count)
     return _inside_out(lo, hi, volume)[piece]
 

@@ -76,7 +76,7 @@ def import_pyvista_soon() -> None:
 def _import_quietly() -> None:
     try:
         import_pyvista()
-        import pyvista.plotting  # noqa: F401  (the Plotter: most of the cost)
+        import pyvista.plotting  # noqa: F401 - the Plotter: most of the cost
     except Exception:  # noqa: BLE001 - reported by the import that needs it
         pass
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import Viz3dError
-from .meshing import Mesh
+from .meshing import Mesh, face_volumes_and_areas
 from .polydata import compact, from_polydata, to_polydata  # numpy <-> VTK (also importable from here)
 
 # Windowed sinc after decimation: gentler than the meshing step's pass band (0.1), because on a coarse
@@ -80,8 +80,7 @@ def largest_component(mesh: Mesh) -> Mesh:
     if count <= 1:
         return mesh
     tri = mesh.vertices[faces]
-    signed = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0
-    volume = np.bincount(labels, weights=signed, minlength=count)
+    volume = np.bincount(labels, weights=face_volumes_and_areas(mesh.vertices, faces)[0], minlength=count)
     keep_piece = int(np.argmax(volume))
     lo, hi = _piece_boxes(tri, labels, count)
     inside = np.all(lo >= lo[keep_piece], axis=1) & np.all(hi <= hi[keep_piece], axis=1) & (volume < 0)
