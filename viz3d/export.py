@@ -407,26 +407,32 @@ def _merged(meshes: list[Mesh]) -> PlacedMesh:
 
 
 STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
+STL_CHUNK = 1 << 17  # facets filled and written at a time
 
 
 def write_stl(mesh: Mesh, path: str | Path) -> Path:
     """Write a binary STL atomically; the header says ``SPACE=RAS`` (or LPS) for 3D Slicer.
 
-    The 50-byte facet records are filled with numpy in one go: VTK's writer, which computes
-    and writes facet by facet, takes 2-3x longer on clinical-size meshes.
+    The 50-byte facet records are filled with numpy, a chunk at a time: VTK's writer, which
+    computes and writes facet by facet, takes 1.5-2x longer on clinical-size meshes.
     """
     path = Path(path)
     header = f"viz3d SPACE={_space(mesh)} units=mm {mesh_stem(mesh) if mesh.kind != 'scene' else ''}"[:79]
-    records = np.zeros(len(mesh.faces), STL_RECORD)
-    corners = records["corners"]
-    corners[...] = np.asarray(mesh.vertices, np.float32)[np.asarray(mesh.faces)]
-    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    length = np.sqrt(np.einsum("ij,ij->i", normal, normal))
-    np.divide(normal, length[:, None], out=records["normal"], where=length[:, None] > 0)
+    faces = np.asarray(mesh.faces)
+    vertices = np.asarray(mesh.vertices, np.float32)
+    records = np.zeros(min(len(faces), STL_CHUNK), STL_RECORD)  # reused: stays in the CPU's cache
     with atomic_path(path) as tmp, open(tmp, "wb") as stream:
         stream.write(header.encode("ascii", "replace").ljust(80, b" "))
-        stream.write(np.uint32(len(records)).tobytes())
-        records.tofile(stream)
+        stream.write(np.uint32(len(faces)).tobytes())
+        for start in range(0, len(faces), STL_CHUNK):
+            part = records[: min(STL_CHUNK, len(faces) - start)]
+            corners = part["corners"]
+            vertices.take(faces[start:start + len(part)], axis=0, out=corners)
+            normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+            length = np.sqrt(np.einsum("ij,ij->i", normal, normal))[:, None]
+            part["normal"] = 0
+            np.divide(normal, length, out=part["normal"], where=length > 0)
+            part.tofile(stream)
     return path
 
 
