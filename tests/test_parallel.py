@@ -28,13 +28,15 @@ def test_largest_items_start_first(monkeypatch):
 
 
 def test_an_error_surfaces_at_its_item_and_stops_the_rest(monkeypatch):
+    """The error is raised after running items finish; queued ones never start."""
     monkeypatch.setattr(parallel.os, "cpu_count", lambda: 1)
     done = []
 
     def work(x):
         if x == 2:
             raise ValueError("item 2 failed")
-        time.sleep(0.2)  # item 3 is still running when item 2's error is raised
+        if x == 3:
+            time.sleep(1.0)  # still running when item 2's error reaches the caller
         done.append(x)
         return x
 
@@ -42,7 +44,7 @@ def test_an_error_surfaces_at_its_item_and_stops_the_rest(monkeypatch):
     assert next(results) == 1
     with pytest.raises(ValueError, match="item 2"):
         next(results)
-    assert 4 not in done  # queued items are cancelled
+    assert done == [1, 3]
 
 
 def test_work_runs_on_several_threads_at_once():
@@ -66,3 +68,14 @@ def test_labels_and_bone_come_out_in_order_with_progress():
     assert [(m.kind, m.label) for m in meshes] == [("label", 2), ("label", 7), ("bone", None)]
     assert [c[:2] for c in calls] == [(1, 3), (2, 3), (3, 3)] and calls[-1][2] == "bone"
     assert meshes[-1].vertices[:, 0].min() == pytest.approx(10 * 0.8 - 0.4, abs=0.3)
+
+
+def test_nested_collections_keep_their_own_lists():
+    from viz3d.errors import collecting_warnings, warn
+
+    with pytest.warns(UserWarning):
+        with collecting_warnings() as outer:
+            with collecting_warnings() as inner:
+                pass  # an empty inner list equals the empty outer one: closing it must not drop the outer
+            warn("after the inner block")
+    assert outer == ["after the inner block"] and inner == []

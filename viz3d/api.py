@@ -82,16 +82,24 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, progress) 
     report = progress or (lambda *args: None)
     names = table if isinstance(table, LabelTable) else load_label_table(table)
     build_bone = ct is not None and bone
+    still_loading = callable(ct)
+    if not still_loading:
+        _warn_alignment(ct, label)
     report("meshing", 0, 1, "")
     meshes = surfaces(label, ct, names, labels=labels, smooth=smooth, bone_hu=bone_hu if build_bone else None,
                       progress=lambda done, total, name: report("meshing", done, total, name))
-    ct = ct() if callable(ct) else ct
-    if ct is not None and label is not None:
-        for message in alignment_warnings(ct, label):
-            warn(message, stacklevel=3)
+    if still_loading:  # a CT read in the background: its grid is known now
+        ct = ct()
+        _warn_alignment(ct, label)
     if build_bone and not any(mesh.kind == "bone" for mesh in meshes):
         warn(f"no voxel of {ct.source or 'the CT'} reaches {bone_hu:g} HU: no bone surface", stacklevel=3)
     return meshes
+
+
+def _warn_alignment(ct, label) -> None:
+    if ct is not None and label is not None:
+        for message in alignment_warnings(ct, label):
+            warn(message, stacklevel=4)
 
 
 def load_and_mesh(
@@ -113,8 +121,9 @@ def load_and_mesh(
     Returns the CT (or None) and the meshes. Meshes are cached by the content of the input
     files and of a label-table file and by every parameter; the decoded CT array is cached too,
     so a second run goes straight to rendering (``cache_ct=False`` leaves it out: an export
-    does not need it). The CT and the label map are decoded side by side (zlib releases the
-    GIL). Warnings from the first run are repeated. ``progress`` is called as in `build_meshes`.
+    does not need it). The label map is read first and meshed while the CT is read in the
+    background (zlib and VTK release the GIL); a grid mismatch is reported once the CT is in.
+    Warnings from the first run are repeated. ``progress`` is called as in `build_meshes`.
     """
     from pathlib import Path
 
@@ -138,7 +147,11 @@ def load_and_mesh(
     # The meshes are written to the cache while the caller goes on (an export checks them).
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         if hit is not None:
-            ct = _load_ct_cached(ct_path, series, use_cache and cache_ct) if ct_path is not None else None
+            ct = None
+            if ct_path is not None:
+                report("loading CT", 0, 1, "")
+                ct = _load_ct_cached(ct_path, series, use_cache and cache_ct)
+                report("loading CT", 1, 1, "")
             meshes, notes = hit
             for note in notes:
                 warn(note, stacklevel=2)
@@ -151,11 +164,12 @@ def load_and_mesh(
         ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct) if ct_path is not None else None
         if ct_job is not None:
             report("loading CT", 0, 1, "")
-            ct_job.add_done_callback(lambda _: report("loading CT", 1, 1, ""))
         with collecting_warnings() as notes:
             meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table, labels=labels,
                                    bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
         ct = ct_job.result() if ct_job is not None else None
+        if ct_job is not None:
+            report("loading CT", 1, 1, "")
     if use_cache:
         cache.save_meshes_soon(mesh_key, meshes, notes)
     return ct, meshes

@@ -1,9 +1,10 @@
 """A cache of built meshes and decoded CT arrays, keyed by input file content and parameters.
 
 A second run on the same inputs with the same parameters skips decoding and meshing. Entries
-live under ``$VIZ3D_CACHE_DIR``, else ``$XDG_CACHE_HOME/viz3d``, else ``~/.cache/viz3d``; they
-are written under a temporary name and renamed, so a crash never leaves a half entry, and an
-entry that fails to load for any reason is deleted and rebuilt. The oldest entries are evicted
+live under ``$VIZ3D_CACHE_DIR``, else ``$XDG_CACHE_HOME/viz3d``, else ``~/.cache/viz3d``; each
+file is written under a temporary name and renamed, a mesh entry's description last, so a crash
+never leaves an entry that loads wrong (at worst array files without a description, which age
+out), and an entry that fails to load for any reason is deleted and rebuilt. The oldest entries are evicted
 when the cache grows beyond ``VIZ3D_CACHE_MAX_GB`` (default 4 GB).
 """
 from __future__ import annotations
@@ -124,16 +125,27 @@ def save_meshes_soon(key: str, meshes: list[Mesh], notes: list[str] = ()) -> Non
 
     The thread is not a daemon: the interpreter waits for it before it exits.
     """
-    writer = threading.Thread(target=save_meshes, args=(key, list(meshes), list(notes), cache_dir()),
+    writer = threading.Thread(target=_save_quietly, args=(key, list(meshes), list(notes), cache_dir()),
                               name="viz3d-cache-write")
     _pending.append(writer)
     writer.start()
 
 
+def _save_quietly(*args) -> None:
+    try:
+        save_meshes(*args)
+    except Exception:  # noqa: BLE001 - a cache that cannot be written only costs time
+        pass
+
+
 def flush() -> None:
     """Wait until the cache writes started by `save_meshes_soon` are complete."""
-    while _pending:
-        _pending.pop().join()
+    while True:
+        try:
+            writer = _pending.pop()
+        except IndexError:
+            return
+        writer.join()
 
 
 def _write_stacked(handle, arrays, dtype) -> None:
@@ -204,5 +216,6 @@ def _evict(folder: Path) -> None:
 
 
 def clear() -> None:
-    """Remove the whole cache folder."""
+    """Remove the whole cache folder (after any pending write)."""
+    flush()
     shutil.rmtree(cache_dir(), ignore_errors=True)

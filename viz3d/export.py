@@ -197,13 +197,6 @@ def export_meshes(
     out_dir = check_writable_dir(out_dir)
     check_existing_export(out_dir, options, force=force)
     report = progress or (lambda *args: None)
-    placed, entries = [], []
-    report("checking surfaces", 0, len(meshes), "")
-    prepared = ordered_map(lambda mesh: prepare_mesh(mesh, options), meshes, size=lambda mesh: mesh.n_triangles)
-    for done, (mesh, (ready, facts)) in enumerate(zip(meshes, prepared), start=1):
-        placed.append(ready)
-        entries.append(facts)
-        report("checking surfaces", done, len(meshes), mesh.name)
     fmt = options["format"]
     manifest = {
         "generator": f"viz3d {_version()}",
@@ -212,8 +205,8 @@ def export_meshes(
         "format": fmt,
         "combined": options["combine"],
         "settings": options,
-        "printable": all(e["printable"] for e in entries),
-        "meshes": entries,
+        "printable": True,
+        "meshes": [],
     }
     if fmt == "glb":
         manifest["gltf_root_node"] = {
@@ -222,8 +215,28 @@ def export_meshes(
             "meaning": "vertices are in mm; the root node scales them to metres with the patient's superior "
                        "side along +Y and anterior along +Z, as glTF viewers expect",
         }
+    writer = write_stl if fmt == "stl" else _WRITERS_SINGLE[fmt]
+
+    def prepare_and_write(mesh: Mesh, staging: Path):
+        """One job per mesh: check and repair it, then (one file per mesh) write it at once."""
+        ready, facts = prepare_mesh(mesh, options)
+        if not options["combine"]:
+            facts["file"] = mesh_filename(ready, f".{fmt}")
+            if fmt == "obj":
+                facts["material"] = mesh_filename(ready, ".mtl")
+            writer(ready, staging / facts["file"])
+        return ready, facts
 
     def write_all(staging: Path) -> None:
+        placed, entries = [], manifest["meshes"]
+        report("checking and writing surfaces", 0, len(meshes), "")
+        with contextlib.closing(ordered_map(lambda mesh: prepare_and_write(mesh, staging), meshes,
+                                            size=lambda mesh: mesh.n_triangles)) as done:
+            for count, (mesh, (ready, facts)) in enumerate(zip(meshes, done), start=1):
+                placed.append(ready)
+                entries.append(facts)
+                report("checking and writing surfaces", count, len(meshes), mesh.name)
+        manifest["printable"] = all(e["printable"] for e in entries)
         if options["combine"]:
             name = f"{COMBINED_STEM}.{fmt}"
             _WRITERS_COMBINED[fmt](placed, staging / name)
@@ -235,15 +248,6 @@ def export_meshes(
                 start += mesh.n_triangles
                 if fmt == "obj":
                     entry["material"] = f"{COMBINED_STEM}.mtl"
-        else:
-            writer = write_stl if fmt == "stl" else _WRITERS_SINGLE[fmt]
-            for entry, mesh in zip(entries, placed):
-                entry["file"] = mesh_filename(mesh, f".{fmt}")
-                if fmt == "obj":
-                    entry["material"] = mesh_filename(mesh, ".mtl")
-            jobs = list(zip(placed, (entry["file"] for entry in entries)))
-            for _ in ordered_map(lambda job: writer(job[0], staging / job[1]), jobs, size=lambda job: job[0].n_triangles):
-                pass
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
     _write_staged(out_dir, write_all, force=force)
@@ -423,7 +427,7 @@ def write_stl(mesh: Mesh, path: str | Path) -> Path:
     records = np.zeros(min(len(faces), STL_CHUNK), STL_RECORD)  # reused: stays in the CPU's cache
     with atomic_path(path) as tmp, open(tmp, "wb") as stream:
         stream.write(header.encode("ascii", "replace").ljust(80, b" "))
-        stream.write(np.uint32(len(faces)).tobytes())
+        stream.write(np.array(len(faces), "<u4").tobytes())
         for start in range(0, len(faces), STL_CHUNK):
             part = records[: min(STL_CHUNK, len(faces) - start)]
             corners = part["corners"]

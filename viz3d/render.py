@@ -69,7 +69,8 @@ def import_pyvista_soon() -> None:
     global _background_import
     configure_offscreen()
     if "pyvista.plotting" not in sys.modules and _background_import is None:
-        _background_import = threading.Thread(target=_import_quietly, name="viz3d-import-pyvista", daemon=True)
+        # not a daemon: an early exit waits for it rather than tearing VTK down mid-import
+        _background_import = threading.Thread(target=_import_quietly, name="viz3d-import-pyvista")
         _background_import.start()
 
 

@@ -160,6 +160,7 @@ class Scene:
         self._syncing = False
         self._lod: list = []  # (actor, full-resolution mapper, interaction mapper)
         self._coarse_image = None  # the CT at most LOD_PLANE_PIXELS per side, for the planes while dragging
+        self._oit = True  # the renderer's order-independent transparency, off while dragging
         self.interacting = False
 
     # ----------------------------------------------------------------- window / level
@@ -379,6 +380,7 @@ class Scene:
             actor.GetMapper().ResampleToScreenPixelsOff()
             if self._coarse_image is not None:
                 actor.GetMapper().SetInputData(self._coarse_image)
+        self._oit = self.plotter.renderer.GetUseOIT()
         self.plotter.renderer.SetUseOIT(False)
 
     def end_interaction(self) -> None:
@@ -391,7 +393,7 @@ class Scene:
         for actor in self.slice_actors.values():
             actor.GetMapper().ResampleToScreenPixelsOn()
             actor.GetMapper().SetInputData(self.image)
-        self.plotter.renderer.SetUseOIT(True)
+        self.plotter.renderer.SetUseOIT(self._oit)
         self._render()
 
     def state(self) -> dict:
