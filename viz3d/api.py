@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures
-import importlib
 
 import numpy as np
 
@@ -141,11 +140,11 @@ def load_and_mesh(
     mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
     report = progress or (lambda *args: None)
     hit = cache.load_meshes(mesh_key) if use_cache else None
-    # The label map is read first and meshed while the CT is read in the background: only the
-    # bone surface waits for the CT (zlib and VTK release the GIL). scipy.ndimage, which the
-    # meshing needs first, takes ~0.5 s to import: that happens while the label map is read.
+    # The CT is read in the background while the label map is read and meshed: only the bone
+    # surface waits for the CT (ISA-L and VTK release the GIL; a second thread importing
+    # modules meanwhile was measured to slow everything down: imports contend for the GIL).
     # The meshes are written to the cache while the caller goes on (an export checks them).
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
         if hit is not None:
             ct = None
             if ct_path is not None:
@@ -156,12 +155,8 @@ def load_and_mesh(
             for note in notes:
                 warn(note, stacklevel=2)
             return ct, meshes
-        if label_path is not None:
-            pool.submit(importlib.import_module, "scipy.ndimage")
-            label = load_label(label_path)  # first: the meshing starts from it
-        else:
-            label = None
         ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct) if ct_path is not None else None
+        label = load_label(label_path) if label_path is not None else None
         if ct_job is not None:
             report("loading CT", 0, 1, "")
         with collecting_warnings() as notes:
