@@ -137,34 +137,36 @@ def load_and_mesh(
     for path in (ct_path, label_path):
         if path is not None and not Path(path).exists():
             raise Viz3dError(f"{path}: no such file or folder")
-    mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
     report = progress or (lambda *args: None)
-    hit = cache.load_meshes(mesh_key) if use_cache else None
     # The CT is read in the background while the label map is read and meshed: only the bone
     # surface waits for the CT (ISA-L and VTK release the GIL; a second thread importing
     # modules meanwhile was measured to slow everything down: imports contend for the GIL).
+    # A CT that is decoded from its file either way starts before the inputs are hashed.
     # The meshes are written to the cache while the caller goes on (an export checks them).
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ct_job = None
+        if ct_path is not None and not (use_cache and cache_ct):
+            ct_job = pool.submit(load_ct, ct_path, series=series)
+        mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
+        hit = cache.load_meshes(mesh_key) if use_cache else None
+        if ct_path is not None:
+            report("loading CT", 0, 1, "")
+            ct_job = ct_job or pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct)
         if hit is not None:
-            ct = None
-            if ct_path is not None:
-                report("loading CT", 0, 1, "")
-                ct = _load_ct_cached(ct_path, series, use_cache and cache_ct)
-                report("loading CT", 1, 1, "")
+            ct = ct_job.result() if ct_job is not None else None
             meshes, notes = hit
             for note in notes:
                 warn(note, stacklevel=2)
-            return ct, meshes
-        ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct) if ct_path is not None else None
-        label = load_label(label_path) if label_path is not None else None
-        if ct_job is not None:
-            report("loading CT", 0, 1, "")
-        with collecting_warnings() as notes:
-            meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table, labels=labels,
-                                   bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
-        ct = ct_job.result() if ct_job is not None else None
+        else:
+            label = load_label(label_path) if label_path is not None else None
+            with collecting_warnings() as notes:
+                meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table,
+                                       labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
+            ct = ct_job.result() if ct_job is not None else None
         if ct_job is not None:
             report("loading CT", 1, 1, "")
+    if hit is not None:
+        return ct, meshes
     if use_cache:
         cache.save_meshes_soon(mesh_key, meshes, notes)
     return ct, meshes
