@@ -15,7 +15,7 @@ import concurrent.futures
 import numpy as np
 
 from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
-from .meshing import DEFAULT_BONE_HU, Mesh, surfaces
+from .meshing import DEFAULT_BONE_HU, Mesh, label_boxes, surfaces
 from .dicom import is_dicom_path, list_series, load_dicom
 from .volume import Volume, load_label
 from .volume import load_ct as _load_nifti_ct
@@ -198,15 +198,11 @@ def label_statistics(label: Volume, table=None) -> list[dict]:
     (their outer faces, as the surfaces enclose them, not their centres); counts are made
     inside each class's box.
     """
-    from scipy import ndimage
-
     from .labels import LabelTable, load_label_table
 
     names = table if isinstance(table, LabelTable) else load_label_table(table)
     rows = []
-    for value, box in enumerate(ndimage.find_objects(label.array), start=1):
-        if box is None:
-            continue
+    for value, box in label_boxes(label.array):
         count = int(np.count_nonzero(label.array[box] == value))
         rows.append({"value": value, "name": names.name_of(value), "voxels": count, "volume_ml": count * label.voxel_volume_mm3 / 1000.0,
                      "bbox_mm": _box_in_world(box, label.affine)})
