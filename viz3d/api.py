@@ -120,8 +120,9 @@ def load_and_mesh(
     Returns the CT (or None) and the meshes. Meshes are cached by the content of the input
     files and of a label-table file and by every parameter; the decoded CT array is cached too,
     so a second run goes straight to rendering (``cache_ct=False`` leaves it out: an export
-    does not need it). The label map is read first and meshed while the CT is read in the
-    background (zlib and VTK release the GIL); a grid mismatch is reported once the CT is in.
+    does not need it). The CT is read in the background while the label map is read and
+    meshed (ISA-L and VTK release the GIL); only the bone surface waits for it, and a grid
+    mismatch is reported once it is in.
     Warnings from the first run are repeated. ``progress`` is called as in `build_meshes`.
     """
     from pathlib import Path
@@ -138,11 +139,8 @@ def load_and_mesh(
         if path is not None and not Path(path).exists():
             raise Viz3dError(f"{path}: no such file or folder")
     report = progress or (lambda *args: None)
-    # The CT is read in the background while the label map is read and meshed: only the bone
-    # surface waits for the CT (ISA-L and VTK release the GIL; a second thread importing
-    # modules meanwhile was measured to slow everything down: imports contend for the GIL).
-    # A CT that is decoded from its file either way starts before the inputs are hashed.
-    # The meshes are written to the cache while the caller goes on (an export checks them).
+    # A CT decoded from its file either way starts before the inputs are hashed. (A thread
+    # importing modules meanwhile was measured to slow everything down: imports hold the GIL.)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         ct_job = None
         if ct_path is not None and not (use_cache and cache_ct):
@@ -165,10 +163,8 @@ def load_and_mesh(
             ct = ct_job.result() if ct_job is not None else None
         if ct_job is not None:
             report("loading CT", 1, 1, "")
-    if hit is not None:
-        return ct, meshes
-    if use_cache:
-        cache.save_meshes_soon(mesh_key, meshes, notes)
+    if use_cache and hit is None:
+        cache.save_meshes_soon(mesh_key, meshes, notes)  # written while the caller goes on
     return ct, meshes
 
 
