@@ -57,10 +57,24 @@ def content_key(paths: list[str | Path | None], params: dict) -> str:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             digest.update(str(file.relative_to(path) if path.is_dir() else "").encode() + b"\0")
-            with open(file, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
+            digest.update(_file_digest(file))
     return digest.hexdigest()
+
+
+_file_digests: dict[tuple, bytes] = {}
+
+
+def _file_digest(file: Path) -> bytes:
+    """The digest of a file's bytes, read once per process (the CT is keyed for meshes and for itself)."""
+    stat = file.stat()
+    seen = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if seen not in _file_digests:
+        digest = hashlib.blake2b(digest_size=20)
+        with open(file, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        _file_digests[seen] = digest.digest()
+    return _file_digests[seen]
 
 
 def load_meshes(key: str) -> tuple[list[Mesh], list[str]] | None:
