@@ -304,6 +304,19 @@ def test_web_view_serves_the_scene_and_its_controls_work(browser, served):
     present = sum(colour_mask(first, table.color_of(v), cos_min=0.995).sum() > 30 for v in (1, 2, 3, 5, 6, 7))
     assert present >= 4  # several label colours, as the desktop scene draws them
 
+    # a camera drag in the page switches the server to the cheap drawing, and back on release
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    def drawing():
+        return browser.execute_script("return window.trame.state.get('drawing')")
+
+    assert drawing() == "full"
+    ActionChains(browser).move_to_element(browser.find_element("id", "viz3d-view")).click_and_hold() \
+        .move_by_offset(40, 10).perform()
+    wait_for(lambda: drawing() == "coarse", 15, interval=0.2, message="the cheap drawing while dragging")
+    ActionChains(browser).move_by_offset(20, 0).release().perform()
+    wait_for(lambda: drawing() == "full", 15, interval=0.2, message="the full drawing after the drag")
+
     # the axial slice slider (keyboard on its thumb) moves the axial plane
     before = view_pixels().astype(int)
     thumbs = browser.find_elements("css selector", "#viz3d-controls [role=slider]")

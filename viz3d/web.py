@@ -152,9 +152,25 @@ def serve(
         state.view = name
         push()
 
+    # cheap drawing while the browser drags the camera or a slider (see Scene.begin_interaction)
+    scene.build_lod()
+    state.drawing = "full"
+
+    def begin_interaction(*_, **__):
+        scene.begin_interaction()
+        state.drawing = "coarse"
+
+    def end_interaction(*_, **__):
+        scene.end_interaction()
+        state.drawing = "full"
+        push()
+
     ctrl.apply_preset = apply_preset
     ctrl.set_view = set_view
+    ctrl.begin_interaction = begin_interaction
+    ctrl.end_interaction = end_interaction
 
+    drag_events = {"start": ctrl.begin_interaction, "end": ctrl.end_interaction}  # a slider's drag
     with VAppLayout(server, full_height=True, theme="dark") as layout:
         layout.title = title
         with html.Div(style="display: flex; height: 100vh; width: 100vw; overflow: hidden;"):
@@ -168,9 +184,10 @@ def serve(
                                color=(f"preset === '{name}' ? 'primary' : undefined",), id=f"preset-{name}")
                 v.VSlider(v_model=("window_center",), min=min(WINDOW_CENTER_RANGE[0], center),
                           max=max(WINDOW_CENTER_RANGE[1], center), step=1, label="centre", hide_details=True,
-                          density="compact", id="window-center")
+                          density="compact", id="window-center", **drag_events)
                 v.VSlider(v_model=("window_width",), min=WINDOW_WIDTH_RANGE[0], max=max(WINDOW_WIDTH_RANGE[1], width),
-                          step=1, label="width", hide_details=True, density="compact", id="window-width")
+                          step=1, label="width", hide_details=True, density="compact", id="window-width",
+                          **drag_events)
                 html.Div("{{ Math.round(window_center) }} / {{ Math.round(window_width) }} HU", classes="text-caption")
                 if scene.slice_ranges:
                     html.Div("Slices (mm)", classes="text-subtitle-2 mt-3")
@@ -182,7 +199,7 @@ def serve(
                             lo, hi = lo - 0.5, hi + 0.5
                         v.VSlider(v_model=(f"slice_{axis}",), min=lo, max=hi, step=scene._slice_step,
                                   label=f"{axis} ({letter})", hide_details=True, density="compact",
-                                  id=f"slice-{axis}")
+                                  id=f"slice-{axis}", **drag_events)
                     html.Div(" · ".join(f"{letter} {{{{ Number(slice_{axis}).toFixed(1) }}}}"
                                         for axis, letter in zip(SLICE_AXES, "SAR") if axis in scene.slice_ranges)
                              + " mm", classes="text-caption")
@@ -201,6 +218,9 @@ def serve(
             with html.Div(style="flex: 1 1 auto; position: relative; min-width: 0;", id="viz3d-view"):
                 view_widget = vtk_widgets.VtkRemoteView(
                     window, ref="viz3d_view", interactive_ratio=1, interactive_quality=70, still_quality=98,
+                    # vtk.js animates the view from button/wheel down to up: that is the drag
+                    interactor_events=("viz3d_interactor_events", ["StartAnimation", "EndAnimation"]),
+                    StartAnimation=ctrl.begin_interaction, EndAnimation=ctrl.end_interaction,
                 )
                 ctrl.view_update = view_widget.update
 
