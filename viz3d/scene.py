@@ -117,7 +117,7 @@ TEXT_COLOR = (0.92, 0.92, 0.92)
 BONE_OPACITY = 0.35
 MAX_LEGEND_ENTRIES = 25
 ORIENTATION_VIEWPORT = (0.8, 0.0, 1.0, 0.27)
-# Mesa llvmpipe on two cores draws ~2-3 M triangles/s; with the slices and the orientation
+# Mesa llvmpipe on two cores draws 1.5-3 M triangles/s; with the slices and the orientation
 # marker this budget keeps a drag at >= 15 frames/s (scripts/bench.py, zoom 6).
 LOD_TRIANGLES = 80_000
 # While dragging, the CT planes are drawn from a copy of at most this many voxels per side: a
@@ -334,14 +334,15 @@ class Scene:
         self.plotter.render_window.Render()
 
     def build_lod(self, max_triangles: int | None = None) -> int:
-        """Prepare coarse copies of the meshes to draw while the camera moves; returns their triangles.
+        """Prepare coarse copies to draw while the camera moves; returns the meshes' triangles.
 
-        Software OpenGL draws 5-13 M triangles/s, so a clinical-size scene (5 M triangles)
-        turns at under 1 frame/s. When the scene has more than ``max_triangles``, each mesh
-        gets a copy simplified by quadric clustering to about ``max_triangles`` in all
-        (default `LOD_TRIANGLES`),
-        shown only between `begin_interaction` and `end_interaction`; still frames,
-        screenshots and exports always use the full meshes. Built once; cheap to call again.
+        Software OpenGL on two cores draws 1.5-3 M triangles/s, so a clinical-size scene (5 M
+        triangles) turns at about 1 frame/s. When the scene has more than ``max_triangles``,
+        each mesh gets a copy simplified by quadric clustering to about ``max_triangles`` in all
+        (default `LOD_TRIANGLES`); the CT gets a copy averaged down to at most `LOD_PLANE_PIXELS`
+        voxels a side for the planes. They are shown only between `begin_interaction` and
+        `end_interaction`; still frames, screenshots and exports always use the full meshes and
+        CT. Built once; cheap to call again.
         """
         max_triangles = LOD_TRIANGLES if max_triangles is None else max_triangles
         if self.image is not None and self._coarse_image is None:
@@ -366,10 +367,10 @@ class Scene:
     def begin_interaction(self) -> None:
         """Switch to cheap drawing while the mouse drags the camera or a slider.
 
-        The meshes draw their coarse copies (see `build_lod`), the CT planes are drawn as
-        textures at the CT's own resolution instead of being resampled to screen pixels on
-        every frame, and translucent bone is blended in one pass instead of the
-        order-independent pass. `end_interaction` restores the still-frame quality.
+        The meshes draw their coarse copies and the CT planes the CT's coarse copy (see
+        `build_lod`), as textures instead of being resampled to screen pixels on every frame,
+        and translucent bone is blended in one pass instead of the order-independent pass.
+        `end_interaction` restores the still-frame quality.
         """
         if self.interacting:
             return
