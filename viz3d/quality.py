@@ -135,7 +135,8 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
     if watertight and winding:
         twin = np.empty(len(order), np.int64)
         twin[first], twin[second] = second, first
-        step = twin - twin % 3 + (twin % 3 + 1) % 3  # the corner of the twin's face at the same vertex
+        step = twin + 1  # the corner of the twin's face at the same vertex: the next one in that face
+        step[twin % 3 == 2] -= 3
         fans, fan_of = _components(step[:, None])
         if fans != np.count_nonzero(used):
             fans_per_vertex = np.bincount(a[np.unique(fan_of, return_index=True)[1]], minlength=n)
