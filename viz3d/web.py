@@ -76,7 +76,8 @@ def serve(
     """Serve ``scene`` to web browsers at ``http://host:port/`` until Ctrl-C or SIGTERM; return the port.
 
     ``scene`` is a `Scene` built off screen, best with ``interactive=False`` (the page has its
-    own controls). ``port=0`` picks a free port. ``announce(url, port)`` is called once the
+    own controls); while the browser drags the camera or a slider, the scene draws cheaply
+    (`Scene.begin_interaction`) and the full frame follows on release. ``port=0`` picks a free port. ``announce(url, port)`` is called once the
     server listens (default: print the URL on stdout and, unless ``quiet``, the SSH tunnel hint
     on stderr). Blocks in the calling thread, which also does the rendering; SIGINT and SIGTERM
     stop the server and return normally.
