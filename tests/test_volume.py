@@ -399,3 +399,36 @@ def test_real_sample_matches_nibabel(sample_dir):
     assert ct.axcodes == tuple(nib.aff2axcodes(ct_img.affine)) == ("R", "A", "S")
     assert ct.same_grid(label)
     assert ct.source == str(ct_path)
+
+
+# ------------------------------------------------------------------ .nii.gz read by ISA-L
+@pytest.mark.parametrize("variant", ["plain", "scaled", "big-endian", "nifti2", "extension"])
+def test_gzipped_nifti_reads_exactly_as_nibabel(tmp_path, variant, monkeypatch):
+    """The fast .nii.gz path gives nibabel's values and affine, writable; odd files take nibabel's path."""
+    import viz3d.volume as volume_module
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(-1000, 2000, size=(23, 17, 11)).astype(np.int16)
+    affine = np.array([[-0.8, 0.1, 0, 30], [0, 0.9, 0.2, -10], [0, 0, 2.5, 5], [0, 0, 0, 1]])
+    kind = nib.Nifti2Image if variant == "nifti2" else nib.Nifti1Image
+    if variant == "big-endian":  # a header (and data) written big-endian, as some scanners' tools do
+        img = kind(data, affine, header=nib.Nifti1Header(endianness=">"))
+    else:
+        img = kind(data, affine)
+    if variant == "scaled":
+        img.header.set_slope_inter(0.5, -3.0)
+    if variant == "extension":
+        img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"x" * 5000))
+    path = tmp_path / "ct.nii.gz"
+    nib.save(img, path)
+    reference = nib.load(path)
+    fast = volume_module._decompressed_nifti(path)
+    assert (fast is None) == (variant in ("scaled", "big-endian"))  # those go through nibabel.load
+    ct = load_ct(path)
+    expected = np.asanyarray(reference.dataobj)
+    np.testing.assert_array_equal(ct.array, expected)
+    np.testing.assert_allclose(ct.affine, reference.affine)
+    if fast is not None:
+        assert ct.array.flags.writeable and ct.array.dtype == np.int16
+        monkeypatch.setattr(nib, "load", lambda *a, **k: pytest.fail("the fast path should not call nibabel.load"))
+        np.testing.assert_array_equal(load_ct(path).array, expected)
