@@ -266,16 +266,24 @@ def test_iso_view_and_every_preset_fit_the_scene(orientation_scene):
 
 
 # --------------------------------------------------------------------------- window / level
-def test_window_level_changes_only_the_image_property(scenes):
+def test_window_level_changes_only_the_shader_numbers(scenes):
     ct = synthetic_ct()
     before = ct.array.copy()
     array_id = id(ct.array)
     scene = build_scene([], ct, off_screen=True, interactive=False, size=SIZE, view="inferior")
     scenes.append(scene)
-    prop = scene.image_property
-    assert all(a.GetProperty() is prop for a in scene.slice_actors.values())
     assert scene.window == (40.0, 400.0)
-    assert (prop.GetColorLevel(), prop.GetColorWindow()) == (40.0, 400.0)
+    render_image(scene, size=SIZE)
+    textures = {axis: (image.GetMTime(), image.GetPointData().GetScalars().GetMTime())
+                for axis, image in scene.slice_images.items()}
+
+    def uniforms(axis="axial"):
+        from vtkmodules.vtkCommonCore import reference
+
+        u = scene.slice_actors[axis].GetShaderProperty().GetFragmentCustomUniforms()
+        scale, shift = reference(0.0), reference(0.0)
+        assert u.GetUniformf("ctScale", scale) and u.GetUniformf("ctShift", shift)
+        return scale.get(), shift.get()
 
     # the ball (40 HU) at the centre of the axial plane seen from below
     def mean_grey():
@@ -287,16 +295,21 @@ def test_window_level_changes_only_the_image_property(scenes):
 
     soft = mean_grey()
     assert soft == pytest.approx(255 * ((40 - (40 - 200)) / 400), abs=3)  # 40 HU in soft window: 127.5
+    # int16 codes are HU + 32768: grey = (HU - (centre - width / 2)) / width
+    assert uniforms() == pytest.approx((1 / 400, (-32768 - (40 - 200)) / 400))
     scene.apply_preset("bone")
     assert scene.window == WINDOW_PRESETS["bone"] == (400, 1800)
-    assert (prop.GetColorLevel(), prop.GetColorWindow()) == (400.0, 1800.0)
+    assert uniforms("sagittal") == pytest.approx((1 / 1800, (-32768 - (400 - 900)) / 1800))
     bone = mean_grey()
     assert bone == pytest.approx(255 * ((40 - (400 - 900)) / 1800), abs=3)  # 76.5
     scene.set_window(40, 80)
-    assert (prop.GetColorLevel(), prop.GetColorWindow()) == (40.0, 80.0)
+    assert scene.window == (40.0, 80.0)
     scene.apply_preset("lung")
     assert scene.window == (-600.0, 1500.0)
     assert mean_grey() > 230
+    # nothing was re-sampled or re-coloured: the textures' data are untouched
+    assert textures == {axis: (image.GetMTime(), image.GetPointData().GetScalars().GetMTime())
+                        for axis, image in scene.slice_images.items()}
 
     assert id(ct.array) == array_id and scene.ct is ct
     np.testing.assert_array_equal(ct.array, before)
@@ -304,6 +317,22 @@ def test_window_level_changes_only_the_image_property(scenes):
         scene.set_window(40, 0)
     with pytest.raises(Viz3dError, match="unknown window preset"):
         scene.apply_preset("liver")
+
+
+def test_window_on_a_float_ct_uses_its_own_value_range(scenes):
+    """A CT of non-integer values (codes scaled to its range) is windowed in its own units."""
+    ct = synthetic_ct()
+    array = np.where(ct.array > 0, 0.3, 0.0).astype(np.float32)
+    array[0, 0, 0] = 1.0  # the range is 0 .. 1
+    scene = build_scene([], Volume(array, ct.affine), off_screen=True, interactive=False, size=SIZE,
+                        view="inferior", window=(0.5, 1.0))
+    scenes.append(scene)
+    image = render_image(scene, size=SIZE)
+    h, w = image.shape[:2]
+    assert float(image[h // 2 - 5:h // 2 + 5, w // 2 - 5:w // 2 + 5].mean()) == pytest.approx(0.3 * 255, abs=3)
+    scene.set_window(0.3, 0.2)  # 0.3 is now mid-grey
+    image = render_image(scene, size=SIZE)
+    assert float(image[h // 2 - 5:h // 2 + 5, w // 2 - 5:w // 2 + 5].mean()) == pytest.approx(127.5, abs=3)
 
 
 # --------------------------------------------------------------------------- slices in world coordinates
@@ -346,11 +375,12 @@ def test_slices_are_placed_in_world_coordinates(kind, scenes):
         assert plane.GetOrigin()[k] == pytest.approx(target)
         assert scene.slice_positions[axis] == pytest.approx(target)
         assert scene.set_slice(axis, hi + 100) == pytest.approx(hi)  # clamped to the CT
-    # the resliced image carries the affine: VTK's index -> world equals ours
-    for ijk in ([0, 0, 0], [39, 0, 0], [3, 17, 11]):
-        point = [0.0, 0.0, 0.0]
-        scene.image.TransformIndexToPhysicalPoint(*ijk, point)
-        assert point == pytest.approx(affine[:3, :3] @ ijk + affine[:3, 3])
+        # the quad lies in the plane and spans the CT's extent across it
+        quad = np.asarray(scene.slice_actors[axis].GetMapper().GetInput().GetPoints().GetData())
+        assert np.allclose(quad[:, k], hi)
+        others = [j for j in range(3) if j != k]
+        assert np.allclose(quad[:, others].min(axis=0), world[others].min(axis=1))
+        assert np.allclose(quad[:, others].max(axis=0), world[others].max(axis=1))
     with pytest.raises(Viz3dError, match="unknown slice axis"):
         scene.set_slice("transverse", 0)
 
@@ -371,8 +401,10 @@ def test_bright_voxels_appear_where_the_affine_puts_them(kind, scenes):
     scene = build_scene([], ct, off_screen=True, interactive=False, size=SIZE, view="inferior",
                         window=WINDOW_PRESETS["bone"])
     scenes.append(scene)
-    if kind == "LAS":  # VTK reads the CT's own memory: no copy
-        assert np.shares_memory(np.asarray(scene.image.point_data["HU"]), ct.array)
+    # VTK holds the planes only, one sample per voxel on an axis-aligned grid, not a copy of the CT
+    planes = {axis: image.GetDimensions() for axis, image in scene.slice_images.items()}
+    if kind != "oblique":
+        assert planes == {"axial": (40, 30, 1), "coronal": (40, 20, 1), "sagittal": (30, 20, 1)}
     scene.set_slice("axial", world[2])
     scene.set_visible("slices", True)
     for axis in ("coronal", "sagittal"):  # keep only the axial plane in view
@@ -686,32 +718,24 @@ def test_coarse_meshes_only_while_interacting(scenes, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["axis-aligned", "oblique"])
-def test_interaction_draws_coarse_planes_as_textures_and_bone_in_one_pass(kind, scenes, monkeypatch):
-    """While dragging, the CT planes come from a shrunk copy, are not resampled per frame, and
-    bone skips the OIT pass; the picture stays where it was."""
-    import viz3d.scene as scene_module
-
-    monkeypatch.setattr(scene_module, "LOD_PLANE_PIXELS", 24)  # shrink the 60 x 50 x 40 test CT
+def test_interaction_draws_bone_in_one_pass_and_keeps_the_planes(kind, scenes):
+    """While dragging, bone skips the OIT pass; the planes (one textured quad each) stay as they
+    are; the picture stays where it was."""
     ct = synthetic_ct(_oblique_affine() if kind == "oblique" else None)
     bone = sphere("bone", ct.affine[:3, :3] @ [30, 25, 20] + ct.affine[:3, 3], 15, (0.9, 0.85, 0.8), kind="bone")
     scene = build_scene([bone], ct, off_screen=True, interactive=False, size=SIZE, view="inferior")
     scenes.append(scene)
-    mappers = [actor.GetMapper() for actor in scene.slice_actors.values()]
     renderer = scene.plotter.renderer
-    assert all(m.GetResampleToScreenPixels() for m in mappers) and renderer.GetUseOIT()
+    assert renderer.GetUseOIT()
     still = render_image(scene, size=SIZE)
     scene.build_lod()
     scene.begin_interaction()
-    assert scene.interacting
-    assert not any(m.GetResampleToScreenPixels() for m in mappers) and not renderer.GetUseOIT()
-    coarse = mappers[0].GetInput()
-    assert coarse is not scene.image and max(coarse.GetDimensions()) <= 24
-    np.testing.assert_allclose(coarse.GetBounds(), scene.image.GetBounds(), atol=3.01 * max(ct.voxel_sizes))  # <= f voxels
+    assert scene.interacting and not renderer.GetUseOIT()
     moving = render_image(scene, size=SIZE)
-    # the same picture up to resolution: the planes and the bone are where they were
+    # the same picture up to blending: the planes and the bone are where they were
     assert np.mean(np.abs(moving.astype(int) - still.astype(int))) < 8
     scene.end_interaction()
-    assert all(m.GetResampleToScreenPixels() and m.GetInput() is scene.image for m in mappers) and renderer.GetUseOIT()
+    assert renderer.GetUseOIT()
     assert np.array_equal(render_image(scene, size=SIZE), still)
 
 

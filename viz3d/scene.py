@@ -6,10 +6,12 @@ the whole control surface: keys and sliders call them, and so do tests and noteb
 
 Coordinates are RAS millimetres throughout (+x patient's Right, +y Anterior, +z Superior).
 The CT is drawn as three world-axis-aligned planes (axial: normal z, coronal: normal y,
-sagittal: normal x) resliced from the CT grid by `vtkImageResliceMapper`, which honours the
-grid's direction matrix, so flipped, anisotropic and oblique affines are placed correctly.
-Window/level only changes the planes' `vtkImageProperty` (colour window and level); the CT
-array is never copied into display values or modified.
+sagittal: normal x), each one textured quad. `viz3d.slices` samples the CT on the plane through
+the affine (flipped, anisotropic and oblique grids land where they belong) and stores the values
+as 16-bit codes in the texture; a fragment shader interpolates them and maps them to grey. A
+window/level change sets two numbers of that shader: no texture is re-coloured or re-uploaded
+(VTK's image slice mappers re-colour their textures on the CPU). Moving a plane re-samples only
+that plane. The CT array is never copied or modified.
 
 Camera presets (radiological convention; each one refits the camera to the whole scene):
 
@@ -120,9 +122,28 @@ ORIENTATION_VIEWPORT = (0.8, 0.0, 1.0, 0.27)
 # Mesa llvmpipe on two cores draws 1.5-3 M triangles/s; with the slices and the orientation
 # marker this budget keeps a drag at >= 15 frames/s (scripts/bench.py, zoom 6).
 LOD_TRIANGLES = 80_000
-# While dragging, the CT planes are drawn from a copy of at most this many voxels per side: a
-# window/level change re-colours the planes' textures on the CPU, 4x less work at zoom 6.
-LOD_PLANE_PIXELS = 384
+# The planes' fragment shader: bilinear interpolation of the 16-bit codes (two bytes of the RGB
+# texture; linear filtering would mix the bytes), samples outside the CT (blue byte 0) left out,
+# then the window as grey = code * ctScale + ctShift.
+_PLANE_SHADER = """
+  vec2 ctSize = vec2(textureSize(actortexture, 0));
+  vec2 ctAt = clamp(tcoordVCVSOutput, 0.0, 1.0) * (ctSize - 1.0);
+  ivec2 ct0 = ivec2(floor(ctAt));
+  ivec2 ct1 = min(ct0 + 1, ivec2(ctSize) - 1);
+  vec2 ctF = ctAt - vec2(ct0);
+  vec4 t00 = texelFetch(actortexture, ct0, 0);
+  vec4 t10 = texelFetch(actortexture, ivec2(ct1.x, ct0.y), 0);
+  vec4 t01 = texelFetch(actortexture, ivec2(ct0.x, ct1.y), 0);
+  vec4 t11 = texelFetch(actortexture, ct1, 0);
+  vec4 ctW = vec4((1.0 - ctF.x) * (1.0 - ctF.y), ctF.x * (1.0 - ctF.y), (1.0 - ctF.x) * ctF.y, ctF.x * ctF.y)
+    * step(0.5, vec4(t00.b, t10.b, t01.b, t11.b));
+  float ctInside = dot(ctW, vec4(1.0));
+  if (ctInside < 0.5) { discard; }
+  vec2 bytes = vec2(65280.0, 255.0);
+  vec4 ctCode = vec4(dot(t00.rg, bytes), dot(t10.rg, bytes), dot(t01.rg, bytes), dot(t11.rg, bytes));
+  float grey = clamp(dot(ctW, ctCode) / ctInside * ctScale + ctShift, 0.0, 1.0);
+  gl_FragData[0] = vec4(grey, grey, grey, 1.0);
+"""
 
 
 class Scene:
@@ -130,8 +151,8 @@ class Scene:
 
     Made by `build_scene`. Attributes: ``plotter``; ``ct`` (the `Volume` or None);
     ``label_actors`` / ``bone_actors`` (name -> actor); ``slice_actors`` / ``slice_planes``
-    (axis -> `vtkImageSlice` / world `vtkPlane`); ``image_property`` (the one
-    `vtkImageProperty` the three planes share); ``legend`` (the `vtkLegendBoxActor` or None)
+    (axis -> textured quad actor / world `vtkPlane`); ``slice_images`` (axis -> the
+    `vtkImageData` of codes the quad's texture shows); ``legend`` (the `vtkLegendBoxActor` or None)
     and ``legend_labels`` (the names it lists); ``sliders`` (name -> `vtkSliderWidget`, only
     when interactive); ``slice_ranges`` (axis -> (lo, hi) mm); ``view`` (last camera preset).
     """
@@ -139,12 +160,11 @@ class Scene:
     def __init__(self, plotter, ct):
         self.plotter = plotter
         self.ct = ct
-        self.image = None
-        self.image_property = None
         self.label_actors: dict = {}
         self.bone_actors: dict = {}
         self.slice_actors: dict = {}
         self.slice_planes: dict = {}
+        self.slice_images: dict = {}
         self.slice_ranges: dict = {}
         self.sliders: dict = {}
         self.legend = None
@@ -159,7 +179,8 @@ class Scene:
         self._slice_step = 1.0
         self._syncing = False
         self._lod: list = []  # (actor, full-resolution mapper, interaction mapper)
-        self._coarse_image = None  # the CT at most LOD_PLANE_PIXELS per side, for the planes while dragging
+        self._plane_grids: dict = {}  # axis -> viz3d.slices.PlaneGrid
+        self._codes = (0.0, 1.0)  # CT value = offset + scale * texture code
         self._oit = True  # the renderer's order-independent transparency, off while dragging
         self.interacting = False
 
@@ -172,14 +193,16 @@ class Scene:
     def set_window(self, center: float, width: float) -> None:
         """Show CT values ``center - width/2 .. center + width/2`` as black .. white.
 
-        Only the planes' `vtkImageProperty` colour level / window change (no array is touched).
-        ``width`` must be positive.
+        Only two numbers of the planes' shader change (no array is touched, no texture is
+        re-uploaded). ``width`` must be positive.
         """
         center, width = _check_window(center, width)
         self._window = (center, width)
-        if self.image_property is not None:
-            self.image_property.SetColorLevel(center)
-            self.image_property.SetColorWindow(width)
+        offset, scale = self._codes
+        for actor in self.slice_actors.values():
+            uniforms = actor.GetShaderProperty().GetFragmentCustomUniforms()
+            uniforms.SetUniformf("ctScale", scale / width)
+            uniforms.SetUniformf("ctShift", (offset - (center - width / 2.0)) / width)
         self._sync_slider("window_center", center)
         self._sync_slider("window_width", width)
         self._render()
@@ -219,7 +242,7 @@ class Scene:
         origin = list(plane.GetOrigin())
         origin[_AXIS_INDEX[axis]] = position
         plane.SetOrigin(origin)
-        self.slice_actors[axis].GetMapper().Modified()
+        _show_plane(self, axis, position)
         self._positions[axis] = position
         self._sync_slider(axis, position)
         self._render()
@@ -339,14 +362,11 @@ class Scene:
         Software OpenGL on two cores draws 1.5-3 M triangles/s, so a clinical-size scene (5 M
         triangles) turns at about 1 frame/s. When the scene has more than ``max_triangles``,
         each mesh gets a copy simplified by quadric clustering to about ``max_triangles`` in all
-        (default `LOD_TRIANGLES`); the CT gets a copy averaged down to at most `LOD_PLANE_PIXELS`
-        voxels a side for the planes. They are shown only between `begin_interaction` and
-        `end_interaction`; still frames, screenshots and exports always use the full meshes and
-        CT. Built once; cheap to call again.
+        (default `LOD_TRIANGLES`). They are shown only between `begin_interaction` and
+        `end_interaction`; still frames, screenshots and exports always use the full meshes.
+        The CT planes need no copy: each is one textured quad. Built once; cheap to call again.
         """
         max_triangles = LOD_TRIANGLES if max_triangles is None else max_triangles
-        if self.image is not None and self._coarse_image is None:
-            self._coarse_image = _shrunk(self.image, LOD_PLANE_PIXELS)
         if self._lod:
             return sum(lod.GetInput().GetNumberOfPolys() for _, _, lod in self._lod)
         actors = list(self.label_actors.values()) + list(self.bone_actors.values())
@@ -367,20 +387,15 @@ class Scene:
     def begin_interaction(self) -> None:
         """Switch to cheap drawing while the mouse drags the camera or a slider.
 
-        The meshes draw their coarse copies and the CT planes the CT's coarse copy (see
-        `build_lod`), as textures instead of being resampled to screen pixels on every frame,
-        and translucent bone is blended in one pass instead of the order-independent pass.
-        `end_interaction` restores the still-frame quality.
+        The meshes draw their coarse copies (see `build_lod`) and translucent bone is blended in
+        one pass instead of the order-independent pass. `end_interaction` restores the
+        still-frame quality.
         """
         if self.interacting:
             return
         self.interacting = True
         for actor, _, coarse in self._lod:
             actor.SetMapper(coarse)
-        for actor in self.slice_actors.values():
-            actor.GetMapper().ResampleToScreenPixelsOff()
-            if self._coarse_image is not None:
-                actor.GetMapper().SetInputData(self._coarse_image)
         self._oit = self.plotter.renderer.GetUseOIT()
         self.plotter.renderer.SetUseOIT(False)
 
@@ -391,9 +406,6 @@ class Scene:
         self.interacting = False
         for actor, full, _ in self._lod:
             actor.SetMapper(full)
-        for actor in self.slice_actors.values():
-            actor.GetMapper().ResampleToScreenPixelsOn()
-            actor.GetMapper().SetInputData(self.image)
         self.plotter.renderer.SetUseOIT(self._oit)
         self._render()
 
@@ -567,45 +579,17 @@ def _add_meshes(pv, scene, meshes, bounds) -> None:
         bounds.append(poly.bounds)
 
 
-def _image_data(pv, ct):
-    """A `pyvista.ImageData` on the CT's grid: origin, spacing and direction from the affine."""
-    affine = np.asarray(ct.affine, dtype=float)
-    matrix = affine[:3, :3]
-    spacing = np.linalg.norm(matrix, axis=0)
-    direction = matrix / spacing
-    array = np.asarray(ct.array)
-    if array.dtype.kind == "b":
-        array = array.view(np.uint8)
-    elif array.dtype.kind == "f" and array.dtype.itemsize < 4:
-        array = array.astype(np.float32)
-    elif not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    image = pv.ImageData(dimensions=array.shape, spacing=spacing, origin=affine[:3, 3])
-    image.direction_matrix = direction
-    # VTK wants the first index fastest: a view for Fortran-ordered arrays (nibabel's usual
-    # layout), one copy otherwise. VTK only reads it.
-    image.point_data["HU"] = array.ravel(order="F")
-    image.point_data.active_scalars_name = "HU"
-    return image
-
-
 def _add_slices(pv, scene, ct, bounds) -> None:
-    vtk = _vtk()
+    from .slices import plane_grid, value_codes
 
-    image = _image_data(pv, ct)
-    scene.image = image
+    vtk = _vtk()
     shape = np.array(ct.array.shape)
     corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
     world = ct.affine[:3, :3] @ corners + ct.affine[:3, 3:4]
     lo, hi = world.min(axis=1), world.max(axis=1)
     center = ct.affine[:3, :3] @ ((shape - 1) / 2.0) + ct.affine[:3, 3]
     scene._slice_step = float(min(np.linalg.norm(ct.affine[:3, :3], axis=0)))
-
-    prop = vtk.vtkImageProperty()
-    prop.SetInterpolationTypeToLinear()
-    prop.SetColorLevel(scene.window[0])
-    prop.SetColorWindow(scene.window[1])
-    scene.image_property = prop
+    scene._codes = value_codes(ct.array)
     for axis in SLICE_AXES:
         k = _AXIS_INDEX[axis]
         normal = [0.0, 0.0, 0.0]
@@ -613,21 +597,45 @@ def _add_slices(pv, scene, ct, bounds) -> None:
         plane = vtk.vtkPlane()
         plane.SetOrigin(*center)
         plane.SetNormal(*normal)
-        mapper = vtk.vtkImageResliceMapper()
-        mapper.SetInputData(image)
-        mapper.SetSlicePlane(plane)
-        mapper.SliceFacesCameraOff()
-        mapper.SliceAtFocalPointOff()
-        actor = vtk.vtkImageSlice()
-        actor.SetMapper(mapper)
-        actor.SetProperty(prop)
-        actor.PickableOff()
-        scene.plotter.add_actor(actor, reset_camera=False, name=f"slice-{axis}", pickable=False)
+        grid = plane_grid(ct.affine, ct.array.shape, k)
+        quad = pv.PolyData(np.zeros((4, 3)), faces=[4, 0, 1, 2, 3])
+        quad.active_texture_coordinates = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+        image = vtk.vtkImageData()
+        image.SetDimensions(grid.shape[0], grid.shape[1], 1)
+        texture = vtk.vtkTexture()
+        texture.SetInputData(image)
+        texture.InterpolateOff()  # the shader interpolates the decoded values
+        texture.SetColorModeToDirectScalars()
+        actor = scene.plotter.add_mesh(quad, lighting=False, name=f"slice-{axis}", pickable=False,
+                                       reset_camera=False, show_scalar_bar=False)
+        actor.SetTexture(texture)
+        actor.GetShaderProperty().AddFragmentShaderReplacement("//VTK::TCoord::Impl", True, _PLANE_SHADER, False)
         scene.slice_actors[axis] = actor
         scene.slice_planes[axis] = plane
+        scene.slice_images[axis] = image
+        scene._plane_grids[axis] = grid
         scene.slice_ranges[axis] = (float(lo[k]), float(hi[k]))
         scene._positions[axis] = float(center[k])
+        _show_plane(scene, axis, float(center[k]))
     bounds.append(tuple(ct.world_bounds().T.ravel()))
+
+
+def _show_plane(scene, axis: str, position: float) -> None:
+    """Sample the CT on ``axis``'s plane at ``position`` into its texture and move its quad there."""
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+
+    from .slices import encode_plane, plane_corners, sample_plane
+
+    grid = scene._plane_grids[axis]
+    values, inside = sample_plane(scene.ct.array, scene.ct.affine, grid, position)
+    codes = numpy_to_vtk(encode_plane(values, inside, *scene._codes).reshape(-1, 3), deep=True)
+    codes.SetName("CT codes")
+    image = scene.slice_images[axis]
+    image.GetPointData().SetScalars(codes)
+    image.Modified()
+    quad = scene.slice_actors[axis].GetMapper().GetInput()
+    quad.GetPoints().SetData(numpy_to_vtk(plane_corners(grid, position), deep=True))
+    quad.Modified()
 
 
 def _add_legend(pv, scene, label_meshes, size) -> None:
@@ -761,26 +769,6 @@ def _add_controls(scene) -> None:
     scene.help_actor = help_actor
 
 
-def _shrunk(image, max_side: int):
-    """``image`` averaged down to at most ``max_side`` voxels per side (itself when already that small)."""
-    from vtkmodules.vtkImagingCore import vtkImageShrink3D
-
-    factors = [max(1, math.ceil(n / max_side)) for n in image.GetDimensions()]
-    if factors == [1, 1, 1]:
-        return image
-    shrink = vtkImageShrink3D()
-    shrink.SetInputData(image)
-    shrink.SetShrinkFactors(*factors)
-    shrink.AveragingOn()
-    shrink.Update()
-    out = shrink.GetOutput()
-    # an averaged voxel's centre is (f - 1) / 2 input voxels further on than its first voxel
-    direction = np.array([[out.GetDirectionMatrix().GetElement(i, j) for j in range(3)] for i in range(3)])
-    shift = (np.array(factors) - 1) / 2.0 * np.array(image.GetSpacing())
-    out.SetOrigin(*(np.array(image.GetOrigin()) + direction @ shift))
-    return out
-
-
 def _clustering_cell(actors, total: int, target: int) -> float:
     """Cell size (mm) for quadric clustering that leaves about ``target`` of ``total`` triangles.
 
@@ -816,15 +804,15 @@ def _vtk():
     """The few VTK classes used here (importing the whole ``vtk`` package costs ~0.9 s)."""
     from types import SimpleNamespace
 
-    from vtkmodules.vtkCommonDataModel import vtkPlane
+    import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (its vtkTexture: the one that draws)
+    from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPlane
     from vtkmodules.vtkRenderingAnnotation import vtkAnnotatedCubeActor, vtkAxesActor, vtkLegendBoxActor
-    from vtkmodules.vtkRenderingCore import vtkImageProperty, vtkImageSlice, vtkPropAssembly, vtkTextActor
-    from vtkmodules.vtkRenderingImage import vtkImageResliceMapper
+    from vtkmodules.vtkRenderingCore import vtkPropAssembly, vtkTextActor, vtkTexture
 
     return SimpleNamespace(
         vtkPlane=vtkPlane, vtkAnnotatedCubeActor=vtkAnnotatedCubeActor, vtkAxesActor=vtkAxesActor,
-        vtkLegendBoxActor=vtkLegendBoxActor, vtkImageProperty=vtkImageProperty, vtkImageSlice=vtkImageSlice,
-        vtkPropAssembly=vtkPropAssembly, vtkTextActor=vtkTextActor, vtkImageResliceMapper=vtkImageResliceMapper,
+        vtkLegendBoxActor=vtkLegendBoxActor, vtkImageData=vtkImageData, vtkTexture=vtkTexture,
+        vtkPropAssembly=vtkPropAssembly, vtkTextActor=vtkTextActor,
     )
 
 
