@@ -111,13 +111,17 @@ def rate(step, seconds=SECONDS, least=3):
     return frames / (time.perf_counter() - start)
 camera = scene.plotter.renderer.camera
 full_rotate = rate(lambda i: camera.Azimuth(5), seconds=SECONDS / 2)
-def paired(first, second, seconds, rounds=2):
-    # frame rates of two steps measured in alternation, so machine noise hits both alike
-    a = b = 0.0
-    for _ in range(rounds):
-        a += rate(first, seconds / rounds) / rounds
-        b += rate(second, seconds / rounds) / rounds
-    return a, b
+def paired(first, second, seconds, least=3):
+    # frame rates of two steps alternated frame by frame, so machine noise hits both alike
+    times, frames, start = ([], []), 0, time.perf_counter()
+    while frames < least or time.perf_counter() - start < seconds:
+        for step, spent in zip((first, second), times):
+            t = time.perf_counter()
+            step(frames)
+            window.Render()
+            spent.append(time.perf_counter() - t)
+        frames += 1
+    return tuple(len(spent) / sum(spent) for spent in times)
 set_window = lambda i: scene.set_window(40 + 10 * (i % 50), 400 + 20 * (i % 30))
 level_full, plain_full = paired(set_window, lambda i: None, SECONDS / 2)
 start = time.perf_counter()
