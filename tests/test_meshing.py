@@ -162,3 +162,25 @@ def test_bone_surface_closes_at_the_volume_edges():
     assert report.watertight and report.volume_ml > 0
     # closed half a voxel outside the outer voxel centres: 20 x 20 x 8 voxels of 2 mm
     assert report.volume_ml * 1000 == pytest.approx(40 * 40 * 16, rel=0.02)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_label_boxes_found_on_slabs_equal_scipys(order, monkeypatch):
+    """Boxes found slab by slab (on every core) and merged are scipy's boxes of the whole map."""
+    from scipy import ndimage
+
+    import viz3d.meshing as meshing
+
+    monkeypatch.setattr(meshing, "PARALLEL_BOXES_VOXELS", 1)
+    monkeypatch.setattr("viz3d.parallel.os.cpu_count", lambda: 3)  # three slabs
+    rng = np.random.default_rng(3)
+    array = np.zeros((31, 17, 23), np.uint8)
+    for value in (1, 2, 5, 9):  # boxes that cross slab borders, sit inside one slab, or touch the edges
+        lo = [int(rng.integers(0, n - 1)) for n in array.shape]
+        hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, array.shape)]
+        array[tuple(slice(a, b) for a, b in zip(lo, hi))] = value
+    array[0, 0, 0], array[30, 16, 22] = 9, 9
+    array = np.asarray(array, order=order)
+    expected = [(v, box) for v, box in enumerate(ndimage.find_objects(array), start=1) if box is not None]
+    assert meshing.label_boxes(array) == expected
+    assert [v for v, _ in expected] == [1, 2, 5, 9]

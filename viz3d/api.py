@@ -17,7 +17,7 @@ import numpy as np
 from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
 from .meshing import DEFAULT_BONE_HU, Mesh, label_boxes, surfaces
 from .dicom import is_dicom_path, list_series, load_dicom
-from .volume import Volume, load_label
+from .volume import Volume, inflate_soon, load_label
 from .volume import load_ct as _load_nifti_ct
 
 
@@ -144,6 +144,7 @@ def load_and_mesh(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         ct_job = None
         if ct_path is not None and not (use_cache and cache_ct):
+            inflate_soon(ct_path)  # decompressed (GIL released) while this thread imports nibabel
             ct_job = pool.submit(load_ct, ct_path, series=series)
         mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
         hit = cache.load_meshes(mesh_key) if use_cache else None
@@ -156,6 +157,8 @@ def load_and_mesh(
             for note in notes:
                 warn(note, stacklevel=2)
         else:
+            if label_path is not None:
+                inflate_soon(label_path)  # decompressed while nibabel, SciPy and VTK are imported
             label = load_label(label_path) if label_path is not None else None
             with collecting_warnings() as notes:
                 meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table,

@@ -432,12 +432,25 @@ def write_stl(mesh: Mesh, path: str | Path) -> Path:
             part = records[: min(STL_CHUNK, len(faces) - start)]
             corners = part["corners"]
             vertices.take(faces[start:start + len(part)], axis=0, out=corners)
-            normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-            length = np.sqrt(np.einsum("ij,ij->i", normal, normal))[:, None]
-            part["normal"] = 0
-            np.divide(normal, length, out=part["normal"], where=length > 0)
+            part["normal"] = _unit_normals(corners).T
             part.tofile(stream)
     return path
+
+
+def _unit_normals(corners: np.ndarray) -> np.ndarray:
+    """Unit normals (3 x n rows: x, y, z) of triangles (n x 3 corners x 3); zero for degenerate ones.
+
+    Component rows instead of np.cross on n x 3 arrays: half the time, for a third of a write.
+    """
+    e1 = (corners[:, 1] - corners[:, 0]).T.copy()
+    e2 = (corners[:, 2] - corners[:, 0]).T.copy()
+    normal = np.empty_like(e1)
+    for k, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
+        np.multiply(e1[i], e2[j], out=normal[k])
+        normal[k] -= e1[j] * e2[i]
+    length = np.sqrt(np.einsum("ij,ij->j", normal, normal))
+    np.divide(normal, length, out=normal, where=length > 0)  # a degenerate facet's normal stays zero
+    return normal
 
 
 def _write_stl_combined(meshes: list[Mesh], path: Path) -> None:

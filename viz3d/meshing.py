@@ -53,14 +53,42 @@ def label_boxes(label_array: np.ndarray) -> list[tuple[int, tuple[slice, slice, 
     >>> [(v, [(s.start, s.stop) for s in box]) for v, box in label_boxes(np.array([[[0, 3], [3, 7]]], np.uint8))]
     [(3, [(0, 1), (0, 2), (0, 2)]), (7, [(0, 1), (1, 2), (1, 2)])]
     """
-    from scipy import ndimage
-
     # find_objects is twice as fast on C order; NIfTI arrays arrive in Fortran order.
     if label_array.flags.f_contiguous and not label_array.flags.c_contiguous:
-        boxes = [None if b is None else b[::-1] for b in ndimage.find_objects(label_array.T)]
+        boxes = [None if b is None else b[::-1] for b in _find_objects(label_array.T)]
     else:
-        boxes = ndimage.find_objects(label_array)
+        boxes = _find_objects(label_array)
     return [(value, box) for value, box in enumerate(boxes, start=1) if box is not None]
+
+
+PARALLEL_BOXES_VOXELS = 1 << 22  # label maps this large have their boxes found on every core
+
+
+def _find_objects(array: np.ndarray) -> list:
+    """`scipy.ndimage.find_objects` on slabs along the first axis, one per core, boxes merged.
+
+    find_objects releases the GIL; on a clinical-size label map (80 M voxels) it takes 0.5 s
+    on one core, at a moment when the meshing pool has not started yet.
+    """
+    from scipy import ndimage
+
+    from .parallel import ordered_map, worker_count
+
+    slabs = worker_count(array.shape[0]) if array.size >= PARALLEL_BOXES_VOXELS else 1
+    if slabs == 1:
+        return ndimage.find_objects(array)
+    edges = np.linspace(0, array.shape[0], slabs + 1).astype(int)
+    parts = list(ordered_map(lambda k: ndimage.find_objects(array[edges[k]:edges[k + 1]]), range(slabs)))
+    boxes = [None] * max(len(part) for part in parts)
+    for start, part in zip(edges, parts):
+        for index, box in enumerate(part):
+            if box is None:
+                continue
+            box = (slice(box[0].start + start, box[0].stop + start),) + tuple(box[1:])
+            old = boxes[index]
+            boxes[index] = box if old is None else tuple(
+                slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(old, box))
+    return boxes
 
 
 def present_labels(label_array: np.ndarray) -> list[int]:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import gzip
+import os
+import threading
 import zlib
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +15,9 @@ from .errors import Viz3dError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 AIR_HU = -1024
+
+_inflating: dict[tuple, Future] = {}  # file identity -> its decompressed bytes, being made
+_inflating_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -141,17 +147,35 @@ def _read_nifti(path: Path):
     return np.asarray(array), np.asarray(affine, dtype=float), meta
 
 
-def _decompressed_nifti(path: Path):
-    """A .nii.gz decompressed by ISA-L (2-3x faster than zlib) straight into its voxel array.
+def inflate_soon(path) -> None:
+    """Start decompressing a ``.nii.gz`` in the background; the next load of that file takes it.
 
-    The stream is read into one buffer the size the gzip trailer gives, and the image's array
-    is a view of that buffer (writable, no second copy). Returns None for anything unusual (no
-    ISA-L, a corrupt, truncated or over-4-GiB stream, scaled or byte-swapped data): the caller
-    then goes through ``nibabel.load``, whose checks name any problem precisely.
+    ISA-L releases the GIL, so a command that calls this first decompresses its inputs while
+    it imports nibabel, VTK and SciPy and hashes the files (about a second at the start of
+    every command). Anything else, or a file that changes before it is loaded, is read as usual.
     """
-    import io
+    path = Path(path)
+    if not str(path).lower().endswith(".gz"):
+        return
+    try:
+        key = _identity(path)
+    except OSError:
+        return
+    with _inflating_lock:
+        if key in _inflating:
+            return
+        _inflating[key] = future = Future()
+    threading.Thread(target=lambda: future.set_result(_inflate(path)), name="viz3d-inflate").start()
 
-    import nibabel as nib
+
+def _identity(path: Path) -> tuple:
+    stat = path.stat()
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+def _inflate(path: Path) -> np.ndarray | None:
+    """The whole decompressed stream of a gzip file in one array (ISA-L), or None."""
+    import io
 
     try:
         from isal import igzip
@@ -164,7 +188,39 @@ def _decompressed_nifti(path: Path):
         with igzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
             if stream.readinto(buffer) != size or stream.read(1):
                 return None
-        del raw
+        return buffer
+    except Exception:  # corrupt / truncated: nibabel.load reports it
+        return None
+
+
+def _inflated(path: Path) -> np.ndarray | None:
+    """`_inflate` of ``path``, taken from `inflate_soon` when it started on this very file."""
+    try:
+        key = _identity(path)
+    except OSError:
+        return None
+    with _inflating_lock:
+        future = _inflating.pop(key, None)
+    return future.result() if future is not None else _inflate(path)
+
+
+def _decompressed_nifti(path: Path):
+    """A .nii.gz decompressed by ISA-L (2-3x faster than zlib) straight into its voxel array.
+
+    The stream is read into one buffer the size the gzip trailer gives, and the image's array
+    is a view of that buffer (writable, no second copy). Returns None for anything unusual (no
+    ISA-L, a corrupt, truncated or over-4-GiB stream, scaled or byte-swapped data): the caller
+    then goes through ``nibabel.load``, whose checks name any problem precisely.
+    """
+    import io
+
+    import nibabel as nib
+
+    buffer = _inflated(path)
+    if buffer is None:
+        return None
+    try:
+        size = len(buffer)
         kind = nib.Nifti2Image if int.from_bytes(buffer[:4].tobytes(), "little") == 540 else nib.Nifti1Image
         head = buffer[: 1 << 20].tobytes()  # header and extensions
         header = kind.header_class.from_fileobj(io.BytesIO(head))
@@ -176,7 +232,7 @@ def _decompressed_nifti(path: Path):
             return None
         array = buffer[offset:offset + nbytes].view(dtype).reshape(shape, order="F")
         return kind(array, header.get_best_affine(), header)
-    except Exception:  # corrupt / truncated / not NIfTI: nibabel.load reports it
+    except Exception:  # corrupt / not NIfTI: nibabel.load reports it
         return None
 
 
