@@ -539,6 +539,19 @@ def test_check_counts_pieces_with_unused_and_pinched_vertices():
     assert pinched.nonmanifold_vertices == 1 and pinched.components == 2 and not pinched.printable
 
 
+def test_check_counts_each_pinched_vertex_once():
+    """Four cubes touching corner to corner in a chain: three pinched vertices, four pieces."""
+    vertices, faces = _cube()
+    v = np.vstack([vertices + 10 * k for k in range(4)])  # corner 7 of cube k is corner 0 of cube k + 1
+    f = np.vstack([faces + 8 * k for k in range(4)])
+    _, first, inverse = np.unique(v, axis=0, return_index=True, return_inverse=True)
+    f = first[inverse.ravel()][f]  # the touching corners become one vertex each
+    check = inspect_surface(v, f)
+    assert check.nonmanifold_vertices == 3 and check.components == 4 and check.vertices == 29
+    assert check.watertight and check.winding_consistent and not check.manifold
+    assert check.volume_mm3 == pytest.approx(4000)
+
+
 def test_stl_records_hold_outward_unit_normals_and_the_space(tmp_path):
     """Binary STL layout read back with plain numpy: header, count, 50-byte facets, normals."""
     vertices, faces = _cube()
