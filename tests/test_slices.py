@@ -127,3 +127,12 @@ def test_codes_round_trip(dtype, values):
 def test_outside_and_missing_values_are_marked():
     rgb = slices.encode_plane(np.array([[1.0, np.nan, 2.0]]), np.array([[True, True, False]]), 0.0, 1.0)
     assert rgb[0, :, 2].tolist() == [255, 0, 0]
+
+
+def test_plane_points_run_along_u_first_and_end_at_the_corners():
+    grid = slices.plane_grid(_oblique(), (12, 9, 7), 0, max_samples=5)
+    assert max(grid.shape) <= 5
+    points = slices.plane_points(grid, -3.0).reshape(grid.shape[1], grid.shape[0], 3)
+    corners = slices.plane_corners(grid, -3.0)
+    np.testing.assert_allclose([points[0, 0], points[0, -1], points[-1, -1], points[-1, 0]], corners)
+    assert np.all(np.diff(points[0, :, grid.u]) > 0) and np.all(np.diff(points[:, 0, grid.v]) > 0)

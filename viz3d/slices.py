@@ -43,14 +43,15 @@ class PlaneGrid:
     shape: tuple[int, int]
 
 
-def plane_grid(affine, shape, axis: int) -> PlaneGrid:
+def plane_grid(affine, shape, axis: int, max_samples: int | None = None) -> PlaneGrid:
     """The sample grid of the plane normal to world ``axis`` through a CT of ``shape`` and ``affine``.
 
     It spans the world box of the CT's voxel centres. Along each in-plane world axis the step is
     the voxel size of the grid axis closest to it, so a CT whose axes are the world's (RAS, LAS,
     LPS, permuted) gets exactly one sample per voxel, at the voxel centres. At most
-    `MAX_PLANE_SAMPLES` per side.
+    ``max_samples`` (default `MAX_PLANE_SAMPLES`) per side, spread over the same extent.
     """
+    max_samples = MAX_PLANE_SAMPLES if max_samples is None else max(int(max_samples), 2)
     affine = np.asarray(affine, dtype=float)
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
@@ -64,13 +65,21 @@ def plane_grid(affine, shape, axis: int) -> PlaneGrid:
     for k in (u, v):
         step = float(sizes[np.argmax(np.abs(matrix[k]) / sizes)])
         n = int(round((hi[k] - lo[k]) / step)) + 1
-        if n > MAX_PLANE_SAMPLES:
-            n = MAX_PLANE_SAMPLES
+        n = min(n, max_samples)
         step = (hi[k] - lo[k]) / (n - 1) if n > 1 else step
         origin.append(float(lo[k]))
         spacing.append(float(step))
         count.append(n)
     return PlaneGrid(axis, u, v, (origin[0], origin[1]), (spacing[0], spacing[1]), (count[0], count[1]))
+
+
+def plane_points(grid: PlaneGrid, position: float) -> np.ndarray:
+    """World positions of all samples at ``position``, ``(v * u, 3)``, ``u`` varying fastest."""
+    (u0, v0), (du, dv), (nu, nv) = grid.origin, grid.spacing, grid.shape
+    points = np.full((nv, nu, 3), float(position))
+    points[..., grid.u] = u0 + du * np.arange(nu)[None, :]
+    points[..., grid.v] = v0 + dv * np.arange(nv)[:, None]
+    return points.reshape(-1, 3)
 
 
 def plane_corners(grid: PlaneGrid, position: float) -> np.ndarray:

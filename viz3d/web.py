@@ -295,8 +295,8 @@ def scene_to_html(scene, path, *, title: str = "viz3d") -> Path:
 
     What shows: every mesh in its colour and opacity, the camera of the scene, and (when the
     slices are visible) the three CT planes at their positions with the scene's window, as
-    polygon grids coloured with the windowed grey values (sampled at the CT's smallest voxel
-    size, at most `HTML_SLICE_MAX_SAMPLES` per side). The legend (names and colours) is an
+    polygon grids coloured with the windowed grey values (one sample per voxel, as the window
+    draws them, at most `HTML_SLICE_MAX_SAMPLES` per side). The legend (names and colours) is an
     HTML box over the view. Hidden groups are left out. The file is written atomically.
     """
     _require_web_packages("the HTML export")
@@ -312,7 +312,7 @@ def scene_to_html(scene, path, *, title: str = "viz3d") -> Path:
     added = _add_html_slices(scene) if scene.slice_planes and scene.is_visible("slices") else []
     hidden = []
     try:
-        for actor in scene.slice_actors.values():  # vtk.js cannot draw them; the planes above stand in
+        for actor in scene.slice_actors.values():  # vtk.js cannot run their shader; the grids above stand in
             if actor.GetVisibility():
                 actor.SetVisibility(False)
                 hidden.append(actor)
@@ -342,32 +342,20 @@ def _add_html_slices(scene) -> list:
     import pyvista as pv
 
     from .scene import _AXIS_INDEX, SLICE_AXES
+    from .slices import plane_grid, plane_points, sample_plane
 
     ct = scene.ct
-    array = np.asarray(ct.array)
-    affine = np.asarray(ct.affine, float)
-    inverse = np.linalg.inv(affine)
-    step = max(float(min(np.linalg.norm(affine[:3, :3], axis=0))), 1e-3)
     center, width = scene.window
     actors = []
     for axis in SLICE_AXES:
-        k = _AXIS_INDEX[axis]
-        others = [i for i in range(3) if i != k]
-        ranges = [scene.slice_ranges[{2: "axial", 1: "coronal", 0: "sagittal"}[i]] for i in others]
-        counts = [int(min(max(round((hi - lo) / step) + 1, 2), HTML_SLICE_MAX_SAMPLES)) for lo, hi in ranges]
-        u = np.linspace(ranges[0][0], ranges[0][1], counts[0])
-        w = np.linspace(ranges[1][0], ranges[1][1], counts[1])
-        uu, ww = np.meshgrid(u, w, indexing="xy")  # first axis varies fastest in VTK point order
-        points = np.zeros((uu.size, 3))
-        points[:, others[0]] = uu.ravel()
-        points[:, others[1]] = ww.ravel()
-        points[:, k] = scene.slice_positions[axis]
-        voxel = points @ inverse[:3, :3].T + inverse[:3, 3]
-        hu, inside = _sample_linear(array, voxel)
+        grid = plane_grid(ct.affine, ct.array.shape, _AXIS_INDEX[axis], max_samples=HTML_SLICE_MAX_SAMPLES)
+        position = scene.slice_positions[axis]
+        points = plane_points(grid, position)
+        hu, inside = (values.ravel() for values in sample_plane(ct.array, ct.affine, grid, position))
         grey = np.clip((hu - (center - width / 2.0)) / width, 0.0, 1.0)
         rgb = np.round(grey * 255).astype(np.uint8)
         # quads between neighbouring samples, kept where all four corners lie in the CT
-        n0, n1 = counts
+        n0, n1 = grid.shape
         corner = (np.arange(n1 - 1)[:, None] * n0 + np.arange(n0 - 1)[None, :]).ravel()
         quads = np.stack([corner, corner + 1, corner + 1 + n0, corner + n0], axis=1)
         quads = quads[inside[quads].all(axis=1)]
@@ -381,17 +369,6 @@ def _add_html_slices(scene) -> list:
         )
         actors.append(actor)
     return actors
-
-
-def _sample_linear(array, voxel):
-    """Trilinear samples of ``array`` at fractional voxel coordinates; (values, inside mask)."""
-    from scipy import ndimage
-
-    shape = np.array(array.shape)
-    inside = np.all((voxel >= -0.5) & (voxel <= shape - 0.5), axis=1)
-    coords = np.clip(voxel, 0, shape - 1).T
-    values = ndimage.map_coordinates(np.asarray(array, dtype=np.float32), coords, order=1, mode="nearest")
-    return values, inside
 
 
 def _vtksz(render_window) -> bytes:
