@@ -1,4 +1,6 @@
-"""Test geometry shared by the scene, motion and web tests."""
+"""Test geometry shared by the scene, slices, motion and web tests."""
+import math
+
 import numpy as np
 
 from viz3d.meshing import Mesh
@@ -20,3 +22,14 @@ def uv_sphere(name, center, radius, color, kind="label", n=16):
     last = len(vertices) - 1
     faces += [[last, 1 + (n - 2) * m + (j + 1) % m, 1 + (n - 2) * m + j] for j in range(m)]
     return Mesh(name, kind, None if kind == "bone" else 1, color, vertices, np.asarray(faces, np.int64))
+
+
+def oblique_affine():
+    """A voxel-to-RAS affine rotated 30 degrees about z and 12 about x, voxels 1.5 x 2 x 3 mm."""
+    a, b = math.radians(30), math.radians(12)
+    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag([1.5, 2.0, 3.0])
+    affine[:3, 3] = [-20.0, 5.0, 40.0]
+    return affine

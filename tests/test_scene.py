@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shapes import uv_sphere
+from shapes import oblique_affine, uv_sphere
 
 from viz3d.render import configure_offscreen, has_display, render_image, screenshot
 
@@ -336,16 +336,6 @@ def test_window_on_a_float_ct_uses_its_own_value_range(scenes):
 
 
 # --------------------------------------------------------------------------- slices in world coordinates
-def _oblique_affine():
-    a, b = math.radians(30), math.radians(12)
-    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag([1.5, 2.0, 3.0])
-    affine[:3, 3] = [-20.0, 5.0, 40.0]
-    return affine
-
-
 def _las_affine():
     affine = np.diag([-2.0, 2.0, 2.5, 1.0])
     affine[:3, 3] = [60.0, -49.0, -48.75]
@@ -354,7 +344,7 @@ def _las_affine():
 
 @pytest.mark.parametrize("kind", ["LAS", "oblique"])
 def test_slices_are_placed_in_world_coordinates(kind, scenes):
-    affine = _las_affine() if kind == "LAS" else _oblique_affine()
+    affine = _las_affine() if kind == "LAS" else oblique_affine()
     shape = (40, 30, 20)
     ct = Volume(np.zeros(shape, np.int16), affine)
     scene = build_scene([], ct, off_screen=True, interactive=False, size=SIZE)
@@ -388,7 +378,7 @@ def test_slices_are_placed_in_world_coordinates(kind, scenes):
 @pytest.mark.parametrize("kind", ["RAS", "LAS", "oblique"])
 def test_bright_voxels_appear_where_the_affine_puts_them(kind, scenes):
     """A bright blob drawn on the axial plane lands at its world position on screen."""
-    affine = {"RAS": np.diag([2.0, 2.0, 2.5, 1.0]), "LAS": _las_affine(), "oblique": _oblique_affine()}[kind]
+    affine = {"RAS": np.diag([2.0, 2.0, 2.5, 1.0]), "LAS": _las_affine(), "oblique": oblique_affine()}[kind]
     shape = (40, 30, 20)
     array = np.full(shape, -1000, np.int16)
     blob = (slice(4, 9), slice(20, 25), slice(8, 12))  # low i, high j
@@ -721,7 +711,7 @@ def test_coarse_meshes_only_while_interacting(scenes, monkeypatch):
 def test_interaction_draws_bone_in_one_pass_and_keeps_the_planes(kind, scenes):
     """While dragging, bone skips the OIT pass; the planes (one textured quad each) stay as they
     are; the picture stays where it was."""
-    ct = synthetic_ct(_oblique_affine() if kind == "oblique" else None)
+    ct = synthetic_ct(oblique_affine() if kind == "oblique" else None)
     bone = sphere("bone", ct.affine[:3, :3] @ [30, 25, 20] + ct.affine[:3, 3], 15, (0.9, 0.85, 0.8), kind="bone")
     scene = build_scene([bone], ct, off_screen=True, interactive=False, size=SIZE, view="inferior")
     scenes.append(scene)

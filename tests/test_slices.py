@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
 from scipy import ndimage
+from shapes import oblique_affine
 
 from viz3d import slices
 
@@ -34,16 +34,6 @@ def _signed_permutations():
                 affine[k, j] = s * size
             affine[:3, 3] = (3.0, -4.0, 10.0)
             yield affine
-
-
-def _oblique():
-    a, b = math.radians(30), math.radians(12)
-    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag([1.5, 2.0, 3.0])
-    affine[:3, 3] = (-20.0, 5.0, 40.0)
-    return affine
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -79,7 +69,7 @@ def test_voxel_centres_are_sampled_exactly():
 def test_oblique_grids_sample_like_scipy_and_leave_out_the_outside():
     rng = np.random.default_rng(2)
     array = rng.normal(size=(12, 9, 7)).astype(np.float32)
-    affine = _oblique()
+    affine = oblique_affine()
     for axis in range(3):
         grid = slices.plane_grid(affine, array.shape, axis)
         centre = (affine[:3, :3] @ ((np.array(array.shape) - 1) / 2) + affine[:3, 3])[axis]
@@ -130,7 +120,7 @@ def test_outside_and_missing_values_are_marked():
 
 
 def test_plane_points_run_along_u_first_and_end_at_the_corners():
-    grid = slices.plane_grid(_oblique(), (12, 9, 7), 0, max_samples=5)
+    grid = slices.plane_grid(oblique_affine(), (12, 9, 7), 0, max_samples=5)
     assert max(grid.shape) <= 5
     points = slices.plane_points(grid, -3.0).reshape(grid.shape[1], grid.shape[0], 3)
     corners = slices.plane_corners(grid, -3.0)
