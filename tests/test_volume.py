@@ -432,3 +432,31 @@ def test_gzipped_nifti_reads_exactly_as_nibabel(tmp_path, variant, monkeypatch):
         assert ct.array.flags.writeable and ct.array.dtype == np.int16
         monkeypatch.setattr(nib, "load", lambda *a, **k: pytest.fail("the fast path should not call nibabel.load"))
         np.testing.assert_array_equal(load_ct(path).array, expected)
+
+
+def test_inflated_in_the_background_loads_the_same_and_holds_nothing_after(tmp_path):
+    import os
+
+    import viz3d.volume as volume
+
+    affine = np.diag([0.8, 0.8, 2.0, 1.0])
+    first = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(first, affine), str(path))
+    volume.inflate_soon(path)
+    volume.inflate_soon(path)  # once per file
+    assert len(volume._inflating) == 1
+    np.testing.assert_array_equal(load_ct(path).array, first)
+    assert not volume._inflating
+    # the file changes after the early start: the load reads the new file, the old bytes are dropped
+    volume.inflate_soon(path)
+    nib.save(nib.Nifti1Image(first + 7, affine), str(path))
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    np.testing.assert_array_equal(load_ct(path).array, first + 7)
+    assert not volume._inflating
+    # only NIfTI gzip files start early
+    other = tmp_path / "notes.txt.gz"
+    other.write_bytes(gzip.compress(b"text"))
+    volume.inflate_soon(other)
+    volume.inflate_soon(tmp_path / "missing.nii.gz")
+    assert not volume._inflating

@@ -144,7 +144,7 @@ def load_and_mesh(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         ct_job = None
         if ct_path is not None and not (use_cache and cache_ct):
-            inflate_soon(ct_path)  # decompressed (GIL released) while this thread imports nibabel
+            inflate_soon(ct_path)  # decompressed (GIL released) while the inputs are hashed and nibabel imported
             ct_job = pool.submit(load_ct, ct_path, series=series)
         mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
         hit = cache.load_meshes(mesh_key) if use_cache else None
@@ -157,8 +157,6 @@ def load_and_mesh(
             for note in notes:
                 warn(note, stacklevel=2)
         else:
-            if label_path is not None:
-                inflate_soon(label_path)  # decompressed while nibabel, SciPy and VTK are imported
             label = load_label(label_path) if label_path is not None else None
             with collecting_warnings() as notes:
                 meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table,

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_PLANE_SAMPLES = 4096  # per side; OpenGL guarantees 4096 texels (llvmpipe allows 16384)
+MAX_PLANE_SAMPLES = 4096  # per side: what current drivers take as a texture (llvmpipe 16384; GL 3.2 promises 1024)
+ALIGNED_TOLERANCE = 1e-3  # voxels a sample may be off a voxel centre and still read it directly
 _CODES = 65535  # 16-bit codes
 
 
@@ -117,6 +118,8 @@ def sample_plane(array: np.ndarray, affine, grid: PlaneGrid, position: float) ->
     aligned = _aligned_axes(base, step_u, step_v, shape, (nu, nv))
     if aligned is not None:
         return _aligned_plane(array, base, aligned, (nu, nv))
+    if array.dtype.kind == "f" and array.dtype.itemsize < 4:
+        array = array.astype(np.float32)  # map_coordinates takes no float16
     iu, iv = np.arange(nu, dtype=float), np.arange(nv, dtype=float)
     voxel = base[:, None, None] + step_u[:, None, None] * iu[None, None, :] + step_v[:, None, None] * iv[None, :, None]
     inside = np.all((voxel >= -0.5) & (voxel <= shape[:, None, None] - 0.5), axis=0)
@@ -127,14 +130,20 @@ def sample_plane(array: np.ndarray, affine, grid: PlaneGrid, position: float) ->
 
 
 def _aligned_axes(base, step_u, step_v, shape, counts):
-    """(through axis, u axis, u step, v axis, v step) when the samples are whole voxels in-plane."""
-    tol = 1e-6
+    """(through axis, u axis, u step, v axis, v step) when the samples are whole voxels in-plane.
+
+    Whole within `ALIGNED_TOLERANCE` over the plane's whole extent, so affines with rounding
+    noise (float32 headers, quaternions) still take the direct path.
+    """
+    tol = ALIGNED_TOLERANCE
     axes = []
-    for step in (step_u, step_v):
-        nonzero = np.flatnonzero(np.abs(step) > tol)
-        if len(nonzero) != 1 or abs(abs(step[nonzero[0]]) - 1) > tol:
+    for step, n in ((step_u, counts[0]), (step_v, counts[1])):
+        along = int(np.argmax(np.abs(step)))
+        drift = np.abs(step) * max(n - 1, 1)  # how far the last sample moves along each voxel axis
+        drift[along] = abs(abs(step[along]) - 1) * max(n - 1, 1)
+        if np.any(drift > tol):
             return None
-        axes.append((int(nonzero[0]), int(round(step[nonzero[0]]))))
+        axes.append((along, 1 if step[along] > 0 else -1))
     (ju, su), (jv, sv) = axes
     if ju == jv:
         return None
@@ -180,22 +189,22 @@ def value_codes(array: np.ndarray) -> tuple[float, float]:
     """(offset, scale) with value = offset + scale * code, code in 0..65535, for all of ``array``.
 
     Exact (scale 1) for 8- and 16-bit integer CTs, the usual HU int16, without scanning the
-    array; other types scan it once for its range.
+    array; other types scan it once for the range of their finite values (NaN and infinities
+    are drawn as outside the CT).
 
     >>> value_codes(np.zeros(3, np.int16))
     (-32768.0, 1.0)
     >>> value_codes(np.array([0.0, 655.35]))
     (0.0, 0.01)
     """
-    dtype = np.asarray(array).dtype
+    array = np.asarray(array)
+    dtype = array.dtype
     if dtype.kind == "b":
         return 0.0, 1.0
     if dtype.kind in "iu" and dtype.itemsize <= 2:
         return float(np.iinfo(dtype).min), 1.0
-    finite = np.asarray(array)
-    lo, hi = float(np.nanmin(finite)), float(np.nanmax(finite))
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        lo, hi = 0.0, 1.0
+    finite = array[np.isfinite(array)] if dtype.kind == "f" else array
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if dtype.kind in "iu" and hi - lo <= _CODES:
         return lo, 1.0
     return lo, (hi - lo) / _CODES if hi > lo else 1.0
@@ -212,5 +221,5 @@ def encode_plane(values: np.ndarray, inside: np.ndarray, offset: float, scale: f
     out = np.empty(codes.shape + (3,), np.uint8)
     out[..., 0] = codes >> 8
     out[..., 1] = codes & 0xFF
-    out[..., 2] = np.where(inside & ~np.isnan(values), 255, 0)
+    out[..., 2] = np.where(inside & np.isfinite(values), 255, 0)
     return out

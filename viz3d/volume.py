@@ -16,7 +16,7 @@ from .errors import Viz3dError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 AIR_HU = -1024
 
-_inflating: dict[tuple, Future] = {}  # file identity -> its decompressed bytes, being made
+_inflating: dict[str, tuple[tuple, Future]] = {}  # real path -> (identity, its decompressed bytes)
 _inflating_lock = threading.Lock()
 
 
@@ -110,6 +110,14 @@ def _check_file(path: Path) -> None:
 
 def _read_nifti(path: Path):
     """Open a NIfTI file with nibabel and read its data, turning every failure into Viz3dError."""
+    try:
+        return _read_checked_nifti(path)
+    finally:
+        with _inflating_lock:  # bytes started early for a file that failed a check first
+            _inflating.pop(os.path.realpath(path), None)
+
+
+def _read_checked_nifti(path: Path):
     import nibabel as nib
 
     _check_file(path)
@@ -151,21 +159,36 @@ def inflate_soon(path) -> None:
     """Start decompressing a ``.nii.gz`` in the background; the next load of that file takes it.
 
     ISA-L releases the GIL, so a command that calls this first decompresses its inputs while
-    it imports nibabel, VTK and SciPy and hashes the files (about a second at the start of
-    every command). Anything else, or a file that changes before it is loaded, is read as usual.
+    it imports nibabel, VTK and SciPy and hashes the files. Anything else is read as usual, and
+    so is a file that changes before it is loaded. At most one buffer per file is held, until
+    the file's next load takes it: call this only for a file about to be loaded.
     """
     path = Path(path)
-    if not str(path).lower().endswith(".gz"):
+    if not str(path).lower().endswith(".nii.gz"):
         return
     try:
-        key = _identity(path)
+        identity = _identity(path)
     except OSError:
         return
+    future: Future = Future()
+
+    def work():
+        try:
+            future.set_result(_inflate(path))
+        except BaseException:  # never leave a waiting load hanging
+            future.set_result(None)
+            raise
+
     with _inflating_lock:
-        if key in _inflating:
+        if identity[0] in _inflating:
             return
-        _inflating[key] = future = Future()
-    threading.Thread(target=lambda: future.set_result(_inflate(path)), name="viz3d-inflate").start()
+        _inflating[identity[0]] = (identity, future)
+    try:
+        threading.Thread(target=work, name="viz3d-inflate").start()
+    except BaseException:
+        with _inflating_lock:
+            _inflating.pop(identity[0], None)
+        raise
 
 
 def _identity(path: Path) -> tuple:
@@ -196,12 +219,14 @@ def _inflate(path: Path) -> np.ndarray | None:
 def _inflated(path: Path) -> np.ndarray | None:
     """`_inflate` of ``path``, taken from `inflate_soon` when it started on this very file."""
     try:
-        key = _identity(path)
+        identity = _identity(path)
     except OSError:
         return None
     with _inflating_lock:
-        future = _inflating.pop(key, None)
-    return future.result() if future is not None else _inflate(path)
+        held = _inflating.pop(identity[0], None)
+    if held is not None and held[0] == identity:
+        return held[1].result()
+    return _inflate(path)  # not started, or the file changed since
 
 
 def _decompressed_nifti(path: Path):
