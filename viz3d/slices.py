@@ -156,6 +156,7 @@ def _aligned_axes(base, step_u, step_v, shape, counts):
 
 
 def _aligned_plane(array, base, aligned, counts):
+    """The plane read straight from the array: two slices (views) blended, rows along v."""
     through, ju, su, jv, sv = aligned
     n = array.shape[through]
     k = float(base[through])
