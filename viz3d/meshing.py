@@ -72,8 +72,6 @@ def _find_objects(array: np.ndarray) -> list:
     """
     from scipy import ndimage
 
-    from .parallel import ordered_map, worker_count
-
     slabs = worker_count(array.shape[0]) if array.size >= PARALLEL_BOXES_VOXELS else 1
     if slabs == 1:
         return ndimage.find_objects(array)

@@ -100,10 +100,10 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
         zero = (0.0, 0.0, 0.0)
         return SurfaceCheck(0, 0, False, False, False, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, (zero, zero))
     n = len(vertices)
-    a = faces.ravel()
-    b = np.empty_like(faces)  # the next corner's vertex: (f1, f2, f0) per face
-    b[:, :2], b[:, 2] = faces[:, 1:], faces[:, 0]
-    b = b.ravel()
+    a = faces.ravel()  # the vertex at each corner
+    after = np.arange(1, len(a) + 1)
+    after[2::3] -= 3  # the next corner in the same face
+    b = a[after]  # the vertex there: each corner's half-edge runs a -> b
     degree = np.bincount(a, minlength=n)  # faces at each vertex
     used = degree > 0
     rows = np.ascontiguousarray((vertices if used.all() else vertices[used]).T)  # x, y, z rows: fast reductions
@@ -140,8 +140,6 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
     if watertight and winding:
         twin = np.empty(len(order), np.int64)
         twin[first], twin[second] = second, first
-        after = np.arange(1, len(twin) + 1)
-        after[2::3] -= 3  # the next corner in the same face
         step = after[twin]  # the corner of the twin's face at the same vertex: the next one in that face
         corner = np.empty(n, np.int64)
         corner[a] = np.arange(len(a))  # one corner of each vertex (any)

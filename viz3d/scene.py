@@ -581,12 +581,11 @@ def _add_meshes(pv, scene, meshes, bounds) -> None:
 
 def _add_slices(pv, scene, ct, bounds) -> None:
     from .slices import plane_grid, value_codes
+    from .volume import grid_box
 
     vtk = _vtk()
     shape = np.array(ct.array.shape)
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
-    world = ct.affine[:3, :3] @ corners + ct.affine[:3, 3:4]
-    lo, hi = world.min(axis=1), world.max(axis=1)
+    lo, hi = grid_box(ct.affine, shape)
     center = ct.affine[:3, :3] @ ((shape - 1) / 2.0) + ct.affine[:3, 3]
     scene._slice_step = float(min(np.linalg.norm(ct.affine[:3, :3], axis=0)))
     scene._codes = value_codes(ct.array)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .volume import grid_box
+
 MAX_PLANE_SAMPLES = 4096  # per side: what current drivers take as a texture (llvmpipe 16384; GL 3.2 promises 1024)
 ALIGNED_TOLERANCE = 1e-3  # voxels a sample may be off a voxel centre and still read it directly
 _CODES = 65535  # 16-bit codes
@@ -58,9 +60,7 @@ def plane_grid(affine, shape, axis: int, max_samples: int | None = None) -> Plan
         raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
     matrix = affine[:3, :3]
     sizes = np.linalg.norm(matrix, axis=0)
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
-    world = matrix @ corners + affine[:3, 3:4]
-    lo, hi = world.min(axis=1), world.max(axis=1)
+    lo, hi = grid_box(affine, shape)
     u, v = (k for k in range(3) if k != axis)
     origin, spacing, count = [], [], []
     for k in (u, v):

@@ -75,9 +75,7 @@ class Volume:
 
     def world_bounds(self) -> np.ndarray:
         """Axis-aligned RAS bounding box of the voxel grid (voxel corners): ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``."""
-        corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in self.shape], indexing="ij")).reshape(3, -1)
-        world = self.affine[:3, :3] @ corners + self.affine[:3, 3:4]
-        return np.stack([world.min(axis=1), world.max(axis=1)])
+        return grid_box(self.affine, self.shape, pad=0.5)
 
     def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
         """True when both volumes sample the same voxel centres (to ``atol`` mm).
@@ -97,6 +95,21 @@ class Volume:
         for old_axis, (new_axis, _) in enumerate(ornt):
             shape[int(new_axis)] = self.shape[old_axis]
         return tuple(shape), self.affine @ inv_ornt_aff(ornt, self.shape)
+
+
+def grid_box(affine, shape, pad: float = 0.0) -> np.ndarray:
+    """Axis-aligned RAS box ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]`` of a grid's voxel centres.
+
+    ``pad`` grows the grid by that many voxels along each array axis first (0.5: the voxels'
+    outer faces).
+
+    >>> grid_box(np.diag([-2.0, 1.0, 3.0, 1.0]), (4, 5, 6)).tolist()
+    [[-6.0, 0.0, 0.0], [0.0, 4.0, 15.0]]
+    """
+    affine = np.asarray(affine, dtype=float)
+    corners = np.array(np.meshgrid(*[[-pad, n - 1 + pad] for n in shape], indexing="ij")).reshape(3, -1)
+    world = affine[:3, :3] @ corners + affine[:3, 3:4]
+    return np.stack([world.min(axis=1), world.max(axis=1)])
 
 
 def _check_file(path: Path) -> None:
