@@ -444,6 +444,74 @@ def test_subprocess_truncated_export_leaves_folder(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def _cli_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIZ3D_DEBUG", "OPENBLAS_NUM_THREADS")}
+    return dict(env, **extra)
+
+
+def test_command_line_module_loads_no_numpy():
+    """`viz3d` can set up the process (BLAS threads) before numpy loads: importing the CLI loads none."""
+    code = "import sys, viz3d.cli; print(sorted(m for m in ('numpy', 'scipy', 'nibabel', 'vtkmodules') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_cli_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_public_names_resolve_lazily():
+    import viz3d
+
+    for name in viz3d.__all__:
+        assert getattr(viz3d, name) is not None, name
+    assert viz3d.export.write_stl is not None  # submodules too
+    with pytest.raises(AttributeError, match="no_such_name"):
+        viz3d.no_such_name
+
+
+def test_command_line_process_keeps_blas_on_one_thread():
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: BLAS is single-threaded anyway")
+    code = (
+        "import json, viz3d.cli as cli\n"
+        "def main(argv=None):\n"
+        "    import numpy, threadpoolctl\n"
+        "    print(json.dumps([lib['num_threads'] for lib in threadpoolctl.threadpool_info() if lib['user_api'] == 'blas']))\n"
+        "    return 3\n"
+        "cli.main = main\n"
+        "cli.main_entry()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_cli_env())
+    assert result.returncode == 3, result.stderr  # main's status is the process's
+    threads = json.loads(result.stdout)
+    assert threads and set(threads) == {1}
+
+
+def test_subprocess_export_and_cache_are_complete_when_it_exits(tmp_path):
+    """The command line ends its process at once after main: every file and the cache entry are whole by then."""
+    ct = np.full((30, 28, 16), -1000, np.int16)
+    ct[6:22, 5:20, 3:12] = 700
+    label = np.zeros(ct.shape, np.uint8)
+    label[8:20, 7:18, 4:11] = 2
+    affine = np.diag([-0.9, 1.1, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), tmp_path / "label.nii.gz")
+    cache_dir, out = tmp_path / "cache", tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "viz3d", "export", str(tmp_path / "ct.nii.gz"), "--label", str(tmp_path / "label.nii.gz"),
+         "--out", str(out)], capture_output=True, text=True, timeout=120, env=_cli_env(VIZ3D_CACHE_DIR=str(cache_dir)))
+    assert result.returncode == 0, result.stderr
+    assert "wrote 2 STL files and manifest.json" in result.stderr  # flushed before the process ended
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["meshes"]:
+        size = (out / entry["file"]).stat().st_size
+        assert size == 84 + 50 * entry["triangles"]
+    entries = sorted(p.name for p in cache_dir.iterdir())
+    assert [name for name in entries if name.startswith(".")] == []  # no half-written cache file
+    (info,) = [name for name in entries if name.startswith("meshes-") and name.endswith(".json")]
+    described = json.loads((cache_dir / info).read_text())
+    faces = np.load(cache_dir / info.replace(".json", ".faces.npy"))
+    assert len(faces) == described["face_count"] == sum(e["triangles"] for e in manifest["meshes"])
+
+
 def _limit_address_space():
     import resource
 

@@ -79,3 +79,19 @@ def test_nested_collections_keep_their_own_lists():
                 pass  # an empty inner list equals the empty outer one: closing it must not drop the outer
             warn("after the inner block")
     assert outer == ["after the inner block"] and inner == []
+
+
+def test_blas_runs_on_one_thread_inside_the_pool():
+    """The pool fills the cores itself: OpenBLAS's threads only busy-wait beside it."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        np.ones((64, 64)) @ np.ones((64, 64))  # BLAS loaded and used
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    before = blas_threads()
+    if not before or max(before.values()) < 2:
+        pytest.skip("BLAS runs on one thread here anyway")
+    inside = list(parallel.ordered_map(lambda _: blas_threads(), [0, 1]))
+    assert all(set(threads.values()) == {1} for threads in inside)
+    assert blas_threads() == before  # restored for the caller afterwards

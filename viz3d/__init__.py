@@ -10,14 +10,40 @@ The public API, in the order the data flows::
     scene = viz3d.build_scene(meshes, ct, off_screen=True)
     viz3d.screenshot(scene, "scene.png")
 """
-from .api import Viz3dWarning, alignment_warnings, build_meshes, label_statistics, load_ct
-from .dicom import list_series, load_dicom
-from .errors import Viz3dError
-from .export import export_meshes
-from .meshing import Mesh, bone_mesh, label_meshes
-from .volume import Volume, load_label
+from importlib import import_module
 
 __version__ = "0.1.0"
+
+# Names imported from their modules on first use (PEP 562): `import viz3d` and the command
+# line's start stay cheap, and the command line can configure the process before numpy loads.
+_LAZY = {
+    "Viz3dWarning": "api", "alignment_warnings": "api", "build_meshes": "api", "label_statistics": "api",
+    "load_ct": "api", "list_series": "dicom", "load_dicom": "dicom", "Viz3dError": "errors",
+    "export_meshes": "export", "Mesh": "meshing", "bone_mesh": "meshing", "label_meshes": "meshing",
+    "Volume": "volume", "load_label": "volume",
+}
+
+
+def __getattr__(name):
+    """The public names above, and the submodules (``viz3d.export``), imported when first used."""
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(import_module(f".{module}", __name__), name)
+    elif not name.startswith("__"):
+        try:
+            value = import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def build_scene(*args, **kwargs):

@@ -1,6 +1,4 @@
 """``python -m viz3d``: the same command line as ``viz3d``."""
-import sys
+from .cli import main_entry
 
-from .cli import main
-
-sys.exit(main())
+main_entry()
