@@ -241,11 +241,9 @@ def _label_surface(label: "Volume", value: int, box, names, smooth: bool) -> Mes
 def _bone_surface(ct: "Volume", hu: float, min_component_mm3: float, smooth: bool) -> Mesh | None:
     array = ct.array
     iso = float(np.ceil(hu) - 0.5) if array.dtype.kind in "iub" else float(hu)
-    inside = array >= iso
-    if not inside.any():
+    box = _threshold_box(array, iso)
+    if box is None:
         return None
-    box = tuple(_axis_extent(inside, axis) for axis in range(3))
-    del inside
     floor = iso - 1000.0
     if array.dtype.kind in "iu":
         floor = max(floor, float(np.iinfo(array.dtype).min))
@@ -261,10 +259,24 @@ def _bone_surface(ct: "Volume", hu: float, min_component_mm3: float, smooth: boo
     return Mesh("bone", "bone", None, BONE_COLOR, vertices, faces)
 
 
-def _axis_extent(mask: np.ndarray, axis: int) -> slice:
-    other = tuple(a for a in range(3) if a != axis)
-    hits = np.flatnonzero(mask.any(axis=other))
-    return slice(int(hits[0]), int(hits[-1]) + 1)
+def _threshold_box(array: np.ndarray, iso: float):
+    """Index box of the voxels at or above ``iso`` (NaN never is), or None when there are none.
+
+    From the maximum of each plane along each axis: no mask of the whole volume (80 MB to
+    fault in at clinical size) and 3-10x faster.
+
+    >>> a = np.zeros((4, 5, 6), np.int16); a[1, 2:4, 5] = 300
+    >>> [(s.start, s.stop) for s in _threshold_box(a, 199.5)]
+    [(1, 2), (2, 4), (5, 6)]
+    """
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(np.fmax.reduce(array, axis=other) >= iso)  # fmax: NaN left out
+        if not len(hits):
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def _image_data(array: np.ndarray, origin: np.ndarray):
@@ -422,8 +434,13 @@ def _to_world(vertices: np.ndarray, faces: np.ndarray, affine: np.ndarray):
 
     Flying edges winds its triangles outward (away from values above the iso-value) in index
     space. A left-handed affine (one flipped axis, e.g. LAS) mirrors the surface, which
-    reverses the winding, so the faces are flipped back.
+    reverses the winding, so the faces are flipped back: in place (two corners swapped), as
+    ``faces`` is the filter output's own array and a copy would be one more array to fault in.
     """
-    world = vertices.astype(np.float64) @ affine[:3, :3].T + affine[:3, 3]
-    flip = np.linalg.det(affine[:3, :3]) < 0
-    return world, (faces[:, ::-1].copy() if flip else faces)
+    world = vertices.astype(np.float64) @ affine[:3, :3].T
+    world += affine[:3, 3]
+    if np.linalg.det(affine[:3, :3]) < 0:
+        second = faces[:, 1].copy()
+        faces[:, 1] = faces[:, 2]
+        faces[:, 2] = second
+    return world, faces

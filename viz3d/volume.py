@@ -209,20 +209,30 @@ def _identity(path: Path) -> tuple:
     return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
 
 
-def _inflate(path: Path) -> np.ndarray | None:
-    """The whole decompressed stream of a gzip file in one array (ISA-L), or None."""
-    import io
+_INFLATE_CHUNK = 1 << 22
 
+
+def _inflate(path: Path) -> np.ndarray | None:
+    """The whole decompressed stream of a gzip file in one array (ISA-L), or None.
+
+    The stream goes into the array a few MB at a time: GzipFile's ``readinto`` of the whole
+    array would first read it all into a bytes object of the same size and then copy it over
+    (twice the memory to fault in: 0.45-0.75 s instead of 0.3 s for a 150 MB CT).
+    """
     try:
         from isal import igzip
     except ImportError:
         return None
     try:
-        raw = path.read_bytes()
-        size = int.from_bytes(raw[-4:], "little")  # uncompressed size, modulo 2**32
+        with open(path, "rb") as raw:
+            raw.seek(-4, 2)
+            size = int.from_bytes(raw.read(4), "little")  # uncompressed size, modulo 2**32
         buffer = np.empty(size, np.uint8)
-        with igzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
-            if stream.readinto(buffer) != size or stream.read(1):
+        view, filled = memoryview(buffer), 0
+        with igzip.open(path, "rb") as stream:
+            while filled < size and (count := stream.readinto(view[filled:filled + _INFLATE_CHUNK])):
+                filled += count
+            if filled != size or stream.read(1):
                 return None
         return buffer
     except Exception:  # corrupt / truncated: nibabel.load reports it
