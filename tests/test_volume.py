@@ -460,3 +460,26 @@ def test_inflated_in_the_background_loads_the_same_and_holds_nothing_after(tmp_p
     volume.inflate_soon(other)
     volume.inflate_soon(tmp_path / "missing.nii.gz")
     assert not volume._inflating
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5000])
+def test_inflated_chunk_by_chunk_equals_nibabel(tmp_path, monkeypatch, cut):
+    """The stream goes into the array in chunks (here 4099 bytes, so many and a ragged last one);
+    a truncated file (``cut`` bytes short) gives None and nibabel's path reports it."""
+    import viz3d.volume as volume
+
+    monkeypatch.setattr(volume, "_INFLATE_CHUNK", 4099)
+    data = np.random.default_rng(3).integers(-1024, 3000, (37, 41, 29)).astype(np.int16)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.7, 1.5, 1.0])), str(path))
+    if cut:
+        path.write_bytes(path.read_bytes()[:-cut])
+        assert volume._inflate(path) is None
+        if cut > 8:  # voxel data missing, not only the trailer
+            with pytest.raises(Viz3dError, match="ct.nii.gz"):
+                load_ct(path)
+        return
+    buffer = volume._inflate(path)
+    assert buffer is not None and buffer.flags.writeable
+    assert buffer.tobytes() == gzip.decompress(path.read_bytes())
+    np.testing.assert_array_equal(load_ct(path).array, data)
