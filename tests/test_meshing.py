@@ -184,3 +184,18 @@ def test_label_boxes_found_on_slabs_equal_scipys(order, monkeypatch):
     expected = [(v, box) for v, box in enumerate(ndimage.find_objects(array), start=1) if box is not None]
     assert meshing.label_boxes(array) == expected
     assert [v for v, _ in expected] == [1, 2, 5, 9]
+
+
+@pytest.mark.parametrize("block", [1, 1000, 1 << 14])
+def test_face_volumes_and_areas_block_by_block_equal_direct_formula(monkeypatch, block):
+    import viz3d.meshing as meshing
+
+    monkeypatch.setattr(meshing, "FACE_BLOCK", block)
+    rng = np.random.default_rng(5)
+    vertices = rng.normal(size=(700, 3)) * [30.0, 20.0, 50.0]
+    faces = rng.integers(0, len(vertices), (2503, 3))  # not a multiple of any block size
+    signed, double_area = meshing.face_volumes_and_areas(vertices, faces)
+    p0, p1, p2 = (vertices[faces[:, i]] for i in range(3))
+    cross = np.cross(p1 - p0, p2 - p0)
+    np.testing.assert_allclose(signed, np.einsum("ij,ij->i", p0, cross) / 6.0, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(double_area, np.linalg.norm(cross, axis=1), rtol=1e-12)
