@@ -449,6 +449,28 @@ def test_scene_without_ct_or_meshes(scenes):
         build_scene([Mesh("bad", "label", 1, RED, np.zeros((3, 3)), np.array([[0, 1, 5]]))], None, off_screen=True)
 
 
+def test_label_back_faces_are_culled_and_the_picture_is_unchanged(scenes):
+    """Closed, outward label surfaces lose nothing when their back faces are culled: the picture
+    is the one drawn without culling (the green ball's rim around the red one included), while
+    the translucent bone keeps both sides."""
+    front = sphere("front", (0, 0, 0), 20, RED, n=24)
+    behind = sphere("behind", (0, -60, 0), 30, GREEN, n=24)  # behind the red one, seen from anterior
+    bone = sphere("bone", (-60, 0, 0), 20, YELLOW, kind="bone", n=24)
+    scene = build_scene([front, behind, bone], None, off_screen=True, interactive=False, view="anterior", size=SIZE)
+    scenes.append(scene)
+    assert all(actor.prop.culling == "back" for actor in scene.label_actors.values())
+    assert all(actor.prop.culling == "none" for actor in scene.bone_actors.values())
+    culled = render_image(scene, size=SIZE)
+    red = colour_mask(culled, RED)
+    cx, cy = world_to_pixel(scene, (0, 0, 0), culled)
+    assert red[int(cy), int(cx)] and red.sum() > 500 and colour_mask(culled, GREEN).sum() > 200
+    for actor in scene.label_actors.values():
+        actor.prop.culling = "none"
+    drawn_whole = render_image(scene, size=SIZE)
+    differing = np.abs(culled.astype(int) - drawn_whole.astype(int)).max(axis=-1) > 8
+    assert differing.sum() <= 0.001 * differing.size
+
+
 def test_show_without_display_is_a_clear_error(scenes, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -469,8 +469,9 @@ def build_scene(
 ) -> Scene:
     """Build the scene for a list of `Mesh` and an optional CT `Volume`.
 
-    Label meshes (``kind="label"``) are drawn opaque in their colours and listed in a legend;
-    bone meshes (``kind="bone"``) semi-transparent (opacity 0.35) in their colour. With a CT,
+    Label meshes (``kind="label"``) are drawn opaque in their colours, back faces culled (they
+    are closed and face outward), and listed in a legend; bone meshes (``kind="bone"``)
+    semi-transparent (opacity 0.35) in their colour, both sides blended. With a CT,
     three orthogonal planes through its centre show it in greyscale with ``window``
     ``(center, width)`` in HU. ``show_slices`` / ``show_bone`` set the initial visibility
     (hidden groups are still built, so they can be toggled on). ``view`` is one of `VIEWS`.
@@ -575,6 +576,10 @@ def _add_meshes(pv, scene, meshes, bounds) -> None:
         )
         if is_bone:
             actor.prop.specular = 0.1
+        else:
+            # closed and outward (the Mesh contract): back faces are never seen from outside, and
+            # culling them (3D Slicer's default for models) draws a frame 1.5-1.7x faster
+            actor.prop.culling = "back"
         target[key] = actor
         bounds.append(poly.bounds)
 
