@@ -33,3 +33,18 @@ def oblique_affine():
     affine[:3, :3] = rz @ rx @ np.diag([1.5, 2.0, 3.0])
     affine[:3, 3] = [-20.0, 5.0, 40.0]
     return affine
+
+
+def write_box_case(folder, *, shape, bone, label, value, affine, bone_hu=800):
+    """A CT of air with one box of bone (``bone``: index slices) and a label map with one box of
+    class ``value``, written as ``ct.nii.gz`` and ``label.nii.gz`` in ``folder``; returns their paths."""
+    import nibabel as nib
+
+    ct = np.full(shape, -1000, np.int16)
+    ct[bone] = bone_hu
+    label_map = np.zeros(shape, np.uint8)
+    label_map[label] = value
+    paths = folder / "ct.nii.gz", folder / "label.nii.gz"
+    for array, path in zip((ct, label_map), paths):
+        nib.save(nib.Nifti1Image(array, affine), path)
+    return paths

@@ -2,6 +2,7 @@
 import numpy as np
 import nibabel as nib
 import pytest
+from shapes import write_box_case
 
 import viz3d.api as api
 from viz3d import cache
@@ -10,14 +11,8 @@ from viz3d import cache
 @pytest.fixture
 def case(tmp_path, monkeypatch):
     monkeypatch.setenv("VIZ3D_CACHE_DIR", str(tmp_path / "cache"))
-    ct = np.full((30, 30, 20), -1000, np.int16)
-    ct[8:20, 8:20, 5:15] = 800
-    label = np.zeros(ct.shape, np.uint8)
-    label[9:19, 9:19, 6:14] = 3
-    affine = np.diag([-1.5, 1.2, 2.0, 1.0])
-    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct.nii.gz")
-    nib.save(nib.Nifti1Image(label, affine), tmp_path / "label.nii.gz")
-    return tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz"
+    return write_box_case(tmp_path, shape=(30, 30, 20), bone=np.s_[8:20, 8:20, 5:15], label=np.s_[9:19, 9:19, 6:14],
+                          value=3, affine=np.diag([-1.5, 1.2, 2.0, 1.0]))
 
 
 def counting(monkeypatch):

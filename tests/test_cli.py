@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from shapes import write_box_case
 
 import viz3d.export
 from viz3d.cli import main
@@ -487,17 +488,11 @@ def test_command_line_process_keeps_blas_on_one_thread():
 
 def test_subprocess_export_and_cache_are_complete_when_it_exits(tmp_path):
     """The command line ends its process at once after main: every file and the cache entry are whole by then."""
-    ct = np.full((30, 28, 16), -1000, np.int16)
-    ct[6:22, 5:20, 3:12] = 700
-    label = np.zeros(ct.shape, np.uint8)
-    label[8:20, 7:18, 4:11] = 2
-    affine = np.diag([-0.9, 1.1, 2.0, 1.0])
-    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct.nii.gz")
-    nib.save(nib.Nifti1Image(label, affine), tmp_path / "label.nii.gz")
+    ct, label = write_box_case(tmp_path, shape=(30, 28, 16), bone=np.s_[6:22, 5:20, 3:12], label=np.s_[8:20, 7:18, 4:11],
+                               value=2, affine=np.diag([-0.9, 1.1, 2.0, 1.0]), bone_hu=700)
     cache_dir, out = tmp_path / "cache", tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "viz3d", "export", str(tmp_path / "ct.nii.gz"), "--label", str(tmp_path / "label.nii.gz"),
-         "--out", str(out)], capture_output=True, text=True, timeout=120, env=_cli_env(VIZ3D_CACHE_DIR=str(cache_dir)))
+    result = subprocess.run([sys.executable, "-m", "viz3d", "export", str(ct), "--label", str(label), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120, env=_cli_env(VIZ3D_CACHE_DIR=str(cache_dir)))
     assert result.returncode == 0, result.stderr
     assert "wrote 2 STL files and manifest.json" in result.stderr  # flushed before the process ended
     manifest = json.loads((out / "manifest.json").read_text())

@@ -43,6 +43,7 @@ def __getattr__(name):
 
 
 def __dir__():
+    """The module's names, the lazily imported ones included (for completion in notebooks)."""
     return sorted(set(globals()) | set(_LAZY))
 
 
