@@ -184,8 +184,7 @@ def _load_ct_cached(path, series, use_cache: bool) -> Volume:
         return Volume(array, np.array(meta["affine"]), str(path), meta.get("meta", {}))
     with collecting_warnings() as notes:
         ct = load_ct(path, series=series)
-    # written in the background: the bone surface and the scene need the CT now
-    cache.save_array_soon(key, ct.array, {"affine": ct.affine.tolist(), "meta": ct.meta, "notes": notes})
+    cache.save_array(key, ct.array, {"affine": ct.affine.tolist(), "meta": ct.meta, "notes": notes})
     return ct
 
 

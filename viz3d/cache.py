@@ -139,29 +139,21 @@ def save_meshes_soon(key: str, meshes: list[Mesh], notes: list[str] = ()) -> Non
 
     The thread is not a daemon: the interpreter waits for it before it exits.
     """
-    _write_soon(save_meshes, key, list(meshes), list(notes), cache_dir())
-
-
-def save_array_soon(key: str, array: np.ndarray, meta: dict) -> None:
-    """`save_array` in a background thread (see `flush`); ``array`` must not change meanwhile."""
-    _write_soon(save_array, key, array, dict(meta), cache_dir())
-
-
-def _write_soon(save, *args) -> None:
-    writer = threading.Thread(target=_save_quietly, args=(save, *args), name="viz3d-cache-write")
+    writer = threading.Thread(target=_save_quietly, args=(key, list(meshes), list(notes), cache_dir()),
+                              name="viz3d-cache-write")
     _pending.append(writer)
     writer.start()
 
 
-def _save_quietly(save, *args) -> None:
+def _save_quietly(*args) -> None:
     try:
-        save(*args)
+        save_meshes(*args)
     except Exception:  # noqa: BLE001 - a cache that cannot be written only costs time
         pass
 
 
 def flush() -> None:
-    """Wait until the cache writes started by `save_meshes_soon` / `save_array_soon` are complete."""
+    """Wait until the cache writes started by `save_meshes_soon` are complete."""
     while True:
         try:
             writer = _pending.pop()
@@ -187,7 +179,6 @@ def _mesh_files(key: str, folder: Path | None = None) -> dict[str, Path]:
 
 def load_array(key: str) -> tuple[np.ndarray, dict] | None:
     """A cached array (memory-mapped, read-only) and its metadata, or None."""
-    flush()
     path, meta_path = cache_dir() / f"array-{key}.npy", cache_dir() / f"array-{key}.json"
     if not (path.exists() and meta_path.exists()):
         return None
@@ -204,11 +195,11 @@ def load_array(key: str) -> tuple[np.ndarray, dict] | None:
         return None
 
 
-def save_array(key: str, array: np.ndarray, meta: dict, folder: Path | None = None) -> None:
+def save_array(key: str, array: np.ndarray, meta: dict) -> None:
     """Store an array (Fortran order kept) and JSON metadata under ``key``; errors are ignored."""
     meta = dict(meta, shape=list(array.shape), dtype=str(array.dtype))
-    _store(f"array-{key}.npy", lambda handle: np.save(handle, array, allow_pickle=False), folder)
-    _store(f"array-{key}.json", lambda handle: handle.write(json.dumps(meta, default=str).encode()), folder)
+    _store(f"array-{key}.npy", lambda handle: np.save(handle, array, allow_pickle=False))
+    _store(f"array-{key}.json", lambda handle: handle.write(json.dumps(meta, default=str).encode()))
 
 
 def _store(name: str, write, folder: Path | None = None) -> None:
