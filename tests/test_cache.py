@@ -121,3 +121,14 @@ def test_collected_warnings_belong_to_their_thread():
         [t.start() for t in threads]
         [t.join() for t in threads]
     assert seen == {"ct": ["note from ct"], "meshes": ["note from meshes"]}
+
+
+def test_eviction_skips_files_that_vanish_meanwhile(tmp_path, monkeypatch):
+    """Another writer's temporary file may be renamed or removed while the cache is scanned (here:
+    a link to nothing, whose stat fails the same way): the entry is still written."""
+    monkeypatch.setenv("VIZ3D_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / ".array-x.npy.tmp").symlink_to(tmp_path / "gone")
+    cache.save_array("k", np.arange(6, dtype=np.int16).reshape(1, 2, 3), {"affine": np.eye(4).tolist()})
+    array, meta = cache.load_array("k")
+    assert array.tolist() == [[[0, 1, 2], [3, 4, 5]]] and meta["affine"] == np.eye(4).tolist()

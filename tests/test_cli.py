@@ -458,14 +458,33 @@ def test_command_line_module_loads_no_numpy():
     assert result.stdout.strip() == "[]"
 
 
-def test_public_names_resolve_lazily():
+def test_public_names_resolve_lazily(monkeypatch):
     import viz3d
+    import viz3d.api
 
     for name in viz3d.__all__:
         assert getattr(viz3d, name) is not None, name
     assert viz3d.export.write_stl is not None  # submodules too
     with pytest.raises(AttributeError, match="no_such_name"):
         viz3d.no_such_name
+    assert not hasattr(viz3d, "pyvista")  # only viz3d's own submodules are imported on demand
+    # always the module's own function: a patch seen once does not stick after it is undone
+    original = viz3d.api.load_ct
+    monkeypatch.setattr(viz3d.api, "load_ct", lambda *a: "patched")
+    assert viz3d.load_ct("x") == "patched"
+    monkeypatch.undo()
+    assert viz3d.load_ct is original
+
+
+def test_closed_standard_output_is_no_error(tmp_path):
+    """Started with stdout closed (cron, daemons), Python has no sys.stdout: the command still works."""
+    ct, label = write_box_case(tmp_path, shape=(20, 20, 12), bone=np.s_[5:15, 5:15, 3:9], label=np.s_[6:14, 6:14, 4:8],
+                               value=1, affine=np.diag([1.0, 1.0, 2.0, 1.0]))
+    result = subprocess.run([sys.executable, "-m", "viz3d", "info", str(ct), "--label", str(label)],
+                            stderr=subprocess.PIPE, text=True, timeout=120, env=_cli_env(),
+                            preexec_fn=lambda: os.close(1))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
 
 
 def test_command_line_process_keeps_blas_on_one_thread():

@@ -95,3 +95,21 @@ def test_blas_runs_on_one_thread_inside_the_pool():
     inside = list(parallel.ordered_map(lambda _: blas_threads(), [0, 1]))
     assert all(set(threads.values()) == {1} for threads in inside)
     assert blas_threads() == before  # restored for the caller afterwards
+
+
+def test_overlapping_pools_put_blas_back_when_the_last_ends():
+    """The BLAS setting is process-wide: pools that overlap (A starts, B starts, A ends, B ends)
+    must leave it as it was, not as B found it."""
+    from threadpoolctl import threadpool_info
+
+    np.ones((8, 8)) @ np.ones((8, 8))
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    if not before or max(before) < 2:
+        pytest.skip("BLAS runs on one thread here anyway")
+    first = parallel.ordered_map(lambda x: x, [1, 2])
+    second = parallel.ordered_map(lambda x: x, [3, 4])
+    assert next(first) == 1 and next(second) == 3  # both pools running
+    first.close()
+    assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == {1}  # B still runs
+    second.close()
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before

@@ -14,37 +14,33 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-# Names imported from their modules on first use (PEP 562): `import viz3d` and the command
-# line's start stay cheap, and the command line can configure the process before numpy loads.
+# Names imported from their modules when used (PEP 562): `import viz3d` and the command line's
+# start stay cheap, and the command line can configure the process before numpy loads.
 _LAZY = {
     "Viz3dWarning": "api", "alignment_warnings": "api", "build_meshes": "api", "label_statistics": "api",
     "load_ct": "api", "list_series": "dicom", "load_dicom": "dicom", "Viz3dError": "errors",
     "export_meshes": "export", "Mesh": "meshing", "bone_mesh": "meshing", "label_meshes": "meshing",
     "Volume": "volume", "load_label": "volume",
 }
+_SUBMODULES = {
+    "api", "atomic", "cache", "cli", "dicom", "errors", "export", "labels", "meshing", "motion", "notebook",
+    "parallel", "polydata", "quality", "render", "scene", "simplify", "slices", "volume", "web",
+}
 
 
 def __getattr__(name):
-    """The public names above, and the submodules (``viz3d.export``), imported when first used."""
-    module = _LAZY.get(name)
-    if module is not None:
-        value = getattr(import_module(f".{module}", __name__), name)
-    elif not name.startswith("__"):
-        try:
-            value = import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+    """The public names above, looked up in their modules at each use (so they always are those
+    modules' own), and the submodules (``viz3d.export``), imported when first used."""
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)  # the import binds it here too
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
     """The module's names, the lazily imported ones included (for completion in notebooks)."""
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
 
 
 def build_scene(*args, **kwargs):

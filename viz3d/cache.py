@@ -220,7 +220,14 @@ def _store(name: str, write, folder: Path | None = None) -> None:
 
 def _evict(folder: Path) -> None:
     limit = float(os.environ.get("VIZ3D_CACHE_MAX_GB", "4")) * 2**30
-    entries = [(p.stat().st_mtime, p.stat().st_size, p) for p in folder.iterdir() if p.is_file()]
+    entries = []
+    for path in folder.iterdir():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # another writer's temporary file, renamed or removed meanwhile
+            continue
+        if path.is_file():
+            entries.append((stat.st_mtime, stat.st_size, path))
     total = sum(size for _, size, _ in entries)
     for _, size, path in sorted(entries):
         if total <= limit:

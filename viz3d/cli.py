@@ -553,7 +553,8 @@ def _exit_at_once(status: int) -> None:
         cache.flush()  # a mesh-cache entry still being written in the background
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: the process was started with that descriptor closed
+                stream.flush()
         except (OSError, ValueError):  # closed or a broken pipe: nothing more can be said there
             pass
     os._exit(status)

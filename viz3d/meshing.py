@@ -376,10 +376,10 @@ def _with_point_normals(poly):
 
 
 def _enclosed_volume(poly, with_area: bool = False):
-    """Enclosed volume of a closed, outward triangle surface (and its area).
+    """Enclosed volume of a closed triangle surface (and its area): negative when it faces inward.
 
     The signed tetrahedra of `face_volumes_and_areas`, which take a third of the time of
-    vtkMassProperties (the same sums, single-threaded in both).
+    vtkMassProperties (the same sums, single-threaded in both; VTK's volume is unsigned).
     """
     signed, double_area = face_volumes_and_areas(*polydata_arrays(poly))
     volume = float(signed.sum())

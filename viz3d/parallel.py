@@ -7,9 +7,9 @@ to other processes.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-
-from threadpoolctl import threadpool_limits
+from contextlib import contextmanager
 
 
 def worker_count(jobs: int) -> int:
@@ -37,7 +37,7 @@ def ordered_map(function, items, *, size=None):
     """
     items = list(items)
     order = sorted(range(len(items)), key=lambda i: -size(items[i])) if size else range(len(items))
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=worker_count(len(items))) as pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=worker_count(len(items))) as pool:
         futures = [None] * len(items)
         for i in order:
             futures[i] = pool.submit(function, items[i])
@@ -47,3 +47,32 @@ def ordered_map(function, items, *, size=None):
         finally:
             for future in futures:
                 future.cancel()
+
+
+_blas_lock = threading.Lock()
+_blas_limit = None  # the threadpoolctl limiter while any block below runs
+_blas_blocks = 0
+
+
+@contextmanager
+def one_blas_thread():
+    """BLAS (OpenBLAS, numpy's and SciPy's) on one thread inside the block.
+
+    The setting is process-wide, so blocks are counted: the first to start sets it and the last
+    to end puts back what was there before, however blocks in several threads overlap.
+    """
+    global _blas_limit, _blas_blocks
+    with _blas_lock:
+        if _blas_blocks == 0:
+            from threadpoolctl import threadpool_limits
+
+            _blas_limit = threadpool_limits(limits=1, user_api="blas")
+        _blas_blocks += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_blocks -= 1
+            if _blas_blocks == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None

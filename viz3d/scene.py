@@ -182,6 +182,7 @@ class Scene:
         self._plane_grids: dict = {}  # axis -> viz3d.slices.PlaneGrid
         self._codes = (0.0, 1.0)  # CT value = offset + scale * texture code
         self._oit = True  # the renderer's order-independent transparency, off while dragging
+        self._culling: list = []  # each _lod actor's face culling, off while its coarse copy is drawn
         self.interacting = False
 
     # ----------------------------------------------------------------- window / level
@@ -394,8 +395,10 @@ class Scene:
         if self.interacting:
             return
         self.interacting = True
+        self._culling = [actor.prop.culling for actor, _, _ in self._lod]
         for actor, _, coarse in self._lod:
             actor.SetMapper(coarse)
+            actor.prop.culling = "none"  # clustering flips a few small triangles: culled, they are holes
         self._oit = self.plotter.renderer.GetUseOIT()
         self.plotter.renderer.SetUseOIT(False)
 
@@ -404,8 +407,9 @@ class Scene:
         if not self.interacting:
             return
         self.interacting = False
-        for actor, full, _ in self._lod:
+        for (actor, full, _), culling in zip(self._lod, self._culling):
             actor.SetMapper(full)
+            actor.prop.culling = culling
         self.plotter.renderer.SetUseOIT(self._oit)
         self._render()
 
@@ -466,12 +470,15 @@ def build_scene(
     off_screen: bool = False,
     size=DEFAULT_SIZE,
     interactive: bool = True,
+    cull_back_faces: bool = True,
 ) -> Scene:
     """Build the scene for a list of `Mesh` and an optional CT `Volume`.
 
-    Label meshes (``kind="label"``) are drawn opaque in their colours, back faces culled (they
-    are closed and face outward), and listed in a legend; bone meshes (``kind="bone"``)
-    semi-transparent (opacity 0.35) in their colour, both sides blended. With a CT,
+    Label meshes (``kind="label"``) are drawn opaque in their colours and listed in a legend;
+    bone meshes (``kind="bone"``) semi-transparent (opacity 0.35) in their colour, both sides
+    blended. Label meshes are closed and face outward (the `Mesh` contract; viz3d's own always
+    are), so their back faces are culled, which halves what the rasterizer draws;
+    ``cull_back_faces=False`` draws both sides, for open or inward-facing surfaces from elsewhere. With a CT,
     three orthogonal planes through its centre show it in greyscale with ``window``
     ``(center, width)`` in HU. ``show_slices`` / ``show_bone`` set the initial visibility
     (hidden groups are still built, so they can be toggled on). ``view`` is one of `VIEWS`.
@@ -504,7 +511,7 @@ def build_scene(
     try:
         scene._syncing = True  # no slider callbacks while building
         bounds = []
-        _add_meshes(pv, scene, meshes, bounds)
+        _add_meshes(pv, scene, meshes, bounds, cull_back_faces)
         if ct is not None:
             _add_slices(pv, scene, ct, bounds)
         if bounds:
@@ -553,7 +560,7 @@ def _check_mesh(mesh) -> None:
         raise Viz3dError(f"mesh {name!r}: kind must be 'label' or 'bone', got {mesh.kind!r}")
 
 
-def _add_meshes(pv, scene, meshes, bounds) -> None:
+def _add_meshes(pv, scene, meshes, bounds, cull_back_faces: bool) -> None:
     for index, mesh in enumerate(meshes):
         if not len(mesh.faces):
             continue
@@ -576,9 +583,9 @@ def _add_meshes(pv, scene, meshes, bounds) -> None:
         )
         if is_bone:
             actor.prop.specular = 0.1
-        else:
-            # closed and outward (the Mesh contract): back faces are never seen from outside, and
-            # culling them (3D Slicer's default for models) draws a frame 1.5-1.7x faster
+        elif cull_back_faces:
+            # closed and outward: back faces are never seen from outside, and culling them
+            # (3D Slicer's default for models) draws a full-mesh frame 1.5-1.7x faster
             actor.prop.culling = "back"
         target[key] = actor
         bounds.append(poly.bounds)
