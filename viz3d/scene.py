@@ -478,9 +478,9 @@ def build_scene(
     bone meshes (``kind="bone"``) semi-transparent (opacity 0.35) in their colour, both sides
     blended. Label meshes are closed and face outward (the `Mesh` contract; viz3d's own always
     are), so their back faces are culled, which halves what the rasterizer draws;
-    ``cull_back_faces=False`` draws both sides, for open or inward-facing surfaces from elsewhere. With a CT,
-    three orthogonal planes through its centre show it in greyscale with ``window``
-    ``(center, width)`` in HU. ``show_slices`` / ``show_bone`` set the initial visibility
+    ``cull_back_faces=False`` draws both sides, for open or inward-facing surfaces from
+    elsewhere. With a CT, three orthogonal planes through its centre show it in greyscale with
+    ``window`` ``(center, width)`` in HU. ``show_slices`` / ``show_bone`` set the initial visibility
     (hidden groups are still built, so they can be toggled on). ``view`` is one of `VIEWS`.
 
     ``off_screen`` renders without a window (forced when there is no display). With
