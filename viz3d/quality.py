@@ -342,11 +342,9 @@ def make_printable(mesh: Mesh, check: SurfaceCheck | None = None) -> tuple[Mesh,
 
 def _drop_degenerate(vertices, faces):
     """Remove zero-area faces that vertex merging did not collapse (three distinct, collinear points)."""
-    tri = vertices[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     lo, hi = vertices.min(axis=0), vertices.max(axis=0)
     threshold = 2 * DEGENERATE_AREA * (float(np.sum((hi - lo) ** 2)) or 1.0)
-    keep = np.sqrt(np.einsum("ij,ij->i", cross, cross)) > threshold
+    keep = face_volumes_and_areas(vertices, faces)[1] > threshold  # twice each face's area
     return compact(vertices, faces[keep])
 
 
