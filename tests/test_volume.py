@@ -464,11 +464,13 @@ def test_inflated_in_the_background_loads_the_same_and_holds_nothing_after(tmp_p
 
 @pytest.mark.parametrize("cut", [0, 1, 5000])
 def test_inflated_chunk_by_chunk_equals_nibabel(tmp_path, monkeypatch, cut):
-    """The stream goes into the array in chunks (here 4099 bytes, so many and a ragged last one);
-    a truncated file (``cut`` bytes short) gives None and nibabel's path reports it."""
+    """The stream goes into the array in chunks (here 4099 bytes, so many and a ragged last one)
+    from reads of the file in pieces (1000 bytes); a truncated file (``cut`` bytes short) gives
+    None and nibabel's path reports it."""
     import viz3d.volume as volume
 
     monkeypatch.setattr(volume, "_INFLATE_CHUNK", 4099)
+    monkeypatch.setattr(volume, "_INFLATE_READ", 1000)
     data = np.random.default_rng(3).integers(-1024, 3000, (37, 41, 29)).astype(np.int16)
     path = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.7, 1.5, 1.0])), str(path))
