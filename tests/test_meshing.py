@@ -164,9 +164,12 @@ def test_bone_surface_closes_at_the_volume_edges():
     assert report.volume_ml * 1000 == pytest.approx(40 * 40 * 16, rel=0.02)
 
 
+@pytest.mark.parametrize("corners", [True, False])
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_label_boxes_found_on_slabs_equal_scipys(order, monkeypatch):
-    """Boxes found slab by slab (on every core) and merged are scipy's boxes of the whole map."""
+def test_label_boxes_found_on_slabs_equal_scipys(order, corners, monkeypatch):
+    """Boxes found slab by slab (on every core) inside the classes' box and merged are scipy's
+    boxes of the whole map (with classes in opposite corners, and with a margin of background
+    and negative values around them)."""
     from scipy import ndimage
 
     import viz3d.meshing as meshing
@@ -179,11 +182,16 @@ def test_label_boxes_found_on_slabs_equal_scipys(order, monkeypatch):
         lo = [int(rng.integers(0, n - 1)) for n in array.shape]
         hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, array.shape)]
         array[tuple(slice(a, b) for a, b in zip(lo, hi))] = value
-    array[0, 0, 0], array[30, 16, 22] = 9, 9
+    if corners:
+        array[0, 0, 0], array[30, 16, 22] = 9, 9
+    else:  # a margin: background on most sides, negative values (not classes) on one
+        array = np.pad(array.astype(np.int16), [(2, 3), (1, 4), (5, 0)])
+        array[-1] = -4
     array = np.asarray(array, order=order)
     expected = [(v, box) for v, box in enumerate(ndimage.find_objects(array), start=1) if box is not None]
     assert meshing.label_boxes(array) == expected
     assert [v for v, _ in expected] == [1, 2, 5, 9]
+    assert meshing.label_boxes(np.zeros_like(array)) == []
 
 
 @pytest.mark.parametrize("block", [1, 1000, 1 << 14])

@@ -54,12 +54,21 @@ def label_boxes(label_array: np.ndarray) -> list[tuple[int, tuple[slice, slice, 
     >>> [(v, [(s.start, s.stop) for s in box]) for v, box in label_boxes(np.array([[[0, 3], [3, 7]]], np.uint8))]
     [(3, [(0, 1), (0, 2), (0, 2)]), (7, [(0, 1), (1, 2), (1, 2)])]
     """
+    # find_objects visits every voxel (5 ns each here), so it only sees the box of the classes
+    # (found from per-plane maxima in a few ms): the body's box is 60 % of a CT's volume.
+    around = tuple(slice(0, n) for n in label_array.shape)
+    if label_array.dtype.kind in "iu" and label_array.size:
+        around = _threshold_box(label_array, 0.5)  # classes are the values above zero
+        if around is None:
+            return []
+    cropped = label_array[around]
     # find_objects is twice as fast on C order; NIfTI arrays arrive in Fortran order.
     if label_array.flags.f_contiguous and not label_array.flags.c_contiguous:
-        boxes = [None if b is None else b[::-1] for b in _find_objects(label_array.T)]
+        boxes = [None if b is None else b[::-1] for b in _find_objects(cropped.T)]
     else:
-        boxes = _find_objects(label_array)
-    return [(value, box) for value, box in enumerate(boxes, start=1) if box is not None]
+        boxes = _find_objects(cropped)
+    return [(value, tuple(slice(b.start + a.start, b.stop + a.start) for a, b in zip(around, box)))
+            for value, box in enumerate(boxes, start=1) if box is not None]
 
 
 PARALLEL_BOXES_VOXELS = 1 << 22  # label maps this large have their boxes found on every core
