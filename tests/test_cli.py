@@ -505,6 +505,26 @@ def test_command_line_process_keeps_blas_on_one_thread():
     assert threads and set(threads) == {1}
 
 
+def test_command_line_process_collects_garbage_again_once_its_scene_is_built():
+    """Loading and meshing run without the cycle collector; a scene (window, web view,
+    turntable: long-running) turns it back on."""
+    code = (
+        "import argparse, gc, json, viz3d.cli as cli, viz3d.scene as scene\n"
+        "scene.build_scene = lambda *a, **k: 'scene'\n"
+        "def main(argv=None):\n"
+        "    loading = gc.isenabled()\n"
+        "    args = argparse.Namespace(window='bone', no_slices=False, no_bone=False, view='iso')\n"
+        "    built = cli._scene_for(args, None, [], None, off_screen=True, interactive=False)\n"
+        "    print(json.dumps([loading, built, gc.isenabled(), gc.get_freeze_count() > 0]))\n"
+        "    return 0\n"
+        "cli.main = main\n"
+        "cli.main_entry()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_cli_env())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [False, "scene", True, True]
+
+
 def test_subprocess_export_and_cache_are_complete_when_it_exits(tmp_path):
     """The command line ends its process at once after main: every file and the cache entry are whole by then."""
     ct, label = write_box_case(tmp_path, shape=(30, 28, 16), bone=np.s_[6:22, 5:20, 3:12], label=np.s_[8:20, 7:18, 4:11],
