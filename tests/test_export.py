@@ -599,6 +599,33 @@ def test_repair_inconsistent_winding_and_inside_out():
     assert check.printable and check.volume_mm3 == pytest.approx(1000) and repairs
 
 
+def test_check_counts_pieces_as_trimesh_does_with_vertices_shuffled_and_unused():
+    """Pieces of a closed surface (blobs of different sizes, one with a cavity), with the vertex
+    numbering shuffled and unused vertices mixed in, against trimesh's face-adjacency split."""
+    import trimesh
+
+    from viz3d.volume import Volume
+
+    grid = np.indices((44, 40, 36)).transpose(1, 2, 3, 0)
+    array = np.zeros((44, 40, 36), np.uint8)
+    for centre, radius in (((12, 12, 12), 8), ((30, 26, 20), 6), ((10, 30, 26), 3)):
+        array[np.linalg.norm(grid - centre, axis=-1) < radius] = 1
+    array[np.linalg.norm(grid - (12, 12, 12), axis=-1) < 3] = 0  # a cavity: a fourth, inward piece
+    (mesh,) = viz3d.label_meshes(Volume(array, np.eye(4)), smooth=False)
+    rng = np.random.default_rng(5)
+    n = len(mesh.vertices)
+    spare = 50
+    new_number = rng.permutation(n + spare)[:n]  # 50 numbers no face uses, spread out
+    vertices = np.zeros((n + spare, 3))
+    vertices[new_number] = mesh.vertices
+    vertices[np.setdiff1d(np.arange(n + spare), new_number)] = rng.uniform(0, 40, (spare, 3))
+    faces = new_number[mesh.faces]
+    check = inspect_surface(vertices, faces)
+    expected = len(trimesh.Trimesh(vertices, faces, process=False).split(only_watertight=False))
+    assert check.manifold and check.printable and check.vertices == n
+    assert check.components == expected == 4
+
+
 def test_repair_cubes_touching_along_an_edge():
     a_vertices, a_faces = _cube()
     b_vertices, b_faces = _cube(offset=(10.0, 10.0, 0.0))
