@@ -132,3 +132,37 @@ def test_eviction_skips_files_that_vanish_meanwhile(tmp_path, monkeypatch):
     cache.save_array("k", np.arange(6, dtype=np.int16).reshape(1, 2, 3), {"affine": np.eye(4).tolist()})
     array, meta = cache.load_array("k")
     assert array.tolist() == [[[0, 1, 2], [3, 4, 5]]] and meta["affine"] == np.eye(4).tolist()
+
+
+def test_meshes_cached_says_what_load_and_mesh_will_do(case, monkeypatch, tmp_path):
+    assert not api.meshes_cached(*case)
+    api.load_and_mesh(*case)
+    assert api.meshes_cached(*case)
+    assert not api.meshes_cached(*case, bone_hu=300) and not api.meshes_cached(*case, labels=[3])
+    calls = counting(monkeypatch)
+    api.load_and_mesh(*case)
+    assert calls == []  # it did take them from the cache
+    monkeypatch.setenv("VIZ3D_NO_CACHE", "1")
+    assert not api.meshes_cached(*case)
+    with pytest.raises(api.Viz3dError, match="no such file"):
+        api.meshes_cached(tmp_path / "missing.nii.gz")
+
+
+def test_scene_commands_import_pyvista_first_only_when_meshes_are_cached(case, monkeypatch):
+    """A first run imports what loading and meshing need before PyVista (whose VTK libraries
+    hold other threads' imports up while they load); a cached run starts with PyVista."""
+    import argparse
+
+    import viz3d.cli as cli
+    import viz3d.render as render
+
+    firsts = []
+    monkeypatch.setattr(render, "import_pyvista_soon", lambda first=(): firsts.append(first))
+    args = argparse.Namespace(ct=str(case[0]), label=str(case[1]), label_table=None, labels=None, no_bone=False,
+                              bone_hu=200.0, no_smooth=False, no_cache=False)
+    console = cli._Console(quiet=True)
+    for _ in range(2):
+        cli._inputs_and_meshes(args, console)
+    cli._inputs_and_meshes(argparse.Namespace(**{**vars(args), "no_cache": True}), console)
+    assert firsts == [api.MESHING_MODULES, (), api.MESHING_MODULES]
+    assert {"nibabel", "scipy.ndimage", "vtkmodules.vtkFiltersCore"} <= set(api.MESHING_MODULES)

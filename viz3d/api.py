@@ -21,6 +21,10 @@ from .volume import Volume, inflate_soon, load_label
 from .volume import load_ct as _load_nifti_ct
 
 
+# what loading and meshing import (DICOM's pydicom comes with nibabel)
+MESHING_MODULES = ("nibabel", "isal.isal_zlib", "scipy.ndimage", "vtkmodules.vtkFiltersCore", "scipy.sparse.csgraph")
+
+
 def load_ct(path, series=None) -> Volume:
     """A CT in Hounsfield units from a NIfTI file, or from a DICOM folder or any file of a series.
 
@@ -125,28 +129,21 @@ def load_and_mesh(
     mismatch is reported once it is in.
     Warnings from the first run are repeated. ``progress`` is called as in `build_meshes`.
     """
-    from pathlib import Path
+    from . import cache
 
-    from . import cache, __version__
-
-    if ct_path is None and label_path is None:
-        raise Viz3dError("give a CT, a label map (--label), or both")
     use_cache = use_cache and cache.enabled()
-    table_file = table if table is not None and Path(str(table)).is_file() else None
-    params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,
-                  bone_hu=bone_hu, smooth=smooth)
-    for path in (ct_path, label_path):
-        if path is not None and not Path(path).exists():
-            raise Viz3dError(f"{path}: no such file or folder")
+    _check_inputs(ct_path, label_path)
     report = progress or (lambda *args: None)
-    # A CT decoded from its file either way starts before the inputs are hashed. (A thread
-    # importing modules meanwhile was measured to slow everything down: imports hold the GIL.)
+    # A CT decoded from its file either way starts before the inputs are hashed. (No thread
+    # imports modules meanwhile: imports in two threads wait for each other, and the cores
+    # are busy from here on.)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         ct_job = None
         if ct_path is not None and not (use_cache and cache_ct):
             inflate_soon(ct_path)  # decompressed (GIL released) while the inputs are hashed and nibabel imported
             ct_job = pool.submit(load_ct, ct_path, series=series)
-        mesh_key = cache.content_key([ct_path, label_path, table_file], params) if use_cache else None
+        mesh_key = _mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
+                             bone_hu=bone_hu, smooth=smooth) if use_cache else None
         hit = cache.load_meshes(mesh_key) if use_cache else None
         if ct_path is not None:
             report("loading CT", 0, 1, "")
@@ -167,6 +164,45 @@ def load_and_mesh(
     if use_cache and hit is None:
         cache.save_meshes_soon(mesh_key, meshes, notes)  # written while the caller goes on
     return ct, meshes
+
+
+def meshes_cached(ct_path=None, label_path=None, *, series=None, table=None, labels: list[int] | None = None,
+                  bone: bool = True, bone_hu: float = DEFAULT_BONE_HU, smooth: bool = True) -> bool:
+    """Whether `load_and_mesh` with these arguments would take its meshes from the cache.
+
+    The inputs are hashed (once per process: `load_and_mesh` reuses the digests). A command
+    uses it to decide what to import first: PyVista at once when only the scene is left to
+    build, the loading and meshing modules first otherwise.
+    """
+    from . import cache
+
+    _check_inputs(ct_path, label_path)
+    if not cache.enabled():
+        return False
+    return cache.has_meshes(_mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
+                                      bone_hu=bone_hu, smooth=smooth))
+
+
+def _check_inputs(ct_path, label_path) -> None:
+    from pathlib import Path
+
+    if ct_path is None and label_path is None:
+        raise Viz3dError("give a CT, a label map (--label), or both")
+    for path in (ct_path, label_path):
+        if path is not None and not Path(path).exists():
+            raise Viz3dError(f"{path}: no such file or folder")
+
+
+def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smooth) -> str:
+    """The mesh-cache key of `load_and_mesh`'s inputs and options."""
+    from pathlib import Path
+
+    from . import cache, __version__
+
+    table_file = table if table is not None and Path(str(table)).is_file() else None
+    params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,
+                  bone_hu=bone_hu, smooth=smooth)
+    return cache.content_key([ct_path, label_path, table_file], params)
 
 
 def _load_ct_cached(path, series, use_cache: bool) -> Volume:

@@ -77,6 +77,12 @@ def _file_digest(file: Path) -> bytes:
     return _file_digests[seen]
 
 
+def has_meshes(key: str) -> bool:
+    """Whether meshes are stored under ``key`` (`load_meshes` may still find the entry unreadable)."""
+    flush()  # an entry this process is still writing
+    return _mesh_files(key)["info"].exists()
+
+
 def load_meshes(key: str) -> tuple[list[Mesh], list[str]] | None:
     """The meshes and notes (warnings given when they were built) stored under ``key``, or None.
 

@@ -229,17 +229,19 @@ def _inputs_and_meshes(args, console, for_scene=True):
     For a scene, PyVista is imported meanwhile and the decoded CT is cached for the next run;
     ``for_scene=False`` (export) does neither.
     """
-    from .api import load_and_mesh
+    from .api import MESHING_MODULES, load_and_mesh, meshes_cached
 
+    options = dict(series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
+                   bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth)
+    use_cache = not getattr(args, "no_cache", False)
     if for_scene:
         from .render import import_pyvista_soon
 
-        import_pyvista_soon()
-    return load_and_mesh(
-        args.ct, args.label, series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
-        bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth,
-        use_cache=not getattr(args, "no_cache", False), cache_ct=for_scene, progress=console.progress(),
-    )
+        # cached meshes leave only the scene to build: PyVista first; otherwise what meshing uses
+        cached = use_cache and meshes_cached(args.ct, args.label, **options)
+        import_pyvista_soon(first=() if cached else MESHING_MODULES)
+    return load_and_mesh(args.ct, args.label, **options, use_cache=use_cache, cache_ct=for_scene,
+                         progress=console.progress())
 
 
 def cmd_info(args, console) -> None:

@@ -60,22 +60,29 @@ def import_pyvista():
     return pyvista
 
 
-def import_pyvista_soon() -> None:
+def import_pyvista_soon(first: tuple[str, ...] = ()) -> None:
     """Start importing PyVista in a background thread; `import_pyvista` later finds it done.
 
     The import costs 1-1.5 s (PyVista pulls in matplotlib): a command that loads or meshes
-    first overlaps the two. A failure here is left to the later import to report.
+    first overlaps the two. The modules named in ``first`` are imported before it: while
+    VTK's libraries load, an import in another thread waits (here the whole PyVista import
+    long), so a command that will load and mesh names the modules that needs. A failure here
+    is left to the later import to report.
     """
     global _background_import
     configure_offscreen()
     if "pyvista.plotting" not in sys.modules and _background_import is None:
         # not a daemon: an early exit waits for it rather than tearing VTK down mid-import
-        _background_import = threading.Thread(target=_import_quietly, name="viz3d-import-pyvista")
+        _background_import = threading.Thread(target=_import_quietly, args=(first,), name="viz3d-import-pyvista")
         _background_import.start()
 
 
-def _import_quietly() -> None:
+def _import_quietly(first: tuple[str, ...] = ()) -> None:
+    import importlib
+
     try:
+        for name in first:
+            importlib.import_module(name)
         import_pyvista()
         import pyvista.plotting  # noqa: F401 - the Plotter: most of the cost
     except Exception:  # noqa: BLE001 - reported by the import that needs it
