@@ -166,3 +166,25 @@ def test_scene_commands_import_pyvista_first_only_when_meshes_are_cached(case, m
     cli._inputs_and_meshes(argparse.Namespace(**{**vars(args), "no_cache": True}), console)
     assert firsts == [api.MESHING_MODULES, (), api.MESHING_MODULES]
     assert {"nibabel", "scipy.ndimage", "vtkmodules.vtkFiltersCore"} <= set(api.MESHING_MODULES)
+
+
+def test_files_decompressed_early_are_all_taken(case, monkeypatch):
+    """The label map (on a mesh-cache miss) and the CT (unless its decoded array is cached) start
+    decompressing early; every buffer started is used, none is left behind (a CT whose array is
+    in the cache is not decompressed at all)."""
+    import viz3d.volume as volume
+
+    started = []
+    real = volume.inflate_soon
+    monkeypatch.setattr(api, "inflate_soon", lambda path: (started.append(str(path)), real(path)))
+    ct, label = map(str, case)
+    api.load_and_mesh(ct, label)  # nothing cached
+    assert started == [label, ct] and not volume._inflating
+    started.clear()
+    api.load_and_mesh(ct, label, bone_hu=300)  # new meshes; the CT's array comes from the cache
+    assert started == [label] and not volume._inflating
+    started.clear()
+    api.load_and_mesh(ct, label, bone_hu=300)  # all cached
+    assert started == [] and not volume._inflating
+    api.load_and_mesh(ct, label, bone_hu=400, cache_ct=False)  # as export: the CT first, at once
+    assert started == [ct, label] and not volume._inflating

@@ -145,9 +145,14 @@ def load_and_mesh(
         mesh_key = _mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
                              bone_hu=bone_hu, smooth=smooth) if use_cache else None
         hit = cache.load_meshes(mesh_key) if use_cache else None
+        if hit is None and label_path is not None:
+            inflate_soon(label_path)  # while nibabel imports and the CT loads
         if ct_path is not None:
             report("loading CT", 0, 1, "")
-            ct_job = ct_job or pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct)
+            if ct_job is None:
+                if not (use_cache and cache_ct and cache.has_array(_ct_key(ct_path, series))):
+                    inflate_soon(ct_path)
+                ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct)
         if hit is not None:
             ct = ct_job.result() if ct_job is not None else None
             meshes, notes = hit
@@ -205,13 +210,20 @@ def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smoo
     return cache.content_key([ct_path, label_path, table_file], params)
 
 
+def _ct_key(path, series) -> str:
+    """The cache key of a CT's decoded array: its files' content and the series chosen."""
+    from . import cache
+
+    return cache.content_key([path], {"ct": True, "series": series})
+
+
 def _load_ct_cached(path, series, use_cache: bool) -> Volume:
     """The CT, from the decoded-array cache when its file content was seen before."""
     from . import cache
 
     if not use_cache:
         return load_ct(path, series=series)
-    key = cache.content_key([path], {"ct": True, "series": series})
+    key = _ct_key(path, series)
     hit = cache.load_array(key)
     if hit is not None:
         array, meta = hit

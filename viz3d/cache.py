@@ -183,6 +183,11 @@ def _mesh_files(key: str, folder: Path | None = None) -> dict[str, Path]:
             "faces": folder / f"meshes-{key}.faces.npy"}
 
 
+def has_array(key: str) -> bool:
+    """Whether an array is stored under ``key`` (`load_array` may still find it unreadable)."""
+    return (cache_dir() / f"array-{key}.npy").exists() and (cache_dir() / f"array-{key}.json").exists()
+
+
 def load_array(key: str) -> tuple[np.ndarray, dict] | None:
     """A cached array (memory-mapped, read-only) and its metadata, or None."""
     path, meta_path = cache_dir() / f"array-{key}.npy", cache_dir() / f"array-{key}.json"
