@@ -188,3 +188,22 @@ def test_files_decompressed_early_are_all_taken(case, monkeypatch):
     assert started == [] and not volume._inflating
     api.load_and_mesh(ct, label, bone_hu=400, cache_ct=False)  # as export: the CT first, at once
     assert started == [ct, label] and not volume._inflating
+
+
+def test_nothing_decompressed_early_is_left_behind(case, monkeypatch):
+    """A CT whose cached array turns up after the check (another run wrote it meanwhile), and a
+    label map whose load an error pre-empts, leave no decompressed buffer held."""
+    import viz3d.volume as volume
+
+    api.load_and_mesh(*case)  # the CT's array is cached now
+    monkeypatch.setattr(cache, "has_array", lambda key: False)  # as if written just after the check
+    api.load_and_mesh(*case, bone_hu=300)
+    assert not volume._inflating
+
+    def fail(stage, *args):
+        if stage == "loading CT":
+            raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        api.load_and_mesh(*case, bone_hu=400, progress=fail)
+    assert not volume._inflating

@@ -525,6 +525,20 @@ def test_command_line_process_collects_garbage_again_once_its_scene_is_built():
     assert json.loads(result.stdout) == [False, "scene", True, True]
 
 
+def test_garbage_collection_a_program_turned_off_stays_off():
+    """`cli.main` in a program of one's own leaves the program's collector settings alone."""
+    import gc
+
+    import viz3d.cli as cli
+
+    gc.disable()
+    try:
+        cli._collect_garbage_again()
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
+
+
 def test_subprocess_export_and_cache_are_complete_when_it_exits(tmp_path):
     """The command line ends its process at once after main: every file and the cache entry are whole by then."""
     ct, label = write_box_case(tmp_path, shape=(30, 28, 16), bone=np.s_[6:22, 5:20, 3:12], label=np.s_[8:20, 7:18, 4:11],

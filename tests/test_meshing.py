@@ -192,6 +192,8 @@ def test_label_boxes_found_on_slabs_equal_scipys(order, corners, monkeypatch):
     assert meshing.label_boxes(array) == expected
     assert [v for v, _ in expected] == [1, 2, 5, 9]
     assert meshing.label_boxes(np.zeros_like(array)) == []
+    plane = np.asarray(array[:, :, 11], order=order)  # any number of axes
+    assert meshing.label_boxes(plane) == [(v, b) for v, b in enumerate(ndimage.find_objects(plane), start=1) if b]
 
 
 @pytest.mark.parametrize("block", [1, 1000, 1 << 14])

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
 from .meshing import DEFAULT_BONE_HU, Mesh, label_boxes, surfaces
 from .dicom import is_dicom_path, list_series, load_dicom
-from .volume import Volume, inflate_soon, load_label
+from .volume import Volume, forget_inflated, inflate_soon, load_label
 from .volume import load_ct as _load_nifti_ct
 
 
@@ -134,38 +134,42 @@ def load_and_mesh(
     use_cache = use_cache and cache.enabled()
     _check_inputs(ct_path, label_path)
     report = progress or (lambda *args: None)
-    # A CT decoded from its file either way starts before the inputs are hashed. (No thread
-    # imports modules meanwhile: imports in two threads wait for each other, and the cores
-    # are busy from here on.)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        ct_job = None
-        if ct_path is not None and not (use_cache and cache_ct):
-            inflate_soon(ct_path)  # decompressed (GIL released) while the inputs are hashed and nibabel imported
-            ct_job = pool.submit(load_ct, ct_path, series=series)
-        mesh_key = _mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
-                             bone_hu=bone_hu, smooth=smooth) if use_cache else None
-        hit = cache.load_meshes(mesh_key) if use_cache else None
-        if hit is None and label_path is not None:
-            inflate_soon(label_path)  # while nibabel imports and the CT loads
-        if ct_path is not None:
-            report("loading CT", 0, 1, "")
-            if ct_job is None:
-                if not (use_cache and cache_ct and cache.has_array(_ct_key(ct_path, series))):
-                    inflate_soon(ct_path)
-                ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct)
-        if hit is not None:
-            ct = ct_job.result() if ct_job is not None else None
-            meshes, notes = hit
-            for note in notes:
-                warn(note, stacklevel=2)
-        else:
-            label = load_label(label_path) if label_path is not None else None
-            with collecting_warnings() as notes:
-                meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table,
-                                       labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth, progress=progress)
-            ct = ct_job.result() if ct_job is not None else None
-        if ct_job is not None:
-            report("loading CT", 1, 1, "")
+    # A CT decoded from its file either way starts before the inputs are hashed. (No thread of
+    # ours imports modules meanwhile: imports in two threads wait for each other, and the cores
+    # are busy from here on. A scene command imports PyVista in the background; see cli.)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            ct_job = None
+            if ct_path is not None and not (use_cache and cache_ct):
+                inflate_soon(ct_path)  # decompressed (GIL released) while the inputs are hashed and nibabel imported
+                ct_job = pool.submit(load_ct, ct_path, series=series)
+            mesh_key = _mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
+                                 bone_hu=bone_hu, smooth=smooth) if use_cache else None
+            hit = cache.load_meshes(mesh_key) if use_cache else None
+            if hit is None and label_path is not None:
+                inflate_soon(label_path)  # while nibabel imports and the CT loads
+            if ct_path is not None:
+                report("loading CT", 0, 1, "")
+                if ct_job is None:
+                    if not (use_cache and cache_ct and cache.has_array(_ct_key(ct_path, series))):
+                        inflate_soon(ct_path)
+                    ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct)
+            if hit is not None:
+                ct = ct_job.result() if ct_job is not None else None
+                meshes, notes = hit
+                for note in notes:
+                    warn(note, stacklevel=2)
+            else:
+                label = load_label(label_path) if label_path is not None else None
+                with collecting_warnings() as notes:
+                    meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table,
+                                           labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth,
+                                           progress=progress)
+                ct = ct_job.result() if ct_job is not None else None
+            if ct_job is not None:
+                report("loading CT", 1, 1, "")
+    finally:
+        forget_inflated(ct_path, label_path)  # started early and not taken: an error, or a cache hit meanwhile
     if use_cache and hit is None:
         cache.save_meshes_soon(mesh_key, meshes, notes)  # written while the caller goes on
     return ct, meshes

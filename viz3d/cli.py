@@ -545,15 +545,27 @@ def main_entry() -> None:
     # before numpy loads: `import viz3d.cli` imports no numpy (the package imports lazily)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Python's cycle collector scans every object again and again while PyVista, SciPy and
-    # nibabel import (~4 % of a screenshot's or an export's CPU time). Loading and meshing
-    # make no cyclic garbage worth collecting; the scene's commands turn it back on.
+    # nibabel import (~4 % of a screenshot's or an export's CPU time). Loading and meshing make
+    # little cyclic garbage (peak memory is the same either way); the scene's commands, which
+    # run on, turn it back on.
+    global _collector_paused
     gc.disable()
+    _collector_paused = True
     _exit_at_once(main())
 
 
+_collector_paused = False  # main_entry turned the cycle collector off
+
+
 def _collect_garbage_again() -> None:
-    """Turn the cycle collector back on, after freezing what exists (it is never scanned again)."""
-    if not gc.isenabled():
+    """Collect once and turn the cycle collector back on if `main_entry` turned it off.
+
+    What is still alive then (modules, the scene) is frozen: never scanned again.
+    """
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.collect()
         gc.freeze()
         gc.enable()
 

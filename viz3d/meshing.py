@@ -283,8 +283,8 @@ def _threshold_box(array: np.ndarray, iso: float):
     [(1, 2), (2, 4), (5, 6)]
     """
     box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
+    for axis in range(array.ndim):
+        other = tuple(a for a in range(array.ndim) if a != axis)
         hits = np.flatnonzero(np.fmax.reduce(array, axis=other) >= iso)  # fmax: NaN left out
         if not len(hits):
             return None

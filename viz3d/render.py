@@ -80,9 +80,12 @@ def import_pyvista_soon(first: tuple[str, ...] = ()) -> None:
 def _import_quietly(first: tuple[str, ...] = ()) -> None:
     import importlib
 
-    try:
-        for name in first:
+    for name in first:
+        try:
             importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - reported by the import that needs it
+            pass
+    try:
         import_pyvista()
         import pyvista.plotting  # noqa: F401 - the Plotter: most of the cost
     except Exception:  # noqa: BLE001 - reported by the import that needs it

@@ -126,8 +126,7 @@ def _read_nifti(path: Path):
     try:
         return _read_checked_nifti(path)
     finally:
-        with _inflating_lock:  # bytes started early for a file that failed a check first
-            _inflating.pop(os.path.realpath(path), None)
+        forget_inflated(path)  # bytes started early for a file that failed a check first
 
 
 def _read_checked_nifti(path: Path):
@@ -202,6 +201,15 @@ def inflate_soon(path) -> None:
         with _inflating_lock:
             _inflating.pop(identity[0], None)
         raise
+
+
+def forget_inflated(*paths) -> None:
+    """Drop what `inflate_soon` started for ``paths`` and no load took (a load that did not
+    happen: the file's array came from elsewhere, or an error came first)."""
+    with _inflating_lock:
+        for path in paths:
+            if path is not None:
+                _inflating.pop(os.path.realpath(path), None)
 
 
 def _identity(path: Path) -> tuple:
