@@ -506,23 +506,25 @@ def test_command_line_process_keeps_blas_on_one_thread():
 
 
 def test_command_line_process_collects_garbage_again_once_its_scene_is_built():
-    """Loading and meshing run without the cycle collector; a scene (window, web view,
-    turntable: long-running) turns it back on."""
+    """Loading and meshing run without the cycle collector; a scene that runs on (window, web
+    view, turntable) turns it back on, a screenshot's does not (the process ends)."""
     code = (
         "import argparse, gc, json, viz3d.cli as cli, viz3d.scene as scene\n"
         "scene.build_scene = lambda *a, **k: 'scene'\n"
         "def main(argv=None):\n"
         "    loading = gc.isenabled()\n"
         "    args = argparse.Namespace(window='bone', no_slices=False, no_bone=False, view='iso')\n"
+        "    cli._scene_for(args, None, [], None, off_screen=True, interactive=False, runs_on=False)\n"
+        "    shot = gc.isenabled()\n"
         "    built = cli._scene_for(args, None, [], None, off_screen=True, interactive=False)\n"
-        "    print(json.dumps([loading, built, gc.isenabled(), gc.get_freeze_count() > 0]))\n"
+        "    print(json.dumps([loading, shot, built, gc.isenabled(), gc.get_freeze_count() > 0]))\n"
         "    return 0\n"
         "cli.main = main\n"
         "cli.main_entry()\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_cli_env())
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [False, "scene", True, True]
+    assert json.loads(result.stdout) == [False, False, "scene", True, True]
 
 
 def test_garbage_collection_a_program_turned_off_stays_off():

@@ -299,7 +299,9 @@ def _print_dicom_info(meta: dict) -> None:
               f"{entry['description'] or '(no description)'}  uid {entry['uid'] or '(empty)'}")
 
 
-def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024, 768)):
+def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024, 768), runs_on=True):
+    """The scene of the command's options; ``runs_on``: the command goes on with it (a window,
+    the web view, a turntable) and collects garbage again from here, unlike a screenshot."""
     from .scene import WINDOW_PRESETS, build_scene
 
     window = args.window
@@ -311,7 +313,8 @@ def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024
         meshes, ct, window=window, show_slices=not args.no_slices, show_bone=not getattr(args, "no_bone", False),
         view=args.view, off_screen=off_screen, size=size, interactive=interactive,
     )
-    _collect_garbage_again()  # the window, web view and turntable run on from here
+    if runs_on:
+        _collect_garbage_again()
     return scene
 
 
@@ -344,7 +347,7 @@ def cmd_screenshot(args, console) -> None:
         raise Viz3dError(f"{args.out}: screenshots are written as PNG; use a .png file name")
     size = args.size or ((640, 480) if views else (1024, 768))
     ct, meshes = _inputs_and_meshes(args, console)
-    scene = _scene_for(args, console, meshes, ct, off_screen=True, interactive=False, size=size)
+    scene = _scene_for(args, console, meshes, ct, off_screen=True, interactive=False, size=size, runs_on=False)
     if views:
         from .motion import view_sheet
 
