@@ -1,5 +1,6 @@
 """The benchmark script, run small so that it does not rot (the real figures come from zoom 6)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ def test_bench_smoke_zoom_2(tmp_path):
     for key in ("rotate_fps", "rotate_full_resolution_fps", "window_level_fps", "plain_render_fps"):
         assert result[key] > 0, key
     assert result["export_peak_mb"] > result["input_mb"]
+    for name in ("export", "screenshot", "screenshot_cached"):  # the child's own CPU time, all its threads
+        assert 0 < result[f"{name}_cpu_s"] < 2 * max(result[f"{name}_all_s"]) * (os.cpu_count() or 1), name
+    assert "CPU s" in run.stdout
     assert len(result["export_all_s"]) == len(result["viz3d_mesh_all_s"]) == 2  # medians of --repeat runs
     assert min(result["export_all_s"]) <= result["export_s"] <= max(result["export_all_s"])
     assert "meshing_speedup_vs_naive" in result["ratios"]
