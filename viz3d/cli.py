@@ -548,9 +548,9 @@ def main_entry() -> None:
     # before numpy loads: `import viz3d.cli` imports no numpy (the package imports lazily)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Python's cycle collector scans every object again and again while PyVista, SciPy and
-    # nibabel import (~4 % of a screenshot's or an export's CPU time). Loading and meshing make
-    # little cyclic garbage (peak memory is the same either way); the scene's commands, which
-    # run on, turn it back on.
+    # nibabel import (2-4 % of a cached screenshot, 1-2 % of an export's CPU time). Loading
+    # and meshing make little cyclic garbage (peak memory is the same either way); the scene
+    # commands that run on turn it back on.
     global _collector_paused
     gc.disable()
     _collector_paused = True
