@@ -241,6 +241,7 @@ def _inflate(path: Path) -> np.ndarray | None:
             raw.seek(0)
             buffer = np.empty(size, np.uint8)
             view, filled = memoryview(buffer), 0
+            # the C reader igzip.open wraps (exported for it); were it gone, nibabel reads the file
             stream = isal_zlib._GzipReader(raw, min(_INFLATE_READ, max(os.fstat(raw.fileno()).st_size, 1)))
             while filled < size and (count := stream.readinto(view[filled:filled + _INFLATE_CHUNK])):
                 filled += count
