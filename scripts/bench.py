@@ -7,7 +7,8 @@ Builds (and caches, in the git-ignored ``bench-cases/``) a case with
 * the naive baseline the tutorial and the dataset scripts use: for each label,
   ``skimage.measure.marching_cubes(label == v, 0.5)`` on the whole volume, vertices scaled to mm;
   and the same plus load and STL writing, as the baseline for an end-to-end export;
-* viz3d's label meshing as ``export`` does it (world mm, outward, smoothed) and the bone surface;
+* viz3d's label meshing as ``export`` does it (world mm, outward, smoothed) and the bone surface,
+  and the surface checks export runs on them (one core);
 * ``viz3d export`` end to end (load, mesh, write), wall time and peak resident memory (each
   run starts with an empty cache; what it wrote is deleted after it, as the naive run's files are);
 * ``viz3d screenshot`` of the full scene (time to first frame), wall time and peak memory;
@@ -225,6 +226,11 @@ def main() -> None:
         seconds, bone = timed(viz3d.bone_mesh, ct)
         bone_times.append(seconds)
     mesh_s, bone_s = float(np.median(mesh_times)), float(np.median(bone_times))
+    from viz3d.quality import inspect_surface
+
+    surfaces = meshes + ([bone] if bone else [])
+    check_times = [timed(lambda: [inspect_surface(m.vertices, m.faces) for m in surfaces])[0] for _ in range(args.repeat)]
+    results.update(check_s=float(np.median(check_times)))
     results.update(viz3d_mesh_all_s=[round(t, 3) for t in mesh_times], viz3d_mesh_s=mesh_s, viz3d_triangles=int(sum(m.n_triangles for m in meshes)), bone_s=bone_s,
                    bone_triangles=bone.n_triangles if bone else 0,
                    output_mb=sum(m.vertices.nbytes + m.faces.nbytes for m in meshes + ([bone] if bone else [])) / 2**20)
@@ -253,6 +259,7 @@ def print_table(r: dict) -> None:
         ("viz3d label meshing (smoothed, world mm)", f"{r['viz3d_mesh_s']:.2f} s ({r['viz3d_triangles'] / 1e6:.2f} M triangles)"),
         ("  speed-up", f"{r['ratios']['meshing_speedup_vs_naive']:.1f}x"),
         ("viz3d bone surface", f"{r['bone_s']:.2f} s ({r['bone_triangles'] / 1e6:.2f} M triangles)"),
+        ("viz3d surface checks (all surfaces, one core)", f"{r['check_s']:.2f} s"),
         ("naive load + mesh + write STL", f"{r['naive_export_s']:.2f} s"),
         ("viz3d export end to end", f"{r['export_s']:.2f} s ({r['export_cpu_s']:.2f} CPU s), peak {r['export_peak_mb']:.0f} MB"),
         ("  speed-up", f"{r['ratios']['export_speedup_vs_naive']:.1f}x"),

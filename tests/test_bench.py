@@ -18,7 +18,7 @@ def test_bench_smoke_zoom_2(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["shape"] == [244, 202, 60] and result["labels"] == 41
-    for key in ("naive_mesh_s", "viz3d_mesh_s", "export_s", "screenshot_s", "screenshot_cached_s"):
+    for key in ("naive_mesh_s", "viz3d_mesh_s", "check_s", "export_s", "screenshot_s", "screenshot_cached_s"):
         assert result[key] > 0, key
     for key in ("rotate_fps", "rotate_full_resolution_fps", "window_level_fps", "plain_render_fps"):
         assert result[key] > 0, key

