@@ -183,14 +183,19 @@ def _mesh_files(key: str, folder: Path | None = None) -> dict[str, Path]:
             "faces": folder / f"meshes-{key}.faces.npy"}
 
 
+def _array_files(key: str) -> tuple[Path, Path]:
+    """The array's .npy file and its JSON description."""
+    return cache_dir() / f"array-{key}.npy", cache_dir() / f"array-{key}.json"
+
+
 def has_array(key: str) -> bool:
     """Whether an array is stored under ``key`` (`load_array` may still find it unreadable)."""
-    return (cache_dir() / f"array-{key}.npy").exists() and (cache_dir() / f"array-{key}.json").exists()
+    return all(path.exists() for path in _array_files(key))
 
 
 def load_array(key: str) -> tuple[np.ndarray, dict] | None:
     """A cached array (memory-mapped, read-only) and its metadata, or None."""
-    path, meta_path = cache_dir() / f"array-{key}.npy", cache_dir() / f"array-{key}.json"
+    path, meta_path = _array_files(key)
     if not (path.exists() and meta_path.exists()):
         return None
     try:
@@ -209,8 +214,9 @@ def load_array(key: str) -> tuple[np.ndarray, dict] | None:
 def save_array(key: str, array: np.ndarray, meta: dict) -> None:
     """Store an array (Fortran order kept) and JSON metadata under ``key``; errors are ignored."""
     meta = dict(meta, shape=list(array.shape), dtype=str(array.dtype))
-    _store(f"array-{key}.npy", lambda handle: np.save(handle, array, allow_pickle=False))
-    _store(f"array-{key}.json", lambda handle: handle.write(json.dumps(meta, default=str).encode()))
+    path, meta_path = _array_files(key)
+    _store(path.name, lambda handle: np.save(handle, array, allow_pickle=False))
+    _store(meta_path.name, lambda handle: handle.write(json.dumps(meta, default=str).encode()))
 
 
 def _store(name: str, write, folder: Path | None = None) -> None:
