@@ -233,8 +233,8 @@ def main() -> None:
     results.update(check_s=float(np.median(check_times)))
     results.update(viz3d_mesh_all_s=[round(t, 3) for t in mesh_times], viz3d_mesh_s=mesh_s, viz3d_triangles=int(sum(m.n_triangles for m in meshes)), bone_s=bone_s,
                    bone_triangles=bone.n_triangles if bone else 0,
-                   output_mb=sum(m.vertices.nbytes + m.faces.nbytes for m in meshes + ([bone] if bone else [])) / 2**20)
-    del meshes, bone, ct, label
+                   output_mb=sum(m.vertices.nbytes + m.faces.nbytes for m in surfaces) / 2**20)
+    del meshes, bone, surfaces, ct, label
 
     results["ratios"] = {
         "meshing_speedup_vs_naive": results["naive_mesh_s"] / results["viz3d_mesh_s"],
