@@ -1,4 +1,8 @@
 """The mesh and CT cache: reuse on a second run, rebuild on any change or corruption."""
+import json
+import os
+import time
+
 import numpy as np
 import nibabel as nib
 import pytest
@@ -207,3 +211,96 @@ def test_nothing_decompressed_early_is_left_behind(case, monkeypatch):
     with pytest.raises(RuntimeError, match="stopped"):
         api.load_and_mesh(*case, bone_hu=400, progress=fail)
     assert not volume._inflating
+
+
+@pytest.fixture
+def digests(tmp_path, monkeypatch):
+    """A fresh cache folder and fresh digest memory, files counted as settled at once."""
+    monkeypatch.setenv("VIZ3D_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "SETTLED_S", 0.0)
+    new_process(monkeypatch)
+    return tmp_path
+
+
+def new_process(monkeypatch):
+    """Forget the digests held in memory, as a new run starts."""
+    monkeypatch.setattr(cache, "_digests", {})
+    monkeypatch.setattr(cache, "_stored", None)
+    monkeypatch.setattr(cache, "_new", {})
+
+
+def unread(file):
+    raise AssertionError(f"{file} was read again")
+
+
+def test_unchanged_inputs_are_not_read_again_on_the_next_run(digests, monkeypatch):
+    a, folder = digests / "a.nii", digests / "series"
+    a.write_bytes(b"abc")
+    folder.mkdir()
+    for name in ("1.dcm", "2.dcm"):
+        (folder / name).write_bytes(name.encode())
+    first = cache.content_key([a, folder], {})
+    new_process(monkeypatch)
+    monkeypatch.setattr(cache, "_file_digest", unread)
+    assert cache.content_key([a, folder], {}) == first
+
+
+def test_a_rewrite_with_the_same_size_and_times_changes_the_key(digests, monkeypatch):
+    a = digests / "a.nii"
+    a.write_bytes(b"abc")
+    first = cache.content_key([a], {})
+    before = a.stat()
+    time.sleep(0.05)  # the change time moves on in ticks of a few ms
+    with open(a, "r+b") as handle:  # same inode, same size
+        handle.write(b"abd")
+    os.utime(a, ns=(before.st_atime_ns, before.st_mtime_ns))  # the modification time set back
+    new_process(monkeypatch)
+    # the key of the new bytes, as a fresh copy of them (never seen before) gets it
+    assert cache.content_key([a], {}) == cache.content_key([_copy(a, digests / "b.nii")], {}) != first
+
+
+def _copy(source, target):
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def test_a_folder_with_a_file_added_gets_a_new_key(digests, monkeypatch):
+    folder = digests / "series"
+    folder.mkdir()
+    (folder / "1.dcm").write_bytes(b"one")
+    first = cache.content_key([folder], {})
+    (folder / "2.dcm").write_bytes(b"two")
+    new_process(monkeypatch)
+    assert cache.content_key([folder], {}) != first
+
+
+def test_recently_changed_files_are_hashed_on_every_run(digests, monkeypatch):
+    monkeypatch.setattr(cache, "SETTLED_S", 3600.0)
+    a = digests / "a.nii"
+    a.write_bytes(b"abc")
+    first = cache.content_key([a], {})
+    assert not (cache.cache_dir() / cache._DIGESTS_FILE).exists()
+    new_process(monkeypatch)
+    reads = []
+    monkeypatch.setattr(cache, "_file_digest", lambda file, real=cache._file_digest: reads.append(file) or real(file))
+    assert cache.content_key([a], {}) == first and reads == [a]
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]", b'{"x": 5}', b""])
+def test_a_damaged_digest_file_is_ignored_and_replaced(digests, monkeypatch, damage):
+    a = digests / "a.nii"
+    a.write_bytes(b"abc")
+    first = cache.content_key([a], {})
+    stored = cache.cache_dir() / cache._DIGESTS_FILE
+    stored.write_bytes(damage)
+    new_process(monkeypatch)
+    assert cache.content_key([a], {}) == first
+    assert len(json.loads(stored.read_text())) == 1
+
+
+def test_no_digest_file_without_the_cache(digests, monkeypatch):
+    monkeypatch.setenv("VIZ3D_NO_CACHE", "1")
+    a = digests / "a.nii"
+    a.write_bytes(b"abc")
+    cache.content_key([a], {})
+    assert not cache.cache_dir().exists()

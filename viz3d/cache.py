@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,30 +52,94 @@ def content_key(paths: list[str | Path | None], params: dict) -> str:
     digest.update(json.dumps({"v": FORMAT_VERSION, "params": params}, sort_keys=True, default=str).encode())
     for path in paths:
         digest.update(b"\0path\0")
-        if path is None:
-            continue
-        path = Path(path)
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(path) if path.is_dir() else "").encode() + b"\0")
-            digest.update(_file_digest(file))
+        if path is not None:
+            digest.update(_path_digest(Path(path)))
+    _remember_digests()
     return digest.hexdigest()[:40]
 
 
-_file_digests: dict[tuple, bytes] = {}
+_DIGESTS_FILE = "digests.json"
+_DIGESTS_KEPT = 256
+# A file changed this recently may change again within the same timestamp tick (a few ms on
+# Linux, 2 s on FAT) without its signature changing: its digest is not remembered across runs.
+SETTLED_S = 5.0
+
+_digests: dict[str, bytes] = {}  # signature -> digest, this process
+_stored: dict[str, str] | None = None  # signature -> hex digest, as read from the cache folder
+_new: dict[str, str] = {}  # digests to add to the cache folder's file
+
+
+def _path_digest(path: Path) -> bytes:
+    """The digest of a file's bytes, or of a folder's files (relative names and bytes, in name order).
+
+    Hashing a clinical CT reads 100-300 MB (0.1-0.3 s). Digests are therefore remembered by the
+    files' signature: name, size, inode, modification and change times. A rewrite or a replacement
+    always changes the change time (which no program can set back), so a matching signature means
+    the same bytes. They are remembered in this process, and across runs in the cache folder.
+    """
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    signature, settled = _signature(path, files)
+    if signature in _digests:
+        return _digests[signature]
+    stored = _stored_digests().get(signature)
+    if stored is not None:
+        _digests[signature] = bytes.fromhex(stored)
+        return _digests[signature]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else "").encode() + b"\0")
+        digest.update(_file_digest(file))
+    _digests[signature] = digest.digest()
+    if settled and _signature(path, files) == (signature, True) and enabled():  # unchanged while read
+        _new[signature] = digest.hexdigest()
+    return _digests[signature]
+
+
+def _signature(path: Path, files: list[Path]) -> tuple[str, bool]:
+    """A digest of what the file system says about ``files``, and whether they have all settled."""
+    stats = [file.stat() for file in files]
+    described = [str(path.resolve())] + [
+        [str(file.relative_to(path)) if path.is_dir() else "", s.st_size, s.st_ino, s.st_dev, s.st_mtime_ns,
+         s.st_ctime_ns] for file, s in zip(files, stats)]
+    newest = max((max(s.st_mtime_ns, s.st_ctime_ns) for s in stats), default=0)
+    settled = time.time_ns() - newest > SETTLED_S * 1e9
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:40], settled
 
 
 def _file_digest(file: Path) -> bytes:
-    """The digest of a file's bytes, read once per process (the CT is keyed for meshes and for itself)."""
-    stat = file.stat()
-    seen = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
-    if seen not in _file_digests:
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-        _file_digests[seen] = digest.digest()
-    return _file_digests[seen]
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def _stored_digests() -> dict[str, str]:
+    """The digests remembered in the cache folder (read once per process; unreadable: none)."""
+    global _stored
+    if _stored is None:
+        _stored = {}
+        if enabled():
+            try:
+                stored = json.loads((cache_dir() / _DIGESTS_FILE).read_text())
+                _stored = {k: v for k, v in stored.items() if isinstance(v, str) and len(v) == 64}
+            except (OSError, ValueError, AttributeError):
+                pass  # none yet, or damaged: digests are computed again
+    return _stored
+
+
+def _remember_digests() -> None:
+    """Add the digests computed since the last call to the cache folder's file (newest kept)."""
+    if not _new:
+        return
+    new = dict(_new)
+    _new.clear()
+    global _stored
+    _stored = None  # another process may have added some meanwhile
+    merged = {**_stored_digests(), **new}
+    merged = dict(list(merged.items())[-_DIGESTS_KEPT:])
+    _stored = merged
+    _store(_DIGESTS_FILE, lambda handle: handle.write(json.dumps(merged).encode()))
 
 
 def has_meshes(key: str) -> bool:
