@@ -18,7 +18,8 @@ def test_bench_smoke_zoom_2(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["shape"] == [244, 202, 60] and result["labels"] == 41
-    for key in ("naive_mesh_s", "viz3d_mesh_s", "check_s", "export_s", "screenshot_s", "screenshot_cached_s"):
+    for key in ("naive_mesh_s", "viz3d_mesh_s", "check_s", "export_s", "screenshot_s", "screenshot_cached_s",
+                "first_frame_floor_s"):
         assert result[key] > 0, key
     for key in ("rotate_fps", "rotate_full_resolution_fps", "window_level_fps", "plain_render_fps"):
         assert result[key] > 0, key
@@ -28,5 +29,6 @@ def test_bench_smoke_zoom_2(tmp_path):
     assert "CPU s" in run.stdout
     assert len(result["export_all_s"]) == len(result["viz3d_mesh_all_s"]) == 2  # medians of --repeat runs
     assert min(result["export_all_s"]) <= result["export_s"] <= max(result["export_all_s"])
-    assert "meshing_speedup_vs_naive" in result["ratios"]
+    assert "meshing_speedup_vs_naive" in result["ratios"] and "first_frame_over_floor" in result["ratios"]
+    assert "floor" in run.stdout
     assert "speed-up" in run.stdout and "fps" in run.stdout
