@@ -15,6 +15,8 @@ Builds (and caches, in the git-ignored ``bench-cases/``) a case with
 * the same screenshot again, with meshes and the decoded CT in the cache;
 * the least any PyVista program needs for that frame: import PyVista, read the cached meshes, add
   them to a plotter and draw them once (no slices, legend or checks), the floor under a cached run;
+* loading the case's CT as a JPEG 2000 DICOM series (written once by ``scripts/make_dicom_case.py``),
+  slices decoded in this process alone and on a pool of processes, one per core;
 * frames per second while rotating the camera (full meshes, and the cheap interaction drawing
   the window switches to while the mouse drags) and while changing window/level (as a slider
   drag draws it, and with the full meshes), each against a plain re-render, offscreen.
@@ -50,6 +52,43 @@ def build_case(zoom: int, cache: Path) -> Path:
     if not ((folder / "ct.nii.gz").exists() and (folder / "label.nii.gz").exists()):
         subprocess.run([sys.executable, str(MAKE_CASE), "--zoom", str(zoom), "--out-dir", str(folder)], check=True)
     return folder
+
+
+def build_dicom_case(case: Path) -> Path:
+    """The case's CT as a JPEG 2000 DICOM series beside it, written once and reused."""
+    folder = case / "dicom-j2k"
+    if not folder.is_dir():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_dicom_case.py"), str(case / "ct.nii.gz"), str(folder)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return folder
+
+
+DICOM_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+import viz3d.dicom as dicom
+if sys.argv[2] == "serial":
+    dicom.POOL_MIN_SLICES = 10**9  # every slice decoded in this process
+start = time.perf_counter()
+volume = dicom.load_dicom(sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - start, "sum": int(volume.array.sum(dtype=np.int64)),
+                  "slices": volume.shape[2]}))
+"""
+
+
+def dicom_loads(folder: Path, repeat: int) -> dict:
+    """Median seconds to load ``folder`` with slices decoded serially and on the pool, alternated."""
+    runs: dict[str, list] = {"serial": [], "pooled": []}
+    for _ in range(repeat):
+        for mode, measured in runs.items():
+            out = subprocess.run([sys.executable, "-c", DICOM_SCRIPT, str(folder), mode], check=True,
+                                 capture_output=True, text=True)
+            measured.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    sums = {run["sum"] for measured in runs.values() for run in measured}
+    if len(sums) != 1:
+        raise SystemExit(f"DICOM loads disagree: voxel sums {sums}")
+    return {"dicom_slices": runs["serial"][0]["slices"],
+            **{f"dicom_{mode}_s": float(np.median([run["seconds"] for run in measured])) for mode, measured in runs.items()}}
 
 
 def timed(function, *args, **kwargs):
@@ -237,6 +276,7 @@ def main() -> None:
                              check=True, capture_output=True, text=True,
                              env=dict(os.environ, VIZ3D_CACHE_DIR=f"{tmp}/cache-fps"))
     results.update(json.loads(fps.stdout.strip().splitlines()[-1]))
+    results.update(dicom_loads(build_dicom_case(case), args.repeat))
 
     load_s, (ct, label) = timed(lambda: (viz3d.load_ct(ct_path), viz3d.load_label(label_path)))
     results.update(shape=list(label.shape), labels=len(viz3d.meshing.present_labels(label.array)), load_s=load_s,
@@ -279,6 +319,7 @@ def main() -> None:
                                                        / results["plain_render_full_resolution_fps"]),
         "cached_first_frame_speedup": results["screenshot_s"] / results["screenshot_cached_s"],
         "first_frame_over_floor": results["screenshot_s"] / results["first_frame_floor_s"],
+        "dicom_pool_speedup": results["dicom_serial_s"] / results["dicom_pooled_s"],
     }
     out = args.json or ROOT / "bench-results" / f"bench-z{args.zoom}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -303,6 +344,9 @@ def print_table(r: dict) -> None:
         ("  same again, meshes and CT cached", f"{r['screenshot_cached_s']:.2f} s ({r['ratios']['cached_first_frame_speedup']:.1f}x faster)"),
         ("  floor: bare PyVista draws the cached meshes", f"{r['first_frame_floor_s']:.2f} s (the most a cache can gain: "
                                                          f"{r['ratios']['first_frame_over_floor']:.1f}x)"),
+        (f"DICOM JPEG 2000 load ({r['dicom_slices']} slices)", f"{r['dicom_pooled_s']:.2f} s on all cores, "
+                                                               f"{r['dicom_serial_s']:.2f} s in one process "
+                                                               f"({r['ratios']['dicom_pool_speedup']:.1f}x)"),
         ("rotate, full meshes", f"{r['rotate_full_resolution_fps']:.1f} fps"),
         ("rotate, 1024x768 offscreen (LOD)", f"{r['rotate_fps']:.1f} fps ({r['lod_triangles'] / 1e3:.0f} k triangles, built in {r['lod_build_s']:.2f} s)"),
         ("window/level drag (slider)", f"{r['window_level_fps']:.1f} fps (plain render {r['plain_render_fps']:.1f} fps)"),

@@ -590,3 +590,96 @@ def test_label_meshes_of_the_real_series_sit_on_its_bone(real, sample_dir):
         # while the same surface with y negated (an LPS/RAS confusion) is far off the bone
         off, _ = bone.query(mesh.vertices * [1, -1, 1])
         assert np.median(off) > 20.0, mesh.name
+
+
+# ---------------------------------------------------------------------------------------------
+# compressed series decoded on a pool of processes
+
+
+@pytest.fixture
+def pooled(monkeypatch, tmp_path):
+    """Any compressed series of 2+ slices goes to the pool; each decode notes its process id."""
+    import os
+
+    import viz3d.dicom as dicom
+
+    monkeypatch.setattr(dicom, "POOL_MIN_SLICES", 2)
+    log = tmp_path / "decoded-by"
+    real_read = dicom._read_pixels
+
+    def noting(header):  # forked workers inherit this patched module
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()} {header.path.name}\n")
+        return real_read(header)
+
+    monkeypatch.setattr(dicom, "_read_pixels", noting)
+    return log
+
+
+def decoded_by(log):
+    return [line.split() for line in log.read_text().splitlines()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
+def test_a_pooled_jpeg2000_series_equals_the_serial_one(real, sample_dir, pooled, monkeypatch):
+    import os
+
+    import viz3d.dicom as dicom
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # 3 workers even on one core
+    volume, messages = loaded(sample_dir / "ct_dicom")
+    serial, _ = real
+    assert messages == [] and volume.array.dtype == serial.array.dtype
+    assert np.array_equal(volume.array, serial.array) and np.allclose(volume.affine, serial.affine)
+    pids = {pid for pid, _ in decoded_by(pooled)}
+    assert str(os.getpid()) in pids and len(pids) >= 3, pids  # the first slice here, the rest in workers
+    assert sorted(name for _, name in decoded_by(pooled)) == sorted(p.name for p in (sample_dir / "ct_dicom").iterdir())
+    assert dicom._decode_workers([]) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
+def test_an_undecodable_slice_is_the_same_error_with_or_without_the_pool(sample_dir, tmp_path, pooled, monkeypatch):
+    import viz3d.dicom as dicom
+
+    folder = tmp_path / "series"
+    shutil.copytree(sample_dir / "ct_dicom", folder)
+    victim = sorted(folder.iterdir())[11]
+    ds = pydicom.dcmread(victim)
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])  # a JPEG 2000 start, then nothing
+    ds.save_as(victim)
+    with pytest.raises(Viz3dError) as pooled_error:
+        load_dicom(folder)
+    monkeypatch.setattr(dicom, "POOL_MIN_SLICES", 10**6)
+    with pytest.raises(Viz3dError) as serial_error:
+        load_dicom(folder)
+    assert str(pooled_error.value) == str(serial_error.value)
+    assert str(serial_error.value).startswith(f"{victim}: cannot decode pixel data (JPEG 2000")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
+def test_a_pool_that_breaks_or_cannot_start_leaves_the_work_to_this_process(real, sample_dir, pooled, monkeypatch):
+    import concurrent.futures
+    import os
+
+    import viz3d.dicom as dicom
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    parent, noting = os.getpid(), dicom._read_pixels
+
+    def dies_in_a_worker(header):
+        if os.getpid() != parent and header.path.name == sorted(p.name for p in header.path.parent.iterdir())[5]:
+            os._exit(1)  # killed, out of memory: the pool breaks
+        return noting(header)
+
+    monkeypatch.setattr(dicom, "_read_pixels", dies_in_a_worker)
+    broken, _ = loaded(sample_dir / "ct_dicom")
+    assert np.array_equal(broken.array, real[0].array)
+
+    def cannot_start(*args, **kwargs):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", cannot_start)
+    pooled.unlink()
+    refused, _ = loaded(sample_dir / "ct_dicom")
+    assert np.array_equal(refused.array, real[0].array)
+    assert {pid for pid, _ in decoded_by(pooled)} == {str(parent)}

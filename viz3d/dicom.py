@@ -45,6 +45,8 @@ Values
 """
 from __future__ import annotations
 
+import os
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -479,6 +481,66 @@ def _read_pixels(header: _Header) -> np.ndarray:
     return pixels
 
 
+def _stored_slices(headers: list[_Header]):
+    """Yield each slice's stored values, in the order of ``headers``.
+
+    Compressed slices (JPEG 2000: ~25 ms each; pydicom's decoders hold the GIL, so threads
+    gain nothing) are decoded by a pool of forked processes, one per core, when there are at
+    least `POOL_MIN_SLICES` of them: a 500-slice series then takes about 1 / cores of its
+    serial 12 s. The first slice is decoded here first, so the decoder is imported before the
+    fork (the children import nothing) and a slice no decoder reads fails before any work. A
+    pool that cannot start or breaks leaves the rest to this process. Errors are the same
+    one-line `Viz3dError` either way.
+    """
+    workers = _decode_workers(headers)
+    if workers < 2:
+        yield from map(_read_pixels, headers)
+        return
+    yield _read_pixels(headers[0])
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    done = 1
+    try:
+        # fork, not spawn or forkserver: those run the caller's script again in each worker
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    except (OSError, ValueError):
+        pool = None
+    if pool is not None:
+        try:
+            rest = headers[1:]
+            for stored in pool.map(_read_pixels_in_worker, rest, chunksize=max(1, len(rest) // (8 * workers))):
+                yield stored
+                done += 1
+        except (BrokenProcessPool, OSError):
+            pass  # a worker died (killed, out of memory): this process decodes what is left
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # an error: no waiting for slices in flight
+    yield from map(_read_pixels, headers[done:])
+
+
+def _read_pixels_in_worker(header: _Header) -> np.ndarray:
+    """`_read_pixels`, as the forked worker's copy of this module holds it (the pool sends only this name)."""
+    return _read_pixels(header)
+
+
+POOL_MIN_SLICES = 32  # fewer compressed slices decode faster than a pool starts and feeds
+
+
+def _decode_workers(headers: list[_Header]) -> int:
+    """How many processes should decode ``headers``: one per usable core, or 1 (this one)."""
+    import sys
+
+    from pydicom.uid import UID
+
+    compressed = sum(1 for h in headers if h.transfer_syntax and UID(h.transfer_syntax).is_compressed)
+    if compressed < POOL_MIN_SLICES or not sys.platform.startswith("linux"):
+        return 1  # fork is Linux's safe default; macOS forbids it once system frameworks run
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, compressed // 8))
+
+
 def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan) -> tuple[np.ndarray, int]:
     """Decode every slice once into one preallocated (column, row, slice) array of HU."""
     integral = all(float(h.slope).is_integer() and float(h.intercept).is_integer() for h in headers)
@@ -491,28 +553,28 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan) -
         raise Viz3dError(f"{folder}: not enough memory to load {shape} voxels of {np.dtype(dtype)}") from None
     filled = -1
     duplicates = 0
-    for header, slot in zip(headers, plan.slots):
-        stored = _read_pixels(header)
-        if array.dtype == np.int16:
-            values = stored.astype(np.int64) * int(header.slope) + int(header.intercept)
-            if values.size and (values.min() < -32768 or values.max() > 32767):
-                array = array.astype(np.float32, order="F")  # exact HU no longer fit int16
-                values = values.astype(np.float32)
-        else:
-            values = (stored.astype(np.float64) * header.slope + header.intercept).astype(np.float32)
-        if slot == filled:
-            if not np.array_equal(array[:, :, slot], values.T):
-                keeper = headers[plan.slots.index(slot)].path
-                raise Viz3dError(
-                    f"{folder}: series {info.describe()}: {keeper.name} and {header.path.name} are different images at the "
-                    f"same position ({plan.depths[slot]:.3f} mm along the slice normal): several acquisitions, echoes or "
-                    "phases in one series are not supported"
-                )
-            duplicates += 1
-            continue
-        array[:, :, slot] = values.T
-        filled = slot
-        del stored, values
+    with closing(_stored_slices(headers)) as slices:  # an error below stops the decoding pool at once
+        for header, slot, stored in zip(headers, plan.slots, slices):
+            if array.dtype == np.int16:
+                values = stored.astype(np.int64) * int(header.slope) + int(header.intercept)
+                if values.size and (values.min() < -32768 or values.max() > 32767):
+                    array = array.astype(np.float32, order="F")  # exact HU no longer fit int16
+                    values = values.astype(np.float32)
+            else:
+                values = (stored.astype(np.float64) * header.slope + header.intercept).astype(np.float32)
+            if slot == filled:
+                if not np.array_equal(array[:, :, slot], values.T):
+                    keeper = headers[plan.slots.index(slot)].path
+                    raise Viz3dError(
+                        f"{folder}: series {info.describe()}: {keeper.name} and {header.path.name} are different images at the "
+                        f"same position ({plan.depths[slot]:.3f} mm along the slice normal): several acquisitions, echoes or "
+                        "phases in one series are not supported"
+                    )
+                duplicates += 1
+                continue
+            array[:, :, slot] = values.T
+            filled = slot
+            del stored, values
     return array, duplicates
 
 
