@@ -804,3 +804,53 @@ def test_failed_export_into_new_nested_folder_leaves_nothing(tmp_path, capsys, m
     assert status == 2
     assert_one_error(err, "No space left")
     assert sorted(os.listdir(tmp_path)) == ["ct.nii.gz"]
+
+
+# ------------------------------------------------------------------ progress on a terminal
+
+
+def _on_a_terminal(*args, stderr_is_terminal=True):
+    """Run ``python -m viz3d ARGS`` with stderr on a 120-column pseudo-terminal (or a pipe); return its stderr."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    result = subprocess.run([sys.executable, "-m", "viz3d", *map(str, args)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=follower if stderr_is_terminal else subprocess.PIPE,
+                            timeout=300)
+    os.close(follower)
+    seen = b""
+    if stderr_is_terminal:
+        os.set_blocking(leader, False)
+        while True:
+            try:
+                chunk = os.read(leader, 1 << 16)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            seen += chunk
+    else:
+        seen = result.stderr
+    os.close(leader)
+    assert result.returncode == 0, seen.decode(errors="replace")
+    return seen.decode(errors="replace").replace("\r", "\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminal test")
+def test_progress_bars_on_a_terminal_only(sample_dir, tmp_path):
+    dicom, label = sample_dir / "ct_dicom", sample_dir / "label_for_ct_dicom.nii.gz"
+    common = ["--label", label, "--label-table", "totalsegmentator", "--labels", "1,5,6"]
+    shown = _on_a_terminal("export", dicom, *common, "--out", tmp_path / "a")
+    slices = len(list(dicom.iterdir()))
+    # one bar per stage; the CT's counts its slices as they are decoded
+    counts = [int(done) for done in re.findall(rf"loading CT: .*\| (\d+)/{slices} ", shown)]
+    assert counts and counts == sorted(counts) and counts[-1] > 0, shown
+    assert re.search(r"meshing: +\d+%", shown) and re.search(r"checking and writing surfaces: +\d+%", shown), shown
+    quiet = _on_a_terminal("export", dicom, *common, "--out", tmp_path / "b", "--quiet")
+    piped = _on_a_terminal("export", dicom, *common, "--out", tmp_path / "c", stderr_is_terminal=False)
+    assert "%|" not in quiet + piped and quiet.strip() == ""
+    assert piped.strip().startswith("viz3d: wrote")

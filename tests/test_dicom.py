@@ -627,7 +627,9 @@ def test_a_pooled_jpeg2000_series_equals_the_serial_one(real, sample_dir, pooled
     import viz3d.dicom as dicom
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # 3 workers even on one core
-    volume, messages = loaded(sample_dir / "ct_dicom")
+    counted = []
+    volume, messages = loaded(sample_dir / "ct_dicom", progress=lambda done, total: counted.append((done, total)))
+    assert counted == [(k, 20) for k in range(1, 21)]
     serial, _ = real
     assert messages == [] and volume.array.dtype == serial.array.dtype
     assert np.array_equal(volume.array, serial.array) and np.allclose(volume.affine, serial.affine)

@@ -25,12 +25,13 @@ from .volume import load_ct as _load_nifti_ct
 MESHING_MODULES = ("nibabel", "isal.isal_zlib", "scipy.ndimage", "vtkmodules.vtkFiltersCore", "scipy.sparse.csgraph")
 
 
-def load_ct(path, series=None) -> Volume:
+def load_ct(path, series=None, progress=None) -> Volume:
     """A CT in Hounsfield units from a NIfTI file, or from a DICOM folder or any file of a series.
 
-    ``series`` picks one of several DICOM series (see `viz3d.dicom.load_dicom`).
+    ``series`` picks one of several DICOM series (see `viz3d.dicom.load_dicom`). ``progress``,
+    if given, is called as ``progress(done, total)`` as a DICOM series' slices are decoded.
     """
-    return load_dicom(path, series=series) if is_dicom_path(path) else _load_nifti_ct(path)
+    return load_dicom(path, series=series, progress=progress) if is_dicom_path(path) else _load_nifti_ct(path)
 
 
 def alignment_warnings(ct: Volume, label: Volume) -> list[str]:
@@ -140,20 +141,22 @@ def load_and_mesh(
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             ct_job = None
+            ct_progress = (lambda done, total: report("loading CT", done, total, "")) if progress else None
+            if ct_path is not None:
+                report("loading CT", 0, 1, "")  # a DICOM series then counts its slices
             if ct_path is not None and not (use_cache and cache_ct):
                 inflate_soon(ct_path)  # decompressed (GIL released) while the inputs are hashed and nibabel imported
-                ct_job = pool.submit(load_ct, ct_path, series=series)
+                ct_job = pool.submit(load_ct, ct_path, series=series, progress=ct_progress)
             mesh_key = _mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
                                  bone_hu=bone_hu, smooth=smooth) if use_cache else None
             hit = cache.load_meshes(mesh_key) if use_cache else None
             if hit is None and label_path is not None:
                 inflate_soon(label_path)  # while nibabel imports and the CT loads
             if ct_path is not None:
-                report("loading CT", 0, 1, "")
                 if ct_job is None:
                     if not (use_cache and cache_ct and cache.has_array(_ct_key(ct_path, series))):
                         inflate_soon(ct_path)
-                    ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct)
+                    ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct, ct_progress)
             if hit is not None:
                 ct = ct_job.result() if ct_job is not None else None
                 meshes, notes = hit
@@ -221,12 +224,12 @@ def _ct_key(path, series) -> str:
     return cache.content_key([path], {"ct": True, "series": series})
 
 
-def _load_ct_cached(path, series, use_cache: bool) -> Volume:
+def _load_ct_cached(path, series, use_cache: bool, progress=None) -> Volume:
     """The CT, from the decoded-array cache when its file content was seen before."""
     from . import cache
 
     if not use_cache:
-        return load_ct(path, series=series)
+        return load_ct(path, series=series, progress=progress)
     key = _ct_key(path, series)
     hit = cache.load_array(key)
     if hit is not None:
@@ -235,7 +238,7 @@ def _load_ct_cached(path, series, use_cache: bool) -> Volume:
             warn(note, stacklevel=3)
         return Volume(array, np.array(meta["affine"]), str(path), meta.get("meta", {}))
     with collecting_warnings() as notes:
-        ct = load_ct(path, series=series)
+        ct = load_ct(path, series=series, progress=progress)
     cache.save_array(key, ct.array, {"affine": ct.affine.tolist(), "meta": ct.meta, "notes": notes})
     return ct
 

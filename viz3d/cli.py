@@ -213,12 +213,14 @@ class _Console:
         return update
 
 
-def _load_inputs(args):
+def _load_inputs(args, console):
     from .api import load_ct, load_label
 
     if args.ct is None and args.label is None:
         raise Viz3dError("give a CT, --label LABEL, or both")
-    ct = load_ct(args.ct, series=getattr(args, "series", None)) if args.ct else None
+    bar = console.progress()
+    loading = (lambda done, total: bar("loading CT", done, total)) if bar else None
+    ct = load_ct(args.ct, series=getattr(args, "series", None), progress=loading) if args.ct else None
     label = load_label(args.label) if args.label else None
     return ct, label
 
@@ -252,7 +254,7 @@ def cmd_info(args, console) -> None:
     from .labels import load_label_table
 
     table = load_label_table(args.label_table)
-    ct, label = _load_inputs(args)
+    ct, label = _load_inputs(args, console)
     for title, volume in (("CT", ct), ("label", label)):
         if volume is None:
             continue

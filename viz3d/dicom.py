@@ -150,13 +150,14 @@ def list_series(path) -> list[SeriesInfo]:
     return [info for info, _ in _scan(folder)[0]]
 
 
-def load_dicom(path, series: int | str | None = None) -> Volume:
+def load_dicom(path, series: int | str | None = None, progress=None) -> Volume:
     """Load one DICOM series as a `Volume` in Hounsfield units (for CT) with a RAS affine.
 
     ``path`` is a folder (searched recursively) or one file of the series. ``series`` picks
     a series by index, SeriesInstanceUID, ``number:N`` or ``index:N`` (see the module
     documentation for the precedence). Problems are reported as one-line `Viz3dError`;
     resampling, skipped series and dropped duplicates as `viz3d.Viz3dWarning`.
+    ``progress``, if given, is called as ``progress(done, total)`` as slices are decoded.
     """
     path = Path(path)
     folder, picked_file = _folder_of(path)
@@ -179,7 +180,7 @@ def load_dicom(path, series: int | str | None = None) -> Volume:
                 "(pick another with series= / --series)"
             )
     info, headers = groups[chosen]
-    return _load_series(folder, info, headers, [g[0] for g in groups])
+    return _load_series(folder, info, headers, [g[0] for g in groups], progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,8 +542,11 @@ def _decode_workers(headers: list[_Header]) -> int:
     return max(1, min(cores, compressed // 8))
 
 
-def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan) -> tuple[np.ndarray, int]:
-    """Decode every slice once into one preallocated (column, row, slice) array of HU."""
+def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, progress=None) -> tuple[np.ndarray, int]:
+    """Decode every slice once into one preallocated (column, row, slice) array of HU.
+
+    ``progress(done, total)`` is called after each slice.
+    """
     integral = all(float(h.slope).is_integer() and float(h.intercept).is_integer() for h in headers)
     dtype = np.int16 if integral else np.float32
     first = headers[0]
@@ -554,7 +558,9 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan) -
     filled = -1
     duplicates = 0
     with closing(_stored_slices(headers)) as slices:  # an error below stops the decoding pool at once
-        for header, slot, stored in zip(headers, plan.slots, slices):
+        for done, (header, slot, stored) in enumerate(zip(headers, plan.slots, slices), 1):
+            if progress is not None:
+                progress(done, len(headers))
             if array.dtype == np.int16:
                 values = stored.astype(np.int64) * int(header.slope) + int(header.intercept)
                 if values.size and (values.min() < -32768 or values.max() > 32767):
@@ -602,12 +608,12 @@ def _untilt(array: np.ndarray, shift: tuple[float, float], centre: float) -> np.
                             output=np.float32)
 
 
-def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: list[SeriesInfo]) -> Volume:
+def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: list[SeriesInfo], progress=None) -> Volume:
     if any(h.samples != 1 for h in headers):
         raise Viz3dError(f"{headers[0].path}: colour images (SamplesPerPixel {headers[0].samples}) are not supported; expected a greyscale series such as CT")
     syntax_names = _check_transfer_syntaxes(headers)
     plan = _plan(folder, info, headers)
-    array, duplicates = _fill(folder, info, headers, plan)
+    array, duplicates = _fill(folder, info, headers, plan, progress)
 
     first = headers[0]
     row, col = _cosines(first.orientation)
