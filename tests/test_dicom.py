@@ -685,3 +685,17 @@ def test_a_pool_that_breaks_or_cannot_start_leaves_the_work_to_this_process(real
     refused, _ = loaded(sample_dir / "ct_dicom")
     assert np.array_equal(refused.array, real[0].array)
     assert {pid for pid, _ in decoded_by(pooled)} == {str(parent)}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.uint32, np.int32])
+@pytest.mark.parametrize("slope, intercept", [(1, -1024), (2, -2048), (-3, 100), (32767, 5), (40000, -3),
+                                              (1, 2**30), (70000, 2**31)])
+def test_integer_hu_is_exact_for_any_stored_type(dtype, slope, intercept):
+    """HU = stored x slope + intercept in integers, checked against Python's unbounded integers."""
+    from viz3d.dicom import _integer_hu
+
+    info = np.iinfo(dtype)
+    stored = np.random.default_rng(0).integers(info.min, info.max, size=(32, 32), endpoint=True).astype(dtype)
+    stored[0, :2] = info.min, info.max
+    expected = stored.astype(object) * slope + intercept
+    assert (_integer_hu(stored, slope, intercept).astype(object) == expected).all()

@@ -562,7 +562,7 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
             if progress is not None:
                 progress(done, len(headers))
             if array.dtype == np.int16:
-                values = stored.astype(np.int64) * int(header.slope) + int(header.intercept)
+                values = _integer_hu(stored, int(header.slope), int(header.intercept))
                 if values.size and (values.min() < -32768 or values.max() > 32767):
                     array = array.astype(np.float32, order="F")  # exact HU no longer fit int16
                     values = values.astype(np.float32)
@@ -582,6 +582,21 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
             filled = slot
             del stored, values
     return array, duplicates
+
+
+def _integer_hu(stored: np.ndarray, slope: int, intercept: int) -> np.ndarray:
+    """``stored * slope + intercept`` exactly, in as few bytes as exactness allows (int32 when no
+    16-bit stored value can leave its range, else int64), computed in place.
+
+    >>> _integer_hu(np.array([[0, 4095]], np.uint16), 1, -1024)
+    array([[-1024,  3071]], dtype=int32)
+    """
+    small = stored.dtype.itemsize <= 2 and 65536 * abs(slope) + abs(intercept) < 2**31
+    values = stored.astype(np.int32 if small else np.int64)
+    if slope != 1:
+        values *= slope
+    values += intercept
+    return values
 
 
 def _resample_stack(array: np.ndarray, depths: np.ndarray, target: np.ndarray) -> np.ndarray:
