@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -641,7 +642,12 @@ def test_a_pooled_jpeg2000_series_equals_the_serial_one(real, sample_dir, pooled
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
 def test_an_undecodable_slice_is_the_same_error_with_or_without_the_pool(sample_dir, tmp_path, pooled, monkeypatch):
+    import multiprocessing
+    import os
+
     import viz3d.dicom as dicom
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # a pool even on one core
 
     folder = tmp_path / "series"
     shutil.copytree(sample_dir / "ct_dicom", folder)
@@ -651,10 +657,12 @@ def test_an_undecodable_slice_is_the_same_error_with_or_without_the_pool(sample_
     ds.save_as(victim)
     with pytest.raises(Viz3dError) as pooled_error:
         load_dicom(folder)
+    assert multiprocessing.active_children() == []  # none left blocked on a result nobody reads
     monkeypatch.setattr(dicom, "POOL_MIN_SLICES", 10**6)
     with pytest.raises(Viz3dError) as serial_error:
         load_dicom(folder)
     assert str(pooled_error.value) == str(serial_error.value)
+    assert len({pid for pid, _ in decoded_by(pooled)}) >= 2  # the first error came from a worker
     assert str(serial_error.value).startswith(f"{victim}: cannot decode pixel data (JPEG 2000")
 
 
@@ -699,3 +707,87 @@ def test_integer_hu_is_exact_for_any_stored_type(dtype, slope, intercept):
     stored[0, :2] = info.min, info.max
     expected = stored.astype(object) * slope + intercept
     assert (_integer_hu(stored, slope, intercept).astype(object) == expected).all()
+
+
+def real_slices_repeated(sample_dir, folder, copies=2):
+    """The real JPEG 2000 slices ``copies`` times along the stack (pixel data as is): 20 x copies slices."""
+    folder.mkdir()
+    slices = [pydicom.dcmread(p) for p in sorted((sample_dir / "ct_dicom").iterdir())]
+    slices.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+    step = float(slices[1].ImagePositionPatient[2]) - float(slices[0].ImagePositionPatient[2])
+    for n in range(copies * len(slices)):
+        ds = slices[n % len(slices)]
+        x, y, z0 = (float(v) for v in slices[0].ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, z0 + n * step]
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"s{n:03d}.dcm")
+    return sorted(folder.iterdir())
+
+
+def processes_mentioning(text):
+    """Process ids whose command line contains ``text`` (forked workers share their parent's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
+def test_the_command_line_leaves_no_worker_behind(sample_dir, tmp_path):
+    """An undecodable slice: one error line, exit 2, at once, and every worker gone (they may
+    be blocked writing results nobody reads, which would also keep the caller's pipes open)."""
+    files = real_slices_repeated(sample_dir, tmp_path / "pooled-series-7f3a", copies=3)
+    ds = pydicom.dcmread(files[33])
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+    ds.save_as(files[33])
+    command = [sys.executable, "-m", "viz3d", "info", str(files[0].parent)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)  # orphans holding stderr: a hang
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"viz3d: error: {files[33]}: cannot decode pixel data")
+    assert processes_mentioning("pooled-series-7f3a") == []  # killed before the command ended
+    ok = subprocess.run(command[:-1] + [str(real_slices_repeated(sample_dir, tmp_path / "good-series-7f3a")[0].parent)],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "40 slices" in ok.stdout, ok.stderr
+    assert processes_mentioning("good-series-7f3a") == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
+def test_workers_exit_when_their_process_is_killed(sample_dir, tmp_path):
+    folder = real_slices_repeated(sample_dir, tmp_path / "killed-series-51c2", copies=20)[0].parent
+    script = ("import os, signal, threading, time, sys\n"
+              "import viz3d.dicom as dicom\n"
+              "threading.Thread(target=dicom.load_dicom, args=(sys.argv[1],), daemon=True).start()\n"
+              "time.sleep(1.5)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", script, str(folder)], timeout=60)
+    deadline = time.monotonic() + 5
+    while processes_mentioning("killed-series-51c2") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_mentioning("killed-series-51c2") == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
+def test_a_stuck_worker_leaves_the_rest_to_this_process(real, sample_dir, pooled, monkeypatch):
+    import os
+
+    import viz3d.dicom as dicom
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(dicom, "SLICE_TIMEOUT_S", 1.0)
+    parent, noting = os.getpid(), dicom._read_pixels
+    stuck_on = sorted(p.name for p in (sample_dir / "ct_dicom").iterdir())[9]
+
+    def stuck_in_a_worker(header):
+        if os.getpid() != parent and header.path.name == stuck_on:
+            time.sleep(3600)  # a lock that is never released
+        return noting(header)
+
+    monkeypatch.setattr(dicom, "_read_pixels", stuck_in_a_worker)
+    start = time.monotonic()
+    volume, _ = loaded(sample_dir / "ct_dicom")
+    assert np.array_equal(volume.array, real[0].array) and time.monotonic() - start < 10
+    assert [str(parent), stuck_on] in decoded_by(pooled)  # taken over here
