@@ -286,13 +286,14 @@ def test_recently_changed_files_are_hashed_on_every_run(digests, monkeypatch):
     assert cache.content_key([a], {}) == first and reads == [a]
 
 
-@pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]", b'{"x": 5}', b""])
+@pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]", b'{"x": 5}', b"", b'{"KEY": "' + b"z" * 64 + b'"}'])
 def test_a_damaged_digest_file_is_ignored_and_replaced(digests, monkeypatch, damage):
     a = digests / "a.nii"
     a.write_bytes(b"abc")
     first = cache.content_key([a], {})
     stored = cache.cache_dir() / cache._DIGESTS_FILE
-    stored.write_bytes(damage)
+    (key,) = json.loads(stored.read_text())
+    stored.write_bytes(damage.replace(b"KEY", key.encode()))  # a 64-character value that is not hex
     new_process(monkeypatch)
     assert cache.content_key([a], {}) == first
     assert len(json.loads(stored.read_text())) == 1

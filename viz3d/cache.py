@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -59,6 +60,7 @@ def content_key(paths: list[str | Path | None], params: dict) -> str:
 
 
 _DIGESTS_FILE = "digests.json"
+_HEX_DIGEST = re.compile("[0-9a-f]{64}")
 _DIGESTS_KEPT = 256
 # A file changed this recently may change again within the same timestamp tick (a few ms on
 # Linux, 2 s on FAT) without its signature changing: its digest is not remembered across runs.
@@ -97,13 +99,20 @@ def _path_digest(path: Path) -> bytes:
 
 def _signature(path: Path, files: list[Path]) -> tuple[str, bool]:
     """A digest of what the file system says about ``files``, and whether they have all settled."""
-    stats = [file.stat() for file in files]
+    stats = [_fresh_stat(file) for file in files]
     described = [str(path.resolve())] + [
         [str(file.relative_to(path)) if path.is_dir() else "", s.st_size, s.st_ino, s.st_dev, s.st_mtime_ns,
          s.st_ctime_ns] for file, s in zip(files, stats)]
     newest = max((max(s.st_mtime_ns, s.st_ctime_ns) for s in stats), default=0)
     settled = time.time_ns() - newest > SETTLED_S * 1e9
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:40], settled
+
+
+def _fresh_stat(file: Path) -> os.stat_result:
+    """The file's status as of now: taken from an opened file, which makes a network file system
+    (NFS) check with its server instead of answering from an attribute cache up to a minute old."""
+    with open(file, "rb") as handle:
+        return os.fstat(handle.fileno())
 
 
 def _file_digest(file: Path) -> bytes:
@@ -122,7 +131,7 @@ def _stored_digests() -> dict[str, str]:
         if enabled():
             try:
                 stored = json.loads((cache_dir() / _DIGESTS_FILE).read_text())
-                _stored = {k: v for k, v in stored.items() if isinstance(v, str) and len(v) == 64}
+                _stored = {k: v for k, v in stored.items() if isinstance(v, str) and _HEX_DIGEST.fullmatch(v)}
             except (OSError, ValueError, AttributeError):
                 pass  # none yet, or damaged: digests are computed again
     return _stored
