@@ -75,9 +75,11 @@ def _path_digest(path: Path) -> bytes:
     """The digest of a file's bytes, or of a folder's files (relative names and bytes, in name order).
 
     Hashing a clinical CT reads 100-300 MB (0.1-0.3 s). Digests are therefore remembered by the
-    files' signature: name, size, inode, modification and change times. A rewrite or a replacement
-    always changes the change time (which no program can set back), so a matching signature means
-    the same bytes. They are remembered in this process, and across runs in the cache folder.
+    files' signature: name, size, inode, modification and change times. On Linux file systems a
+    write, a copy over the file or a replacement changes the change time, which programs cannot
+    set back, so a matching signature means the same bytes (mounts without a change time of their
+    own leave size and modification time). They are remembered in this process, and across runs
+    in the cache folder.
     """
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     signature, settled = _signature(path, files)
