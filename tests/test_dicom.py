@@ -657,6 +657,9 @@ def test_an_undecodable_slice_is_the_same_error_with_or_without_the_pool(sample_
     ds.save_as(victim)
     with pytest.raises(Viz3dError) as pooled_error:
         load_dicom(folder)
+    deadline = time.monotonic() + 5
+    while multiprocessing.active_children() and time.monotonic() < deadline:  # reaped by the pool's thread
+        time.sleep(0.05)
     assert multiprocessing.active_children() == []  # none left blocked on a result nobody reads
     monkeypatch.setattr(dicom, "POOL_MIN_SLICES", 10**6)
     with pytest.raises(Viz3dError) as serial_error:
@@ -740,7 +743,7 @@ def processes_mentioning(text):
 def test_the_command_line_leaves_no_worker_behind(sample_dir, tmp_path):
     """An undecodable slice: one error line, exit 2, at once, and every worker gone (they may
     be blocked writing results nobody reads, which would also keep the caller's pipes open)."""
-    files = real_slices_repeated(sample_dir, tmp_path / "pooled-series-7f3a", copies=3)
+    files = real_slices_repeated(sample_dir, tmp_path / "pooled-series", copies=3)
     ds = pydicom.dcmread(files[33])
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
     ds.save_as(files[33])
@@ -748,16 +751,16 @@ def test_the_command_line_leaves_no_worker_behind(sample_dir, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)  # orphans holding stderr: a hang
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"viz3d: error: {files[33]}: cannot decode pixel data")
-    assert processes_mentioning("pooled-series-7f3a") == []  # killed before the command ended
-    ok = subprocess.run(command[:-1] + [str(real_slices_repeated(sample_dir, tmp_path / "good-series-7f3a")[0].parent)],
-                        capture_output=True, text=True, timeout=60)
+    assert processes_mentioning(str(files[0].parent)) == []  # stopped before the command ended
+    good = real_slices_repeated(sample_dir, tmp_path / "good-series")[0].parent
+    ok = subprocess.run(command[:-1] + [str(good)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "40 slices" in ok.stdout, ok.stderr
-    assert processes_mentioning("good-series-7f3a") == []
+    assert processes_mentioning(str(good)) == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
 def test_workers_exit_when_their_process_is_killed(sample_dir, tmp_path):
-    folder = real_slices_repeated(sample_dir, tmp_path / "killed-series-51c2", copies=20)[0].parent
+    folder = real_slices_repeated(sample_dir, tmp_path / "killed-series", copies=20)[0].parent
     script = ("import os, signal, threading, time, sys\n"
               "import viz3d.dicom as dicom\n"
               "threading.Thread(target=dicom.load_dicom, args=(sys.argv[1],), daemon=True).start()\n"
@@ -765,9 +768,9 @@ def test_workers_exit_when_their_process_is_killed(sample_dir, tmp_path):
               "os.kill(os.getpid(), signal.SIGKILL)\n")
     subprocess.run([sys.executable, "-c", script, str(folder)], timeout=60)
     deadline = time.monotonic() + 5
-    while processes_mentioning("killed-series-51c2") and time.monotonic() < deadline:
+    while processes_mentioning(str(folder)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert processes_mentioning("killed-series-51c2") == []
+    assert processes_mentioning(str(folder)) == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
@@ -791,3 +794,25 @@ def test_a_stuck_worker_leaves_the_rest_to_this_process(real, sample_dir, pooled
     volume, _ = loaded(sample_dir / "ct_dicom")
     assert np.array_equal(volume.array, real[0].array) and time.monotonic() - start < 10
     assert [str(parent), stuck_on] in decoded_by(pooled)  # taken over here
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pool forks: Linux only")
+def test_a_program_that_catches_failed_loads_still_exits(sample_dir, tmp_path):
+    """Failed pooled loads, each caught, then the end of the program: no thread left waiting on a worker."""
+    files = real_slices_repeated(sample_dir, tmp_path / "series", copies=2)
+    ds = pydicom.dcmread(files[21])
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+    ds.save_as(files[21])
+    script = ("import os, sys\n"
+              "os.sched_getaffinity = lambda pid: {0, 1}\n"
+              "import viz3d.dicom as dicom\n"
+              "from viz3d.errors import Viz3dError\n"
+              "for _ in range(6):\n"
+              "    try:\n"
+              "        dicom.load_dicom(sys.argv[1])\n"
+              "    except Viz3dError:\n"
+              "        pass\n"
+              "    else:\n"
+              "        sys.exit('loaded a corrupt series')\n")
+    run = subprocess.run([sys.executable, "-c", script, str(files[0].parent)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -490,12 +490,12 @@ def _stored_slices(headers: list[_Header]):
     least `POOL_MIN_SLICES` of them: 180 slices of 732 x 606 take 2.5 s on two cores instead of
     4.1 s. Fork, not spawn or forkserver: those run the caller's script again in each worker.
     The first slice is decoded here first, so the decoder is imported before the fork and a
-    slice no decoder reads fails before any work. The workers ignore Ctrl-C (it reaches this
-    process, which stops them), exit when this process dies, and are killed as soon as the
-    results are in or anything goes wrong (a worker left writing a result nobody reads would
-    wait forever). A pool that cannot start or breaks (a worker killed), or a slice that takes
-    more than `SLICE_TIMEOUT_S` (a worker stuck on a lock another thread held at the fork),
-    leaves the rest to this process. Errors are the same one-line `Viz3dError` either way.
+    slice no decoder reads fails before any work. The workers ignore Ctrl-C (it is this
+    process's to handle), exit when this process dies (else one left writing a result nobody
+    reads would wait forever), and are stopped once the results are in or anything goes wrong.
+    A pool that cannot start or breaks (a worker killed), or a slice that takes more than
+    `SLICE_TIMEOUT_S` (a worker stuck on a lock another thread held at the fork), leaves the
+    rest to this process. Errors are the same one-line `Viz3dError` either way.
     """
     workers = _decode_workers(headers)
     if workers < 2:
@@ -525,13 +525,23 @@ SLICE_TIMEOUT_S = 10.0  # a slice decodes in well under a second
 
 
 def _stop(pool) -> None:
-    """Cancel the slices not started and kill the pool's workers now."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown
+    """Cancel the slices not started and let the workers finish the one in hand; kill those still
+    busy after `STOP_GRACE_S` (stuck). A worker is never killed while it may be sending a result:
+    a half-sent one would leave this process's reader waiting forever (and a hang at its exit)."""
+    import time
+    from multiprocessing.connection import wait
+
+    busy = {p.sentinel: p for p in (getattr(pool, "_processes", None) or {}).values()}  # gone after shutdown
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
+    deadline = time.monotonic() + STOP_GRACE_S
+    while busy and (left := deadline - time.monotonic()) > 0:
+        for sentinel in wait(list(busy), timeout=left):  # ready once the worker has exited
+            del busy[sentinel]
+    for process in busy.values():
         process.kill()
-    for process in processes:
-        process.join(timeout=5)
+
+
+STOP_GRACE_S = 2.0
 
 
 def _worker_started(parent: int) -> None:
