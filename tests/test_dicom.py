@@ -816,3 +816,20 @@ def test_a_program_that_catches_failed_loads_still_exits(sample_dir, tmp_path):
               "        sys.exit('loaded a corrupt series')\n")
     run = subprocess.run([sys.executable, "-c", script, str(files[0].parent)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_command_lines_ctrl_c_stops_a_load_in_any_thread(sample_dir, monkeypatch):
+    """The CLI's Ctrl-C handler sets dicom.STOP; a load (in the CLI, a thread beside the meshing) stops at its next slice."""
+    import threading
+
+    import viz3d.cli as cli
+    import viz3d.dicom as dicom
+
+    monkeypatch.setattr(dicom, "STOP", threading.Event())
+    with pytest.raises(KeyboardInterrupt):
+        cli._interrupted(2, None)
+    assert dicom.STOP.is_set()
+    decoded = []
+    with pytest.raises(KeyboardInterrupt):
+        load_dicom(sample_dir / "ct_dicom", progress=lambda done, total: decoded.append(done))
+    assert decoded == [1]

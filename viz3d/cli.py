@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -556,7 +557,17 @@ def main_entry() -> None:
     global _collector_paused
     gc.disable()
     _collector_paused = True
+    signal.signal(signal.SIGINT, _interrupted)
     _exit_at_once(main())
+
+
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C: a DICOM series loading in another thread (beside the meshing) stops at its next
+    slice instead of holding the exit until it is done; then Python's KeyboardInterrupt."""
+    dicom = sys.modules.get("viz3d.dicom")
+    if dicom is not None:
+        dicom.STOP.set()
+    raise KeyboardInterrupt
 
 
 _collector_paused = False  # main_entry turned the cycle collector off

@@ -46,6 +46,7 @@ Values
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -565,6 +566,7 @@ def _read_pixels_in_worker(header: _Header) -> np.ndarray:
     return _read_pixels(header)
 
 
+STOP = threading.Event()  # set by the command line's Ctrl-C: a load in any thread stops at its next slice
 POOL_MIN_SLICES = 32  # fewer compressed slices decode faster than a pool starts and feeds
 
 
@@ -600,6 +602,8 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
         for done, (header, slot, stored) in enumerate(zip(headers, plan.slots, slices), 1):
             if progress is not None:
                 progress(done, len(headers))
+            if STOP.is_set():
+                raise KeyboardInterrupt  # the load runs beside other work; Ctrl-C reached the main thread
             if array.dtype == np.int16:
                 values = _integer_hu(stored, int(header.slope), int(header.intercept))
                 if values.size and (values.min() < -32768 or values.max() > 32767):
