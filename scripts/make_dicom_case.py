@@ -20,9 +20,10 @@ import numpy as np
 import pydicom
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
+from viz3d.dicom import LPS_TO_RAS
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_SERIES = ROOT.parent / "shared" / "data" / "totalseg_example" / "ct_dicom"
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def write_series(ct_path: Path, out: Path) -> int:
@@ -33,7 +34,7 @@ def write_series(ct_path: Path, out: Path) -> int:
     """
     image = nib.load(ct_path)
     hu = np.asanyarray(image.dataobj)
-    affine = RAS_TO_LPS @ image.affine  # voxel (column, row, slice) -> LPS mm
+    affine = LPS_TO_RAS @ image.affine  # the flip is its own inverse: voxel (column, row, slice) -> LPS mm
     stored = (np.clip(hu.astype(np.int32), -1024, 65535 - 1024) + 1024).astype(np.uint16)
     template = pydicom.dcmread(sorted(p for p in TEMPLATE_SERIES.iterdir() if p.is_file())[0])
     spacing = np.linalg.norm(affine[:3, :3], axis=0)

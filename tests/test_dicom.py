@@ -652,9 +652,7 @@ def test_an_undecodable_slice_is_the_same_error_with_or_without_the_pool(sample_
     folder = tmp_path / "series"
     shutil.copytree(sample_dir / "ct_dicom", folder)
     victim = sorted(folder.iterdir())[11]
-    ds = pydicom.dcmread(victim)
-    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])  # a JPEG 2000 start, then nothing
-    ds.save_as(victim)
+    corrupt_pixel_data(victim)
     with pytest.raises(Viz3dError) as pooled_error:
         load_dicom(folder)
     deadline = time.monotonic() + 5
@@ -727,6 +725,13 @@ def real_slices_repeated(sample_dir, folder, copies=2):
     return sorted(folder.iterdir())
 
 
+def corrupt_pixel_data(path):
+    """Replace a slice's pixel data with a JPEG 2000 start and nothing after it: no decoder reads it."""
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+    ds.save_as(path)
+
+
 def processes_mentioning(text):
     """Process ids whose command line contains ``text`` (forked workers share their parent's)."""
     found = []
@@ -744,9 +749,7 @@ def test_the_command_line_leaves_no_worker_behind(sample_dir, tmp_path):
     """An undecodable slice: one error line, exit 2, at once, and every worker gone (they may
     be blocked writing results nobody reads, which would also keep the caller's pipes open)."""
     files = real_slices_repeated(sample_dir, tmp_path / "pooled-series", copies=3)
-    ds = pydicom.dcmread(files[33])
-    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
-    ds.save_as(files[33])
+    corrupt_pixel_data(files[33])
     command = [sys.executable, "-m", "viz3d", "info", str(files[0].parent)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)  # orphans holding stderr: a hang
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
@@ -800,9 +803,7 @@ def test_a_stuck_worker_leaves_the_rest_to_this_process(real, sample_dir, pooled
 def test_a_program_that_catches_failed_loads_still_exits(sample_dir, tmp_path):
     """Failed pooled loads, each caught, then the end of the program: no thread left waiting on a worker."""
     files = real_slices_repeated(sample_dir, tmp_path / "series", copies=2)
-    ds = pydicom.dcmread(files[21])
-    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
-    ds.save_as(files[21])
+    corrupt_pixel_data(files[21])
     script = ("import os, sys\n"
               "os.sched_getaffinity = lambda pid: {0, 1}\n"
               "import viz3d.dicom as dicom\n"

@@ -46,7 +46,9 @@ Values
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,10 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DUPLICATE_TOLERANCE_MM = 0.01  # slice positions closer than this along the normal are "the same"
 GAP_FACTOR = 1.5  # a step larger than this times the median spacing means missing slices
 DRIFT_FRACTION = 0.5  # in-plane drift (tilt) or scatter of slice origins tolerated, in pixels
+POOL_MIN_SLICES = 32  # fewer compressed slices decode faster than a pool starts and feeds
+SLICE_TIMEOUT_S = 10.0  # a slice decodes in well under a second: longer means a stuck worker
+STOP_GRACE_S = 2.0  # a worker still busy this long after the pool is stopped is killed
+STOP = threading.Event()  # set by the command line's Ctrl-C: a load in any thread stops at its next slice
 _PIXEL_TAGS = {
     b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",  # (7FE0,0010/0008/0009) little endian
     b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09",  # big endian (retired)
@@ -522,14 +528,10 @@ def _stored_slices(headers: list[_Header]):
     yield from map(_read_pixels, headers[done:])
 
 
-SLICE_TIMEOUT_S = 10.0  # a slice decodes in well under a second
-
-
 def _stop(pool) -> None:
     """Cancel the slices not started and let the workers finish the one in hand; kill those still
     busy after `STOP_GRACE_S` (stuck). A worker is never killed while it may be sending a result:
     a half-sent one would leave this process's reader waiting forever (and a hang at its exit)."""
-    import time
     from multiprocessing.connection import wait
 
     busy = {p.sentinel: p for p in (getattr(pool, "_processes", None) or {}).values()}  # gone after shutdown
@@ -542,14 +544,9 @@ def _stop(pool) -> None:
         process.kill()
 
 
-STOP_GRACE_S = 2.0
-
-
 def _worker_started(parent: int) -> None:
     """In each decoding worker: leave Ctrl-C to the parent, and exit when the parent is gone."""
     import signal
-    import threading
-    import time
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -566,14 +563,8 @@ def _read_pixels_in_worker(header: _Header) -> np.ndarray:
     return _read_pixels(header)
 
 
-STOP = threading.Event()  # set by the command line's Ctrl-C: a load in any thread stops at its next slice
-POOL_MIN_SLICES = 32  # fewer compressed slices decode faster than a pool starts and feeds
-
-
 def _decode_workers(headers: list[_Header]) -> int:
     """How many processes should decode ``headers``: one per usable core, or 1 (this one)."""
-    import sys
-
     from pydicom.uid import UID
 
     compressed = sum(1 for h in headers if h.transfer_syntax and UID(h.transfer_syntax).is_compressed)
