@@ -305,3 +305,198 @@ def test_no_digest_file_without_the_cache(digests, monkeypatch):
     a.write_bytes(b"abc")
     cache.content_key([a], {})
     assert not cache.cache_dir().exists()
+
+
+# ------------------------------------------------------------------ issue 19: settings, inputs, damage, ownership
+
+
+def run_cli(capsys, *args):
+    from viz3d.cli import main
+
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+def one_error_line(err: str, *fragments: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("viz3d: error: ") and "internal error" not in lines[0], lines
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "1e400"])
+def test_a_cache_size_limit_that_is_not_a_size_is_refused_naming_the_variable(case, monkeypatch, capsys, tmp_path, value):
+    monkeypatch.setenv("VIZ3D_CACHE_MAX_GB", value)
+    with pytest.raises(api.Viz3dError, match="VIZ3D_CACHE_MAX_GB"):
+        api.load_and_mesh(*case)
+    status, err = run_cli(capsys, "export", case[0], "--label", case[1], "--out", tmp_path / "out")
+    assert status == 2
+    one_error_line(err, f"VIZ3D_CACHE_MAX_GB={value!r}", "gigabytes")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("VIZ3D_NO_CACHE", "1")  # without the cache the setting does not matter
+    api.load_and_mesh(*case)
+
+
+def test_cache_size_limits_that_are_sizes_are_taken(monkeypatch):
+    for value, expected in (("0", 0.0), ("2.5", 2.5 * 2**30), (" 4 ", 4.0 * 2**30), ("", 4.0 * 2**30)):
+        monkeypatch.setenv("VIZ3D_CACHE_MAX_GB", value)
+        assert cache.max_bytes() == expected
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_pipe_or_a_device_as_input_is_refused_at_once(tmp_path, kind):
+    """A named pipe blocked the cache's hashing (and the loader) forever; /dev/zero never ended."""
+    import subprocess
+    import sys
+
+    if kind == "fifo":
+        source = tmp_path / "label.nii.gz"
+        os.mkfifo(source)
+        expected = "is a named pipe (FIFO), not a regular file"
+    else:
+        source = "/dev/zero"
+        expected = "is a character device, not a regular file"
+    env = dict(os.environ, VIZ3D_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-m", "viz3d", "export", source, "--label", source, "--out",
+                           tmp_path / "out"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    one_error_line(done.stderr, f"{source}: {expected}")
+
+
+def test_a_dicom_folder_holding_a_pipe_is_refused_naming_it(digests):
+    series = digests / "series"
+    series.mkdir()
+    (series / "1.dcm").write_bytes(b"one")
+    os.mkfifo(series / "2.dcm")
+    with pytest.raises(api.Viz3dError, match=r"series: holds 2\.dcm, which is a named pipe \(FIFO\), not a regular file"):
+        cache.content_key([series], {})
+
+
+def flip_byte(path, at):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def only(folder, pattern):
+    (path,) = folder.glob(pattern)
+    return path
+
+
+DAMAGES = {
+    "a flipped vertex byte": lambda folder: flip_byte(only(folder, "meshes-*.vertices.npy"), -100),
+    "a flipped face byte": lambda folder: flip_byte(only(folder, "meshes-*.faces.npy"), -3),
+    "truncated vertices": lambda folder: only(folder, "meshes-*.vertices.npy").write_bytes(
+        only(folder, "meshes-*.vertices.npy").read_bytes()[:-24]),
+    "a changed range in the description": lambda folder: only(folder, "meshes-*.json").write_text(
+        only(folder, "meshes-*.json").read_text().replace('"vertices": [0, ', '"vertices": [1, ', 1)),
+    "an empty faces file": lambda folder: only(folder, "meshes-*.faces.npy").write_bytes(b""),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_a_damaged_mesh_entry_is_rebuilt_with_a_warning_never_trusted(case, monkeypatch, damage):
+    calls = counting(monkeypatch)
+    _, first = api.load_and_mesh(*case)
+    cache.flush()
+    DAMAGES[damage](cache.cache_dir())
+    with pytest.warns(api.Viz3dWarning, match=r"cache entry meshes-[0-9a-f]{40} damaged \(.+\), rebuilt"):
+        _, again = api.load_and_mesh(*case)
+    assert len(calls) == 2
+    assert [(m.name, m.label) for m in again] == [(m.name, m.label) for m in first]
+    for a, b in zip(first, again):
+        assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+    cache.flush()
+    _, third = api.load_and_mesh(*case)  # the rebuilt entry is whole and trusted again
+    assert len(calls) == 2 and all(np.array_equal(a.vertices, b.vertices) for a, b in zip(first, third))
+
+
+@pytest.mark.parametrize("where", ["data", "description"])
+def test_a_damaged_ct_entry_is_rebuilt_with_a_warning_never_trusted(case, where):
+    ct1, _ = api.load_and_mesh(*case)
+    expected = np.array(ct1.array)
+    folder = cache.cache_dir()
+    if where == "data":
+        flip_byte(only(folder, "array-*.npy"), -7)
+    else:
+        path = only(folder, "array-*.json")
+        path.write_text(path.read_text().replace('"affine": [[-1.5', '"affine": [[-2.5', 1))
+    with pytest.warns(api.Viz3dWarning, match=r"cache entry array-[0-9a-f]{40} damaged \(.+\), rebuilt"):
+        ct2, _ = api.load_and_mesh(*case, bone_hu=300)
+    assert np.array_equal(ct2.array, expected) and np.allclose(ct2.affine, ct1.affine)
+    ct3, _ = api.load_and_mesh(*case, bone_hu=400)
+    assert isinstance(ct3.array, np.memmap) and np.array_equal(ct3.array, expected)
+
+
+def test_entries_of_the_older_format_are_replaced_quietly(case, monkeypatch, recwarn):
+    monkeypatch.setattr(cache, "FORMAT_VERSION", 2)
+    api.load_and_mesh(*case)
+    cache.flush()
+    monkeypatch.undo()
+    monkeypatch.setenv("VIZ3D_CACHE_DIR", str(cache.cache_dir()))
+    api.load_and_mesh(*case)
+    assert not [w for w in recwarn if "damaged" in str(w.message)]
+
+
+def test_eviction_and_clear_never_touch_files_viz3d_did_not_write(case, tmp_path, monkeypatch):
+    """VIZ3D_CACHE_DIR pointed at a folder of the user's: eviction deleted their thesis."""
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.txt").write_text("four years of work\n")
+    (documents / "array-notes.npy").write_bytes(b"not viz3d's either")
+    monkeypatch.setenv("VIZ3D_CACHE_DIR", str(documents))
+    calls = counting(monkeypatch)
+    api.load_and_mesh(*case)
+    api.load_and_mesh(*case)
+    cache.flush()
+    assert len(calls) == 1  # the cache works, in a folder of its own
+    assert cache.cache_dir() == documents / "viz3d" and (documents / "viz3d" / "CACHEDIR.TAG").is_file()
+    monkeypatch.setenv("VIZ3D_CACHE_MAX_GB", "0")  # every entry evicted at the next write
+    api.load_and_mesh(*case, bone_hu=300)
+    cache.flush()
+    assert sorted(p.name for p in documents.iterdir()) == ["array-notes.npy", "thesis.txt", "viz3d"]
+    cache.clear()
+    assert sorted(p.name for p in documents.iterdir()) == ["array-notes.npy", "thesis.txt"]
+    assert (documents / "thesis.txt").read_text() == "four years of work\n"
+
+
+def test_in_its_own_folder_the_cache_deletes_only_its_own_entries(case, monkeypatch):
+    """A file put into the marked cache folder later is no entry: never evicted, kept by clear."""
+    api.load_and_mesh(*case)
+    cache.flush()
+    folder = cache.cache_dir()
+    (folder / "readme.txt").write_text("mine")
+    (folder / "meshes-mine.json").write_text("{}")  # a viz3d-like name, but not one viz3d writes
+    monkeypatch.setenv("VIZ3D_CACHE_MAX_GB", "0")
+    api.load_and_mesh(*case, bone_hu=300)
+    cache.flush()
+    assert cache.cache_dir() == folder
+    assert {p.name for p in folder.iterdir()} >= {"readme.txt", "meshes-mine.json"}
+    cache.clear()
+    assert sorted(p.name for p in folder.iterdir()) == ["CACHEDIR.TAG", "meshes-mine.json", "readme.txt"]
+
+
+def test_eviction_removes_whole_entries_least_recently_used_first(digests, monkeypatch):
+    rows = np.zeros((40_000, 3))
+    mesh = lambda label: cache.Mesh(f"m{label}", "label", label, (1.0, 0.0, 0.0), rows + label, rows.astype(np.int64))
+    keys = [f"{i:040x}" for i in range(3)]
+    for key, label in zip(keys, range(3)):
+        cache.save_meshes(key, [mesh(label)])
+        for path in cache.cache_dir().glob(f"meshes-{key}*"):
+            os.utime(path, (1e9 + label, 1e9 + label))  # used in this order, long ago
+    assert cache.load_meshes(keys[0]) is not None  # used: now the most recent
+    size = sum(p.stat().st_size for p in cache.cache_dir().glob("meshes-*"))
+    monkeypatch.setenv("VIZ3D_CACHE_MAX_GB", str(size * 0.9 / 2**30))
+    cache.save_array("f" * 40, np.zeros(3, np.int16), {})
+    names = {p.name for p in cache.cache_dir().iterdir()}
+    assert not any(keys[1] in name for name in names)  # the least recently used, all three files
+    assert sum(keys[0] in name for name in names) == 3 and sum(keys[2] in name for name in names) == 3
+
+
+def test_an_older_unmarked_cache_folder_is_adopted(case, monkeypatch, tmp_path):
+    api.load_and_mesh(*case)
+    cache.flush()
+    folder = cache.cache_dir()
+    (folder / "CACHEDIR.TAG").unlink()  # as a cache from before the marker
+    assert cache.cache_dir() == folder

@@ -200,9 +200,13 @@ def _check_inputs(ct_path, label_path) -> None:
 
     if ct_path is None and label_path is None:
         raise Viz3dError("give a CT, a label map (--label), or both")
+    from .cache import input_files
+
     for path in (ct_path, label_path):
         if path is not None and not Path(path).exists():
             raise Viz3dError(f"{path}: no such file or folder")
+        if path is not None:
+            input_files(path)  # a pipe or a device (/dev/zero) would block or never end: refused before any read
 
 
 def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smooth) -> str:
