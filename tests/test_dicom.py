@@ -4,6 +4,7 @@ Synthetic series are written with pydicom (32x32 slices, explicit VR little endi
 known field in LPS millimetres, so every loaded voxel can be checked against the truth at
 its world position.
 """
+import os
 import re
 import shutil
 import subprocess
@@ -834,3 +835,157 @@ def test_the_command_lines_ctrl_c_stops_a_load_in_any_thread(sample_dir, monkeyp
     with pytest.raises(KeyboardInterrupt):
         load_dicom(sample_dir / "ct_dicom", progress=lambda done, total: decoded.append(done))
     assert decoded == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# no wrong answer, no hang (issue #19): broken headers are refused in one line, special files never opened
+
+
+def set_tags(path, **values):
+    """Rewrite tags of a written slice with raw text (what a broken writer leaves: 'NaN', '1e300')."""
+    from pydicom import config
+
+    before = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            d = pydicom.dcmread(path)
+            for keyword, value in values.items():
+                if isinstance(keyword, str) and keyword.startswith("tag_"):
+                    group, element = int(keyword[4:8], 16), int(keyword[8:], 16)
+                    d.add_new((group, element), "US", value)
+                else:
+                    setattr(d, keyword, value)
+            d.save_as(path)
+    finally:
+        config.settings.writing_validation_mode = before
+
+
+def small_series(folder, depths=range(6), **tags):
+    """A 32 x 32 CT series at 2 mm (``depths`` in steps), every slice then given ``tags``."""
+    write_series(folder, [2.0 * k for k in depths], ramp, slope=1.0, intercept=-1024.0)
+    files = sorted(Path(folder).iterdir())
+    for path in files:
+        if tags:
+            set_tags(path, **tags)
+    return files
+
+
+@pytest.mark.parametrize("tag, value, gap", [
+    ("RescaleSlope", "1e300", False), ("RescaleIntercept", "1e38", False), ("RescaleSlope", "1e38", False),
+    ("RescaleSlope", "NaN", True), ("RescaleSlope", "NaN", False), ("RescaleIntercept", "-inf", False),
+])
+def test_rescale_values_that_are_not_finite_or_overflow_are_refused_in_one_line(tmp_path, capsys, tag, value, gap):
+    files = small_series(tmp_path / "s", depths=[k for k in range(8) if not (gap and k == 4)])
+    set_tags(files[2], **{tag: value})
+    status, out, err = run_viz3d(capsys, "info", tmp_path / "s")
+    assert status == 2 and err.count("\n") == 1 and "HU range" not in out, err
+    assert err.startswith(f"viz3d: error: {files[2]}: {tag}") or err.startswith(f"viz3d: error: {files[2]}: RescaleSlope")
+    assert "internal error" not in err
+
+
+def test_a_named_dicom_file_that_is_not_an_image_slice_is_refused_not_replaced(clinical_folder, capsys):
+    named = clinical_folder / "study" / "secondary_capture"  # DICOM with pixels but no position / orientation
+    status, out, err = run_viz3d(capsys, "info", named)
+    assert status == 2 and out == ""
+    assert err == (f"viz3d: error: {named}: a DICOM file without image position/orientation/spacing, not a slice of an "
+                   "image series: name one of the series' slices, or its folder\n")
+
+
+def test_a_named_slice_loads_its_own_series_even_beside_a_bigger_one(clinical_folder):
+    scout_file = sorted((clinical_folder / "study" / "a").glob("SCOUT*"))[1]
+    volume, messages = loaded(scout_file)
+    assert volume.meta["SeriesInstanceUID"] == pydicom.dcmread(scout_file).SeriesInstanceUID == "1.2.826.0.1.7.1"
+    assert volume.shape[2] == 3 and messages == []
+
+
+def test_a_series_of_another_modality_says_its_values_are_not_hounsfield_units(tmp_path):
+    small_series(tmp_path, Modality="MR")
+    volume, messages = loaded(tmp_path)
+    assert volume.meta["Modality"] == "MR" and volume.meta["hounsfield"] is False
+    assert len(messages) == 1 and "Modality is MR, not CT: its values are NOT Hounsfield units" in messages[0]
+    ct, messages = loaded(small_series(tmp_path / "ct")[0])
+    assert ct.meta["hounsfield"] is True and messages == []
+
+
+@pytest.mark.parametrize("tags", [{"ImageType": ["ORIGINAL", "PRIMARY", "M", "MOSAIC"]}, {"tag_0019100A": 36}],
+                         ids=["ImageType", "NumberOfImagesInMosaic"])
+def test_a_siemens_mosaic_is_refused_by_name(tmp_path, tags):
+    small_series(tmp_path, **tags)
+    with pytest.raises(Viz3dError, match="Siemens mosaic is not supported; convert the series with dcm2niix"):
+        load_dicom(tmp_path)
+
+
+def test_absurd_pixel_or_slice_spacing_is_refused_naming_the_sizes(tmp_path):
+    small_series(tmp_path / "pixels", PixelSpacing=["1e-6", "1e-6"])
+    with pytest.raises(Viz3dError, match=r"voxel size \(1e-06, 1e-06, 2\) mm is outside 0.001..1000 mm"):
+        load_dicom(tmp_path / "pixels")
+    write_series(tmp_path / "slices", [0.0, 5000.0, 10000.0], ramp)
+    with pytest.raises(Viz3dError, match=r"voxel size \(1, 1, 5000\) mm is outside"):
+        load_dicom(tmp_path / "slices")
+
+
+def test_uneven_spacing_is_called_uneven_not_missing_slices(tmp_path):
+    write_series(tmp_path, [0.0, 2.0, 4.0, 7.5, 9.5, 11.5, 13.5], ramp, slope=0.01, intercept=0.0, signed=True)
+    volume, messages = loaded(tmp_path)
+    assert len(messages) == 1 and "missing slices" not in messages[0]
+    assert "uneven slice spacing (2 to 3.5 mm; steps of 3.5 mm after slice 2 are not whole multiples of the typical 2 mm" \
+        in messages[0]
+    assert_matches_ramp(volume)
+
+
+def test_slices_too_sparse_to_be_one_volume_are_refused(tmp_path):
+    write_series(tmp_path, [0.0, 1.0, 2.0, 2000.0], ramp)
+    with pytest.raises(Viz3dError, match="a regular grid would need 2001 slices, most of them invented"):
+        load_dicom(tmp_path)
+
+
+def test_unreadable_and_special_entries_in_the_folder_are_skipped_and_named(tmp_path, capsys):
+    small_series(tmp_path)
+    try:
+        os.stat("/proc/1/cwd")
+        pytest.skip("/proc/1/cwd is readable here: no entry to be denied")
+    except PermissionError:
+        pass
+    os.symlink("/proc/1/cwd", tmp_path / "denied")
+    os.mkfifo(tmp_path / "pipe")  # opening it would wait for a writer for ever
+    os.symlink("/proc/self/mem", tmp_path / "mem")
+    status, out, err = run_viz3d(capsys, "info", tmp_path)
+    assert status == 0 and re.search(r"n_slices\s*: 6$", out, re.M), err
+    assert err == (f"viz3d: warning: {tmp_path}: 1 entry could not be read and was skipped: "
+                   f"{tmp_path / 'denied'}: Permission denied\n")
+
+
+@pytest.mark.parametrize("name", ["slice.dcm", "slice"])
+def test_a_fifo_named_as_a_dicom_file_is_refused_at_once(tmp_path, name):
+    small_series(tmp_path)
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    try:
+        run = subprocess.run([sys.executable, "-m", "viz3d", "info", str(fifo)], capture_output=True, text=True,
+                             timeout=30)
+    finally:
+        try:  # a reader stuck opening it (a regression) is let go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert run.returncode == 2 and run.stderr.count("\n") == 1
+    assert run.stderr.startswith(f"viz3d: error: {fifo}: is a FIFO (named pipe), not a regular file; expected a ")
+
+
+def test_a_device_as_ct_is_refused_by_name():
+    from viz3d.api import load_ct
+
+    with pytest.raises(Viz3dError, match=r"/dev/zero: is a character device, not a regular file"):
+        load_ct("/dev/zero")
+
+
+def test_pydicom_warnings_come_out_as_one_named_viz3d_warning_line(tmp_path, capsys):
+    small_series(tmp_path, NumberOfFrames="0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # shown even if an earlier test in this process had pydicom say it
+        status, out, err = run_viz3d(capsys, "info", tmp_path)
+    assert status == 0 and re.search(r"n_slices\s*: 6$", out, re.M)
+    assert set(err.splitlines()) == {
+        "viz3d: warning: pydicom: A value of '0' for (0028,0008) 'Number of Frames' is invalid, assuming 1 frame"}

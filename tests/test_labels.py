@@ -276,6 +276,53 @@ def test_error_binary_file(tmp_path):
     _assert_error(path, "label.nii")
 
 
+def _in_a_child(code: str, memory_bytes: int = 2**30, timeout: float = 60):
+    """Run ``code`` in a Python child limited to ``memory_bytes`` of address space and ``timeout`` s."""
+    import subprocess
+    import sys
+
+    limited = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory_bytes}, {memory_bytes}))\n{code}"
+    return subprocess.run([sys.executable, "-c", limited], capture_output=True, text=True, timeout=timeout)
+
+
+def test_error_device_is_refused_before_reading_it():
+    """/dev/zero never ends: reading it grew to 8 GB. Refused by what it is, in a memory-capped child."""
+    run = _in_a_child("from viz3d.labels import load_label_table\n"
+                      "from viz3d.errors import Viz3dError\n"
+                      "try:\n    load_label_table('/dev/zero')\nexcept Viz3dError as exc:\n    print(exc)\n")
+    assert run.stdout == ("/dev/zero: is a character device, not a regular file; expected a label table file "
+                          "(JSON, ITK-SNAP or Slicer) (copy the data into a file first)\n"), run.stderr[-500:]
+
+
+def test_error_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    import os
+
+    fifo = tmp_path / "table.json"
+    os.mkfifo(fifo)
+    try:
+        run = _in_a_child(f"from viz3d.cli import main\nraise SystemExit(main(['info', '--label-table', {str(fifo)!r}, "
+                          f"{str(tmp_path / 'missing.nii.gz')!r}]))\n", timeout=30)
+    finally:
+        try:  # a reader stuck opening it (a regression) is let go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert run.returncode == 2 and run.stderr == (
+        f"viz3d: error: {fifo}: is a FIFO (named pipe), not a regular file; expected a label table file "
+        "(JSON, ITK-SNAP or Slicer) (copy the data into a file first)\n")
+
+
+def test_error_file_over_the_size_limit_is_refused_unread(tmp_path):
+    from viz3d.labels import MAX_TABLE_BYTES
+
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as f:
+        f.truncate(MAX_TABLE_BYTES + 1)  # sparse: refused by its size, never read
+    _assert_error(path, "huge.json", "larger than 16 MB")
+    ok = _write(tmp_path, "padded.json", '{"1": "L1"}' + " " * (MAX_TABLE_BYTES - 20))
+    assert load_label_table(ok).name_of(1) == "L1"
+
+
 ITK_HEAD = '0 0 0 0 0 0 0 "Clear Label"\n'
 
 

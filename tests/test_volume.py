@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
+import subprocess
+import sys
+import threading
 import time
+import warnings
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from viz3d.errors import Viz3dError
+from viz3d.errors import Viz3dError, Viz3dWarning
 from viz3d.meshing import bone_mesh
-from viz3d.volume import AIR_HU, Volume, load_ct, load_label
+from viz3d.volume import AIR_HU, Volume, inflate_soon, load_ct, load_label
 
 
 # ------------------------------------------------------------------ helpers
@@ -257,13 +262,18 @@ def test_int32_ct_loads(sample_dir):
     np.testing.assert_array_equal(vol.array, np.asanyarray(img.dataobj))
 
 
-def test_nan_in_float_ct_becomes_air(tmp_path):
+def test_nan_in_float_ct_becomes_air_with_a_warning_that_counts_them(tmp_path):
     data = np.full((12, 12, 12), -600.0, np.float32)
     data[3:9, 3:9, 3:9] = 1000.0
     data[0, 0, 0] = np.nan  # in air
     data[6, 6, 6] = np.nan  # inside the bone block
     data[1, 2, 3] = -np.inf
-    vol = load_ct(_save(data, tmp_path / "nan_ct.nii.gz"))
+    path = _save(data, tmp_path / "nan_ct.nii.gz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vol = load_ct(path)
+    said = [str(w.message) for w in caught if issubclass(w.category, Viz3dWarning)]
+    assert said == [f"{path}: 3 voxels are NaN or infinite (of 1728): set to air (-1024 HU)"]
     assert vol.array.dtype == np.float32
     assert np.all(np.isfinite(vol.array))
     assert vol.array[0, 0, 0] == AIR_HU == -1024
@@ -378,6 +388,101 @@ def test_header_promising_huge_data_fails_fast_without_allocating(tmp_path):
     assert time.perf_counter() - start < 2.0
     message = str(info.value)
     assert str(path) in message and "2000" in message
+
+
+def _with_header(path, **fields):
+    """A .nii written by nibabel, then header fields set as raw values (what a broken writer leaves)."""
+    img = nib.Nifti1Image(np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4), np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header.set_qform(img.affine, code=1)
+    for name, value in fields.items():
+        img.header[name] = value
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("slope, inter", [(1e38, 0.0), (1.0, 1e38), (3e37, -1e38)])
+def test_scaling_beyond_any_real_value_is_refused_not_made_air(tmp_path, slope, inter):
+    path = _with_header(tmp_path / "scaled.nii", scl_slope=slope, scl_inter=inter)
+    with pytest.raises(Viz3dError, match="scl_slope .* and scl_inter .*: the header's scaling is broken") as info:
+        load_ct(path)
+    assert str(path) in str(info.value)
+
+
+def test_infinite_scl_slope_is_refused_while_nan_means_unscaled(tmp_path):
+    with pytest.raises(Viz3dError, match=r"scl_slope is inf"):
+        load_ct(_with_header(tmp_path / "inf.nii", scl_slope=np.inf))
+    unscaled = load_ct(_with_header(tmp_path / "nan.nii", scl_slope=np.nan, scl_inter=np.nan))  # nibabel's "no scaling"
+    assert unscaled.array.dtype == np.int16 and unscaled.array.max() == 6 * 5 * 4 - 1
+
+
+SHEARED = np.array([[2.0, 1e30, 0, 0], [0, 2.0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1]])
+PARALLEL = np.array([[2.0, 2.0, 0, 0], [0, 0.01, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("affine, fragment", [
+    (SHEARED, "voxel size (2, 1e+30, 3) mm is outside 0.001..1000 mm"),
+    (np.diag([1e-6, 1.0, 1.0, 1.0]), "voxel size (1e-06, 1, 1) mm is outside"),
+    (np.diag([1.0, 1.0, 5e3, 1.0]), "voxel size (1, 1, 5000) mm is outside"),
+    (PARALLEL, "voxel axes are nearly parallel"),
+    (np.array([[1.0, 0, 0, 1e9], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "more than 100 m from the scanner"),
+], ids=["sheared_1e30", "tiny_voxels", "huge_voxels", "parallel_axes", "far_origin"])
+def test_absurd_affines_are_refused_naming_what_is_wrong(tmp_path, affine, fragment):
+    path = tmp_path / "absurd.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), affine), str(path))
+    for load in (load_ct, load_label):
+        with pytest.raises(Viz3dError) as info:
+            load(path)
+        assert fragment in str(info.value) and str(path) in str(info.value)
+
+
+def test_info_on_a_sheared_nifti_is_one_error_line_not_an_internal_error(tmp_path, capsys):
+    from viz3d.cli import main
+
+    path = tmp_path / "sheared.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), SHEARED), str(path))
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"viz3d: error: {path}: voxel size") and err.count("\n") == 1
+
+
+def test_nibabel_header_fixes_come_out_as_viz3d_warning_lines(tmp_path, capfd):
+    """nibabel logs its fixes through a stderr handler of its own; the command line prefixes them."""
+    from viz3d.cli import main
+
+    path = _with_header(tmp_path / "fixed.nii", qform_code=99)
+    assert main(["info", str(path)]) == 0
+    err = capfd.readouterr().err
+    assert err.splitlines() == ["viz3d: warning: nibabel: qform_code 99 not valid; setting to 0"]
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    """A named pipe with no writer (opening it for reading would wait for ever); released after."""
+    path = tmp_path / "ct.nii.gz"
+    os.mkfifo(path)
+    yield path
+    try:  # a reader stuck in open() (a regression) is let go: the open succeeds, then EOF
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+def test_a_fifo_as_ct_is_refused_by_name_and_never_opened(fifo):
+    for load in (load_ct, load_label):
+        with pytest.raises(Viz3dError, match=r"is a FIFO \(named pipe\), not a regular file; expected a NIfTI file"):
+            load(fifo)
+    before = threading.active_count()
+    inflate_soon(fifo)  # the background decompression a command starts first
+    assert threading.active_count() == before
+
+
+def test_the_command_line_refuses_a_fifo_ct_at_once(fifo):
+    for command in (["info"], ["export", "--out", str(fifo.parent / "out"), "--no-cache"]):
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "viz3d", command[0], str(fifo), *command[1:]],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "FIFO" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert time.monotonic() - started < 30
 
 
 # ------------------------------------------------------------------ the real sample

@@ -514,10 +514,15 @@ COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "e
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 1 internal error)."""
+    from .errors import route_library_logs, warning_line
+
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        print(f"viz3d: warning: {message}", file=sys.stderr)
+        text = warning_line(message, category, filename)  # one line; other libraries' named, their deprecations dropped
+        if text is not None:
+            print(text, file=sys.stderr)
 
     warnings.showwarning = show_warning
+    route_library_logs()  # nibabel's log lines as warnings too, pydicom's (copies of its warnings) dropped
     try:
         args = make_parser().parse_args(argv)
         COMMANDS[args.command](args, _Console(getattr(args, "quiet", False)))

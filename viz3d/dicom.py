@@ -2,7 +2,11 @@
 
 The folder is searched recursively. Files that are not DICOM (DICOMDIR, text, junk, empty
 files) and DICOM files that are not image slices (no pixel data, no ImagePositionPatient /
-ImageOrientationPatient, multi-frame objects) are skipped without fuss.
+ImageOrientationPatient, multi-frame objects) are skipped without fuss. Only regular files
+are opened (a FIFO or device in the folder is skipped, never read); symlinked folders and
+folders on another file system (``/proc`` under ``/``) are not entered; an entry that cannot
+be read (permission denied) is skipped with a `Viz3dWarning` naming it. A folder holding more
+than `MAX_SCAN_FILES` candidate files is refused (it is not one study).
 
 Grouping into series
     By SeriesInstanceUID, and within one UID by the geometry every slice of a volume must
@@ -16,8 +20,9 @@ Choosing a series (``series=``), in this order of precedence
     3. ``"index:N"``, ``"number:N"`` (SeriesNumber) or ``"uid:X"``;
     4. a bare integer string ``"N"``: the index N (never a SeriesNumber: write ``number:N``).
     Anything else is a `Viz3dError` listing the series that exist. Without ``series=`` a
-    file given as ``path`` picks that file's series; a folder gets the series with the most
-    slices, and a `Viz3dWarning` says which one was loaded and which were skipped.
+    file given as ``path`` picks that file's series (a named DICOM file that is not an image
+    slice is refused, DICOMDIR excepted: it stands for its folder); a folder gets the series
+    with the most slices, and a `Viz3dWarning` says which one was loaded and which were skipped.
 
 Geometry
     Slices are ordered by ImagePositionPatient projected on the slice normal
@@ -29,23 +34,32 @@ Geometry
 Irregular stacks (never silently wrong geometry)
     * duplicate positions: identical pixel data -> one kept (warning); different pixel
       data -> `Viz3dError` (several acquisitions, echoes or phases in one series);
-    * missing slices (a gap > 1.5 x the median spacing) and non-uniform spacing -> a warning
-      and linear resampling along the stack onto a regular grid at the median spacing;
+    * missing slices (a gap close to a whole multiple, 2 or more, of the median spacing) and
+      otherwise non-uniform spacing -> a warning saying which, and linear resampling along the
+      stack onto a regular grid at the median spacing;
     * gantry tilt (in-plane drift of the slice origins over the stack of more than half a
       pixel) -> a warning and resampling onto the orthogonal grid of the image planes,
       centred on the stack; voxels with no data get the series' minimum value;
-    * slice origins that do not lie on one line -> `Viz3dError`.
+    * slice origins that do not lie on one line -> `Viz3dError`;
+    * a broken header (orientation cosines that are not unit vectors, voxel sizes outside
+      0.001..1000 mm, positions beyond 100 m) -> `Viz3dError` naming the file or sizes;
+    * Siemens mosaic slices (ImageType MOSAIC, or NumberOfImagesInMosaic (0019,100A)): several
+      images tiled in one -> `Viz3dError` ("Siemens mosaic is not supported").
     Resampled data is float32.
 
 Values
     HU = stored value x RescaleSlope + RescaleIntercept, per slice. int16 when that is exact
-    (all slopes and intercepts integral and every value fits int16), otherwise float32.
+    (all slopes and intercepts integral and every value fits int16), otherwise float32. A slope
+    or intercept that is not a finite number, or values beyond +-1e9, are refused
+    (the file and tag are named). A series whose Modality is not CT is loaded with a
+    `Viz3dWarning` that its values are not Hounsfield units, and ``meta["hounsfield"]`` False.
     Headers are read first (``stop_before_pixels``); pixels are then decoded once per file
     into one preallocated array.
 """
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 import time
@@ -55,8 +69,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Viz3dError, warn
-from .volume import Volume
+from .errors import Viz3dError, check_regular_file, warn
+from .volume import MAX_ORIGIN_MM, MAX_SCALED_VALUE, Volume, check_grid
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DUPLICATE_TOLERANCE_MM = 0.01  # slice positions closer than this along the normal are "the same"
@@ -65,12 +79,16 @@ DRIFT_FRACTION = 0.5  # in-plane drift (tilt) or scatter of slice origins tolera
 POOL_MIN_SLICES = 32  # fewer compressed slices decode faster than a pool starts and feeds
 SLICE_TIMEOUT_S = 10.0  # a slice decodes in well under a second: longer means a stuck worker
 STOP_GRACE_S = 2.0  # a worker still busy this long after the pool is stopped is killed
+MAX_SCAN_FILES = 100_000  # candidate files under one folder: more is a disk, not a study
+MIN_DICOM_BYTES = 132  # preamble (128) + 'DICM': anything shorter is not a DICOM file
+MOSAIC_TAG = (0x0019, 0x100A)  # Siemens NumberOfImagesInMosaic
 STOP = threading.Event()  # set by the command line's Ctrl-C: a load in any thread stops at its next slice
 _PIXEL_TAGS = {
     b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",  # (7FE0,0010/0008/0009) little endian
     b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09",  # big endian (retired)
 }
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")  # uncompressed pixel data
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,9 @@ class _Header:
     transfer_syntax: str
     samples: int
     frames: int
+    bits: int = 16  # BitsAllocated
+    mosaic: bool = False  # Siemens mosaic: several images tiled in one
+    size: int = 0  # bytes in the file
 
 
 def is_dicom_path(path) -> bool:
@@ -136,13 +157,19 @@ def is_dicom_path(path) -> bool:
     (False, True)
     """
     path = Path(path)
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISDIR(mode):
         return True
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return False
     if name.endswith(".dcm") or name == "dicomdir":
         return True
+    if not stat.S_ISREG(mode):  # missing, a FIFO or a device: never opened here (it may never answer)
+        return False
     try:
         with open(path, "rb") as fh:
             fh.seek(128)
@@ -175,7 +202,9 @@ def load_dicom(path, series: int | str | None = None, progress=None) -> Volume:
         chosen = _select(folder, groups, series)
     elif picked_file is not None:
         target = picked_file.resolve()
-        chosen = next(i for i, (_, hs) in enumerate(groups) if any(h.path.resolve() == target for h in hs))
+        chosen = next((i for i, (_, hs) in enumerate(groups) if any(h.path.resolve() == target for h in hs)), None)
+        if chosen is None:  # changed or became unreadable since it was first read
+            raise Viz3dError(f"{picked_file}: this file was not among the slices read from {folder}; is it still there?")
     else:
         chosen = 0
         if len(groups) > 1:
@@ -195,30 +224,52 @@ def load_dicom(path, series: int | str | None = None, progress=None) -> Volume:
 
 
 def _folder_of(path: Path) -> tuple[Path, Path | None]:
-    """The folder to scan and, when ``path`` is an image slice, that file."""
-    if not path.exists():
-        raise Viz3dError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return path, None
-    header = _read_header(path)
+    """The folder to scan and, when ``path`` is an image slice, that file.
+
+    A named file that is DICOM but not an image slice is refused (loading some other series
+    of its folder instead would be a wrong answer); DICOMDIR stands for its folder.
+    """
+    try:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return path, None
+    except OSError:
+        pass  # check_regular_file says what is wrong
+    check_regular_file(path, "a DICOM file or a folder of DICOM files")
+    try:
+        header = _read_header(path)
+    except OSError as exc:
+        raise Viz3dError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     if header is None:
         raise Viz3dError(f"{path}: not a DICOM file (no 'DICM' preamble) and not a folder")
-    return path.parent, (path if isinstance(header, _Header) else None)
+    if isinstance(header, str):
+        if path.name.lower() == "dicomdir":
+            return path.parent, None
+        raise Viz3dError(f"{path}: a DICOM file {header}, not a slice of an image series: "
+                         "name one of the series' slices, or its folder")
+    return path.parent, path
 
 
 def _read_header(path: Path):
-    """A `_Header` for an image slice, a reason string for other DICOM files, None for non-DICOM."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    """A `_Header` for an image slice, a reason string for other DICOM files, None for non-DICOM.
 
-    try:
-        with open(path, "rb") as fp:
+    Only files with the 'DICM' preamble are parsed (pydicom refuses the others too); an
+    ``OSError`` opening or reading the file (permission denied) is the caller's to report.
+    """
+    import pydicom
+
+    with open(path, "rb") as fp:
+        start = fp.read(MIN_DICOM_BYTES)
+        if len(start) < MIN_DICOM_BYTES or start[128:] != b"DICM":
+            return None
+        fp.seek(0)
+        try:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
             pixel_tag = fp.read(4)
-    except (InvalidDicomError, OSError, EOFError):
-        return None
-    except Exception:  # a corrupt header of any kind: not usable
-        return None
+        except OSError:
+            raise
+        except Exception:  # a corrupt header of any kind: not usable
+            return None
+        size = os.fstat(fp.fileno()).st_size
     ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
     has_pixels = pixel_tag in _PIXEL_TAGS or ts == _DEFLATED  # deflated: position unknown, assume so
     if not has_pixels:
@@ -231,22 +282,49 @@ def _read_header(path: Path):
         position = np.array([float(v) for v in ds.ImagePositionPatient], dtype=float)
         spacing = tuple(float(v) for v in ds.PixelSpacing)
         rows, columns = int(ds.Rows), int(ds.Columns)
-        slope = _number(ds.get("RescaleSlope"), 1.0)
-        intercept = _number(ds.get("RescaleIntercept"), 0.0)
-    except (AttributeError, TypeError, ValueError, KeyError):
+        slope = _rescale(ds, "RescaleSlope", 1.0)
+        intercept = _rescale(ds, "RescaleIntercept", 0.0)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except Exception:  # missing, malformed or unparsable values (pydicom raises many types)
         return "without image position/orientation/spacing"
     if orientation.shape != (6,) or position.shape != (3,) or len(spacing) != 2 or min(spacing) <= 0:
         return "without image position/orientation/spacing"
     if not (np.all(np.isfinite(orientation)) and np.all(np.isfinite(position))) or rows < 1 or columns < 1:
         return "without image position/orientation/spacing"
     tags = {
-        name: _text(ds.get(name))
+        name: _text_of(ds, name)
         for name in ("PatientID", "StudyDate", "Modality", "SeriesInstanceUID", "StudyInstanceUID",
                      "SeriesDescription", "SeriesNumber", "SliceThickness", "SpacingBetweenSlices",
                      "FrameOfReferenceUID")
     }
+    try:
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except Exception:
+        return "with an unreadable SamplesPerPixel"
     return _Header(path, tags, rows, columns, orientation, position, spacing, slope, intercept, ts,
-                   int(ds.get("SamplesPerPixel", 1) or 1), frames)
+                   samples, frames, bits, _is_mosaic(ds), size)
+
+
+def _rescale(ds, name: str, default: float) -> float:
+    """RescaleSlope / RescaleIntercept as a float: ``default`` when absent or empty, NaN when
+    present but not a number (refused later with the file and tag named, never replaced)."""
+    value = ds.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return float("nan")
+
+
+def _is_mosaic(ds) -> bool:
+    """Siemens mosaic: ImageType says MOSAIC, or the private NumberOfImagesInMosaic is there."""
+    try:
+        image_type = ds.get("ImageType") or []
+        kinds = [str(image_type)] if isinstance(image_type, str) else [str(v) for v in image_type]
+    except Exception:
+        kinds = []
+    return any(kind.strip().upper() == "MOSAIC" for kind in kinds) or MOSAIC_TAG in ds
 
 
 def _number(value, default: float) -> float:
@@ -260,12 +338,25 @@ def _text(value) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _text_of(ds, name: str) -> str:
+    """A tag's value as text ('' when absent or unreadable: a corrupt identity never stops a load)."""
+    try:
+        return _text(ds.get(name))
+    except Exception:
+        return ""
+
+
 def _scan(folder: Path) -> tuple[list[tuple[SeriesInfo, list[_Header]]], dict]:
     """Read every header under ``folder`` and group the image slices into sorted series."""
     skipped: dict[str, int] = {}
     groups: dict[tuple, list[_Header]] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        header = _read_header(path)
+    candidates, unreadable = _candidate_files(folder, skipped)
+    for path in candidates:
+        try:
+            header = _read_header(path)
+        except OSError as exc:
+            unreadable.append(f"{path}: {exc.strerror or exc}")
+            continue
         if not isinstance(header, _Header):
             reason = header or "not DICOM"
             skipped[reason] = skipped.get(reason, 0) + 1
@@ -276,10 +367,16 @@ def _scan(folder: Path) -> tuple[list[tuple[SeriesInfo, list[_Header]]], dict]:
         key = ("uid", uid) + geometry if uid else (
             "geometry", header.tags["StudyInstanceUID"], header.tags["SeriesNumber"]) + geometry
         groups.setdefault(key, []).append(header)
+    if unreadable:
+        skipped[f"unreadable ({unreadable[0]}{'; ...' if len(unreadable) > 1 else ''})"] = len(unreadable)
+        _warn(f"{folder}: {len(unreadable)} entr{'ies' if len(unreadable) != 1 else 'y'} could not be read and "
+              f"{'were' if len(unreadable) != 1 else 'was'} skipped: {'; '.join(unreadable[:3])}"
+              f"{'; ...' if len(unreadable) > 3 else ''}")
     ordered = []
     for key, headers in groups.items():
         normal = _normal(headers[0].orientation)
-        headers.sort(key=lambda h: (float(h.position @ normal), str(h.path)))
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd positions are refused at load
+            headers.sort(key=lambda h: (float(h.position @ normal), str(h.path)))
         ordered.append((key, headers))
     ordered.sort(key=lambda kh: (-len(kh[1]), _series_number(kh[1][0]) or 0, str(kh[1][0].path)))
     result = []
@@ -293,6 +390,58 @@ def _scan(folder: Path) -> tuple[list[tuple[SeriesInfo, list[_Header]]], dict]:
         )
         result.append((info, headers))
     return result, skipped
+
+
+def _candidate_files(folder: Path, skipped: dict) -> tuple[list[Path], list[str]]:
+    """The regular files under ``folder`` long enough to be DICOM, sorted, and the entries that
+    could not be examined (``'path: reason'``).
+
+    Nothing is opened here. FIFOs, devices and sockets are counted in ``skipped`` (opening one
+    may never return); so are symlinked folders and folders on another file system, which are
+    not entered (``/`` holds ``/proc``). More than `MAX_SCAN_FILES` candidates is refused.
+    """
+    def skip(reason: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    files: list[Path] = []
+    unreadable: list[str] = []
+    device = os.stat(folder).st_dev
+    pending = [folder]
+    while pending:
+        where = pending.pop()
+        try:
+            with os.scandir(where) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            unreadable.append(f"{where}: {exc.strerror or exc}")
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.stat(follow_symlinks=False).st_dev != device:
+                        skip("folder on another file system (not entered)")
+                    else:
+                        pending.append(Path(entry.path))
+                    continue
+                status = entry.stat()  # a symlinked file counts as its target
+            except FileNotFoundError:
+                skip("broken symlink")
+                continue
+            except OSError as exc:
+                unreadable.append(f"{entry.path}: {exc.strerror or exc}")
+                continue
+            if stat.S_ISDIR(status.st_mode):
+                skip("symlinked folder (not entered)")
+            elif not stat.S_ISREG(status.st_mode):
+                skip("not a regular file (FIFO, device or socket)")
+            elif status.st_size < MIN_DICOM_BYTES:
+                skip("not DICOM")
+            else:
+                files.append(Path(entry.path))
+                if len(files) > MAX_SCAN_FILES:
+                    raise Viz3dError(f"{folder}: more than {MAX_SCAN_FILES} files under this folder: not one study; "
+                                     "name the folder of the series (or one of its files)")
+    return sorted(files), unreadable
 
 
 def _series_number(header: _Header) -> int | None:
@@ -350,9 +499,11 @@ def _select(folder: Path, groups, series) -> int:
 
 
 def _normal(orientation: np.ndarray) -> np.ndarray:
+    """The slice normal for sorting (+z for parallel cosines: such a series is refused at load)."""
     row, col = _cosines(orientation)
     normal = np.cross(row, col)
-    return normal / np.linalg.norm(normal)
+    length = np.linalg.norm(normal)
+    return normal / length if length > 1e-6 else np.array([0.0, 0.0, 1.0])
 
 
 def _cosines(orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -426,21 +577,86 @@ def _plan(folder: Path, info: SeriesInfo, headers: list[_Header]) -> _Plan:
     if np.abs(depths - uniform).max() <= max(DUPLICATE_TOLERANCE_MM, 0.01 * median):
         return _Plan(slots, depths, None, extent / (len(depths) - 1), drift, tilt, reasons)
     count = int(round(extent / median)) + 1
+    if count > 2 * len(depths) + 1:
+        raise Viz3dError(
+            f"{folder}: series {info.describe()}: {len(depths)} slices spread over {extent:g} mm at a typical spacing of "
+            f"{median:g} mm: a regular grid would need {count} slices, most of them invented by interpolation "
+            "(are these slices one volume?)")
     target = np.linspace(depths[0], depths[-1], count)
     spacing = extent / (count - 1)
     if steps.max() > GAP_FACTOR * median:
         where = np.flatnonzero(steps > GAP_FACTOR * median)
         gaps = ", ".join(f"{steps[i]:g} mm after slice {i}" for i in where[:5])
-        reasons.append(
-            f"missing slices (gaps of {gaps}; typical spacing {median:g} mm): "
-            f"linearly interpolated onto a regular {spacing:g} mm grid"
-        )
+        if _whole_multiples(steps[where] / median):
+            reasons.append(
+                f"missing slices (gaps of {gaps}; typical spacing {median:g} mm): "
+                f"linearly interpolated onto a regular {spacing:g} mm grid"
+            )
+        else:
+            reasons.append(
+                f"uneven slice spacing ({steps.min():g} to {steps.max():g} mm; steps of {gaps} are not whole "
+                f"multiples of the typical {median:g} mm, so no slice is simply missing): "
+                f"linearly interpolated onto a regular {spacing:g} mm grid"
+            )
     else:
         reasons.append(
             f"non-uniform slice spacing ({steps.min():g} to {steps.max():g} mm): "
             f"resampled onto a regular grid at the median spacing {spacing:g} mm"
         )
     return _Plan(slots, depths, target, spacing, drift, tilt, reasons)
+
+
+def _whole_multiples(ratios: np.ndarray) -> bool:
+    """True when every gap is close to a whole number (2 or more) of typical steps: slices missing.
+
+    >>> _whole_multiples(np.array([2.02, 3.0])), _whole_multiples(np.array([1.75]))
+    (True, False)
+    """
+    return bool(np.all(np.abs(ratios - np.round(ratios)) <= 0.2))
+
+
+# ---------------------------------------------------------------------------------------------
+# checks before any pixel is decoded
+
+
+def _check_headers(info: SeriesInfo, headers: list[_Header]) -> None:
+    """Refuse what no decoding can make right: mosaics, broken geometry, unusable rescale values,
+    pixel data shorter than the header's image. Each message names the file and the tag."""
+    for header in headers:
+        if header.mosaic:
+            raise Viz3dError(
+                f"{header.path}: Siemens mosaic (ImageType MOSAIC / NumberOfImagesInMosaic: several slices tiled in "
+                "one image): Siemens mosaic is not supported; convert the series with dcm2niix")
+        _check_orientation(header)
+        if np.abs(header.position).max() > MAX_ORIGIN_MM:
+            raise Viz3dError(f"{header.path}: ImagePositionPatient {header.position.tolist()} mm is more than "
+                             f"{MAX_ORIGIN_MM / 1000:g} m from the scanner's centre: the header is broken")
+        for name, value in (("RescaleSlope", header.slope), ("RescaleIntercept", header.intercept)):
+            if not abs(value) <= MAX_SCALED_VALUE:  # NaN included
+                raise Viz3dError(f"{header.path}: {name} {value:g} is not a usable number (not finite, or beyond "
+                                 f"+-{MAX_SCALED_VALUE:g}): the stored values cannot be turned into real values")
+        _check_pixel_bytes(header)
+
+
+def _check_orientation(header: _Header) -> None:
+    norms = np.linalg.norm(header.orientation[:3]), np.linalg.norm(header.orientation[3:])
+    if max(abs(norms[0] - 1.0), abs(norms[1] - 1.0)) > 0.1:
+        shown = ", ".join(f"{v:g}" for v in header.orientation)
+        raise Viz3dError(f"{header.path}: ImageOrientationPatient ({shown}) is not two unit vectors: "
+                         "the header is broken")
+
+
+def _check_pixel_bytes(header: _Header) -> None:
+    """For uncompressed pixel data: the file must be able to hold the image its header describes
+    (a corrupt Rows, Columns or BitsAllocated would otherwise allocate gigabytes first)."""
+    if header.transfer_syntax not in _NATIVE:
+        return
+    if header.bits not in (1, 8, 16, 32, 64):
+        raise Viz3dError(f"{header.path}: BitsAllocated {header.bits} is not a valid pixel size (1, 8, 16, 32 or 64)")
+    needed = (header.rows * header.columns * header.samples * header.bits + 7) // 8
+    if needed > header.size:
+        raise Viz3dError(f"{header.path}: the header describes {header.rows}x{header.columns} pixels of {header.bits} bits "
+                         f"({needed} bytes) but the file holds only {header.size} bytes: truncated or corrupt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +795,7 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
 
     ``progress(done, total)`` is called after each slice.
     """
-    integral = all(float(h.slope).is_integer() and float(h.intercept).is_integer() for h in headers)
+    integral = all(_exact_integer(h.slope, h.intercept) for h in headers)
     dtype = np.int16 if integral else np.float32
     first = headers[0]
     shape = (first.columns, first.rows, len(plan.depths))
@@ -595,13 +811,15 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
                 progress(done, len(headers))
             if STOP.is_set():
                 raise KeyboardInterrupt  # the load runs beside other work; Ctrl-C reached the main thread
-            if array.dtype == np.int16:
+            if array.dtype == np.int16 and stored.dtype.kind in "iub" and stored.dtype.itemsize <= 4:
                 values = _integer_hu(stored, int(header.slope), int(header.intercept))
                 if values.size and (values.min() < -32768 or values.max() > 32767):
                     array = array.astype(np.float32, order="F")  # exact HU no longer fit int16
                     values = values.astype(np.float32)
             else:
-                values = (stored.astype(np.float64) * header.slope + header.intercept).astype(np.float32)
+                if array.dtype != np.float32:
+                    array = array.astype(np.float32, order="F")
+                values = _scaled(header, stored)
             if slot == filled:
                 if not np.array_equal(array[:, :, slot], values.T):
                     keeper = headers[plan.slots.index(slot)].path
@@ -616,6 +834,29 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
             filled = slot
             del stored, values
     return array, duplicates
+
+
+def _exact_integer(slope: float, intercept: float) -> bool:
+    """Whether ``stored * slope + intercept`` can be computed exactly in int64 for any stored
+    value up to 32 bits: integral, and small enough (a slope of 1e38 is integral too).
+
+    >>> _exact_integer(1.0, -1024.0), _exact_integer(0.5, 0.0), _exact_integer(1e38, 0.0)
+    (True, False, False)
+    """
+    return (np.isfinite(slope) and np.isfinite(intercept) and float(slope).is_integer()
+            and float(intercept).is_integer() and abs(slope) <= 2**15 and abs(intercept) <= 2**31)
+
+
+def _scaled(header: _Header, stored: np.ndarray) -> np.ndarray:
+    """``stored * slope + intercept`` as float32; Viz3dError for values beyond +-`MAX_SCALED_VALUE`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = stored.astype(np.float64) * header.slope + header.intercept
+        top = float(np.max(np.abs(values))) if values.size else 0.0
+    if not top <= MAX_SCALED_VALUE:  # NaN included
+        raise Viz3dError(
+            f"{header.path}: RescaleSlope {header.slope:g} and RescaleIntercept {header.intercept:g} give values up to "
+            f"{top:g}, beyond +-{MAX_SCALED_VALUE:g}: the rescale values are broken")
+    return values.astype(np.float32)
 
 
 def _integer_hu(stored: np.ndarray, slope: int, intercept: int) -> np.ndarray:
@@ -660,14 +901,20 @@ def _untilt(array: np.ndarray, shift: tuple[float, float], centre: float) -> np.
 def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: list[SeriesInfo], progress=None) -> Volume:
     if any(h.samples != 1 for h in headers):
         raise Viz3dError(f"{headers[0].path}: colour images (SamplesPerPixel {headers[0].samples}) are not supported; expected a greyscale series such as CT")
+    _check_headers(info, headers)
     syntax_names = _check_transfer_syntaxes(headers)
     plan = _plan(folder, info, headers)
+    first = headers[0]
+    check_grid(f"{folder}: series {info.describe()}", _lps_affine(first, plan.spacing, first.position),
+               "PixelSpacing and the slice positions / SliceThickness")
+    modality = first.tags["Modality"].upper()
+    if modality != "CT":
+        _warn(f"{folder}: series {info.describe()}: "
+              + (f"Modality is {modality}, not CT: its values are NOT Hounsfield units (the HU range, windows and bone "
+                 "threshold assume CT)" if modality else "has no Modality: read as CT in Hounsfield units"))
     array, duplicates = _fill(folder, info, headers, plan, progress)
 
-    first = headers[0]
     row, col = _cosines(first.orientation)
-    normal = np.cross(row, col)
-    normal /= np.linalg.norm(normal)
     origin = first.position.copy()
     if plan.target is not None:
         array = _resample_stack(array, plan.depths, plan.target)
@@ -678,11 +925,7 @@ def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: 
         centre = (array.shape[2] - 1) / 2.0
         array = _untilt(array, shift, centre)
         origin = origin + centre * per_slice
-    lps = np.eye(4)
-    lps[:3, 0] = row * first.spacing[1]
-    lps[:3, 1] = col * first.spacing[0]
-    lps[:3, 2] = normal * plan.spacing
-    lps[:3, 3] = origin
+    lps = _lps_affine(first, plan.spacing, origin)
 
     messages = list(plan.reasons)
     if duplicates:
@@ -697,6 +940,7 @@ def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: 
         "PatientID": tags["PatientID"],
         "StudyDate": tags["StudyDate"],
         "Modality": tags["Modality"],
+        "hounsfield": modality in ("CT", ""),  # False: not CT, the values are not HU (no default bone threshold)
         "StudyInstanceUID": tags["StudyInstanceUID"],
         "SeriesInstanceUID": tags["SeriesInstanceUID"],
         "SeriesNumber": tags["SeriesNumber"],
@@ -713,6 +957,19 @@ def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: 
         "duplicates_dropped": duplicates,
     }
     return Volume(array, LPS_TO_RAS @ lps, str(folder), meta)
+
+
+def _lps_affine(first: _Header, spacing: float, origin: np.ndarray) -> np.ndarray:
+    """The voxel -> LPS affine of the (column, row, slice) array: columns along the row cosine."""
+    row, col = _cosines(first.orientation)
+    normal = _normal(first.orientation)
+    lps = np.eye(4)
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite spacing: check_grid refuses the result
+        lps[:3, 0] = row * first.spacing[1]
+        lps[:3, 1] = col * first.spacing[0]
+        lps[:3, 2] = normal * spacing
+    lps[:3, 3] = origin
+    return lps
 
 
 def _warn(message: str) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import Viz3dError
+from .errors import Viz3dError, check_regular_file
 
 __all__ = [
     "BUILTIN_TABLES",
@@ -38,6 +38,8 @@ BUILTIN_TABLES: tuple[str, ...] = ("spinopelvic10", "totalsegmentator")
 """Names accepted by :func:`builtin_table` and :func:`load_label_table`."""
 
 _DEFAULT_TABLE = "spinopelvic10"
+MAX_TABLE_BYTES = 16 * 2**20
+"""Largest label-table file read: the biggest real tables (a few thousand classes) are ~200 kB."""
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,7 @@ def load_label_table(spec: str | os.PathLike | None) -> LabelTable:
         return builtin_table(spec)
 
     path = Path(os.fspath(spec))
-    if not path.exists():
+    if not os.path.lexists(path):
         raw = os.fspath(spec)
         if isinstance(raw, str) and not re.search(r"[\\/.]", raw):
             # A bare word: most likely a mistyped built-in name.
@@ -268,12 +270,7 @@ def load_label_table(spec: str | os.PathLike | None) -> LabelTable:
                 f"{', '.join(BUILTIN_TABLES)}"
             )
         raise Viz3dError(f"{path}: no such label table file (built-in tables are {', '.join(BUILTIN_TABLES)})")
-    if path.is_dir():
-        raise Viz3dError(f"{path}: is a folder, expected a label table file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise Viz3dError(f"{path}: cannot read label table ({exc.strerror or exc})") from None
+    data = _read_table_bytes(path)
     if b"\x00" in data:
         raise Viz3dError(f"{path}: binary file, expected a text label table (JSON, ITK-SNAP or Slicer)")
     try:
@@ -288,6 +285,26 @@ def load_label_table(spec: str | os.PathLike | None) -> LabelTable:
     else:
         table = _parse_text_table(text, str(path))
     return LabelTable(path.name, table.names, table.colors)
+
+
+def _read_table_bytes(path: Path) -> bytes:
+    """The bytes of a label-table file: a regular file of at most `MAX_TABLE_BYTES`.
+
+    FIFOs and devices are refused before they are opened (``/dev/zero`` would never end),
+    and no more than the limit is read even from a file that grows meanwhile.
+    """
+    status = check_regular_file(path, "a label table file (JSON, ITK-SNAP or Slicer)")
+    too_big = f"{path}: label table file is larger than {MAX_TABLE_BYTES // 2**20} MB: not a label table"
+    if status.st_size > MAX_TABLE_BYTES:
+        raise Viz3dError(too_big)
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_TABLE_BYTES + 1)
+    except OSError as exc:
+        raise Viz3dError(f"{path}: cannot read label table ({exc.strerror or exc})") from None
+    if len(data) > MAX_TABLE_BYTES:
+        raise Viz3dError(too_big)
+    return data
 
 
 # --------------------------------------------------------------------------------------

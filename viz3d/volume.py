@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import threading
 import zlib
 from concurrent.futures import Future
@@ -11,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Viz3dError
+from .errors import Viz3dError, check_regular_file, warn
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 AIR_HU = -1024
+VOXEL_SIZE_RANGE_MM = (1e-3, 1e3)  # a voxel edge outside this is a broken header, not a scan
+MAX_ORIGIN_MM = 1e5  # a grid whose origin is 100 m from the scanner's centre is a broken header
+MIN_AXIS_SINE = 0.1  # |det| / product of the voxel sizes: below it the voxel axes are nearly parallel
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_SCALED_VALUE = 1e9  # |value| after a header's scaling: beyond, the scaling is broken (HU end near 3e4)
 
 _inflating: dict[str, tuple[tuple, Future]] = {}  # real path -> (identity, its decompressed bytes)
 _inflating_lock = threading.Lock()
@@ -112,12 +118,54 @@ def grid_box(affine, shape, pad: float = 0.0) -> np.ndarray:
     return np.stack([world.min(axis=1), world.max(axis=1)])
 
 
+def check_grid(source, affine, hint: str) -> None:
+    """Refuse a voxel-to-world affine no scanner writes: what a broken header gives.
+
+    Parameters
+    ----------
+    source : str or path-like
+        The file or folder, for the message.
+    affine : array_like
+        The 4x4 voxel-to-world matrix (mm).
+    hint : str
+        Which header fields to check, e.g. ``"pixdim and the sform/qform"``.
+
+    Raises
+    ------
+    Viz3dError
+        When the affine is not finite, a voxel edge is outside `VOXEL_SIZE_RANGE_MM`, the
+        voxel axes are nearly parallel (a shear that leaves less than `MIN_AXIS_SINE` of the
+        volume of a box of those edges), or the origin lies beyond `MAX_ORIGIN_MM`.
+
+    Examples
+    --------
+    >>> check_grid("ct.nii", np.diag([0.8, 0.8, 2.5, 1.0]), "pixdim")
+    >>> check_grid("ct.nii", np.diag([0.8, 0.8, 1e6, 1.0]), "pixdim")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: ct.nii: voxel size (0.8, 0.8, 1e+06) mm is outside 0.001..1000 mm per edge: the header is broken (check pixdim)
+    """
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise Viz3dError(f"{source}: the voxel-to-world affine is not a finite 4x4 matrix (check {hint})")
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    low, high = VOXEL_SIZE_RANGE_MM
+    if np.any(sizes < low) or np.any(sizes > high):
+        shown = ", ".join(f"{size:.4g}" for size in sizes)
+        raise Viz3dError(f"{source}: voxel size ({shown}) mm is outside {low:g}..{high:g} mm per edge: "
+                         f"the header is broken (check {hint})")
+    sine = abs(np.linalg.det(affine[:3, :3])) / float(np.prod(sizes))
+    if sine < MIN_AXIS_SINE:
+        raise Viz3dError(f"{source}: the voxel axes are nearly parallel (the affine is sheared to {sine:.2g} of a "
+                         f"box's volume): the header is broken (check {hint})")
+    if np.abs(affine[:3, 3]).max() > MAX_ORIGIN_MM:
+        raise Viz3dError(f"{source}: the grid's origin {np.round(affine[:3, 3], 1).tolist()} mm is more than "
+                         f"{MAX_ORIGIN_MM / 1000:g} m from the scanner's centre: the header is broken (check {hint})")
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise Viz3dError(f"{path}: no such file or folder")
-    if path.is_dir():
-        raise Viz3dError(f"{path}: is a folder, expected a NIfTI file (.nii or .nii.gz)")
-    if path.stat().st_size == 0:
+    status = check_regular_file(path, "a NIfTI file (.nii or .nii.gz)")
+    if status.st_size == 0:
         raise Viz3dError(f"{path}: file is empty")
 
 
@@ -163,8 +211,47 @@ def _read_checked_nifti(path: Path):
     affine = img.affine
     if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise Viz3dError(f"{path}: header has no usable voxel-to-world affine (qform/sform)")
-    meta = {"path": str(path), "header_dtype": str(img.get_data_dtype())}
+    check_grid(path, affine, "pixdim and the sform/qform")
+    meta = {"path": str(path), "header_dtype": str(img.get_data_dtype()), "hounsfield": True}
+    scaling = _scaling(path, img)
+    if scaling is not None:
+        meta["scaling"] = scaling
     return np.asarray(array), np.asarray(affine, dtype=float), meta
+
+
+def _scaling(path: Path, img) -> tuple[float, float] | None:
+    """The file's (scl_slope, scl_inter) when they change the stored values, else None.
+
+    A slope of 0 or NaN means "not scaled" (the NIfTI convention; nibabel writes NaN); an
+    infinite slope, which nibabel also ignores, is refused, as DICOM's non-finite
+    RescaleSlope is. (A loaded image's header has its scaling reset: the array proxy holds it.)
+    """
+    slope = _raw_scl_slope(path)
+    if slope is not None and np.isinf(slope):
+        raise Viz3dError(f"{path}: scl_slope is {slope:g}: the stored values cannot be scaled to real values "
+                         "(fix scl_slope; 0 means no scaling)")
+    slope, inter = float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0))
+    return None if (slope, inter) == (1.0, 0.0) else (slope, inter)
+
+
+def _raw_scl_slope(path: Path) -> float | None:
+    """scl_slope as the file stores it (NIfTI-1: float32 at byte 112; NIfTI-2: float64 at 176)."""
+    import struct
+
+    try:
+        with (gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")) as stream:
+            head = stream.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(head) < 348:
+        return None
+    for order in "<>":
+        sizeof = struct.unpack_from(order + "i", head)[0]
+        if sizeof == 348:
+            return struct.unpack_from(order + "f", head, 112)[0]
+        if sizeof == 540 and len(head) >= 540:
+            return struct.unpack_from(order + "d", head, 176)[0]
+    return None
 
 
 def inflate_soon(path) -> None:
@@ -213,8 +300,10 @@ def forget_inflated(*paths) -> None:
 
 
 def _identity(path: Path) -> tuple:
-    stat = path.stat()
-    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):  # a FIFO or device: opening or reading it may never end
+        raise OSError(f"{path}: not a regular file")
+    return os.path.realpath(path), status.st_size, status.st_mtime_ns
 
 
 _INFLATE_CHUNK = 1 << 26  # decompressed bytes per call: the GIL is taken again only between calls
@@ -301,7 +390,8 @@ def _check_data_size(path: Path, img) -> None:
     """Refuse headers that promise more voxel data than the file holds, before allocating it."""
     header = img.header
     expected = int(np.prod(img.shape, dtype=np.int64)) * header.get_data_dtype().itemsize
-    offset = int(header.get_data_offset())
+    # a loaded image's header says 0; the file's vox_offset is the array proxy's
+    offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
     if str(path).lower().endswith(".gz"):
         available = _gzip_data_size(path, offset + expected) - offset
     else:
@@ -342,21 +432,47 @@ def _reason(exc: Exception) -> str:
 def load_ct(path: str | Path) -> Volume:
     """Load a CT in Hounsfield units from a NIfTI file (scaling applied by nibabel).
 
-    Integer data keeps its dtype; float data becomes float32 with NaN replaced by air
-    (-1024 HU), so a few missing voxels never break meshing or display.
+    Integer data keeps its dtype; float data becomes float32. Voxels stored as NaN or
+    infinity (or beyond float32's range) become air (-1024 HU) with a `Viz3dWarning` that
+    counts them, so a few missing voxels never break meshing or display. Scaling
+    (scl_slope, scl_inter) that takes values beyond +-`MAX_SCALED_VALUE` is refused, as a
+    DICOM series' RescaleSlope / RescaleIntercept is: the values themselves are then unknown.
     """
     path = Path(path)
     array, affine, meta = _read_nifti(path)
     if array.dtype.kind == "f":
-        array = array.astype(np.float32, copy=False)
-        bad = ~np.isfinite(array)
-        if bad.any():
-            array = array.copy() if not array.flags.writeable else array
-            array[bad] = AIR_HU
-            meta["nonfinite_voxels"] = int(bad.sum())
+        if "scaling" in meta:
+            _check_scaled_range(path, array, meta["scaling"])
+        array = _air_for_nonfinite(path, array, meta)
     elif array.dtype.kind not in "iub":
         raise Viz3dError(f"{path}: unsupported CT data type {array.dtype}")
     return Volume(array, affine, str(path), meta)
+
+
+def _check_scaled_range(path: Path, array: np.ndarray, scaling: tuple[float, float]) -> None:
+    """Refuse scaled values beyond `MAX_SCALED_VALUE` or infinite (the header's fault; a NaN
+    stored as such stays a voxel matter)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = float(np.nanmax(np.abs(array))) if array.size and not np.all(np.isnan(array)) else 0.0
+    if not top <= MAX_SCALED_VALUE:
+        slope, inter = scaling
+        raise Viz3dError(f"{path}: scl_slope {slope:g} and scl_inter {inter:g} scale the stored values to "
+                         f"{top:g}, beyond +-{MAX_SCALED_VALUE:g}: the header's scaling is broken")
+
+
+def _air_for_nonfinite(path: Path, array: np.ndarray, meta: dict) -> np.ndarray:
+    """``array`` as float32 with NaN, infinite and out-of-float32 voxels set to air, with a warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~(np.abs(array) <= FLOAT32_MAX)  # NaN compares false
+    if not bad.any():
+        return array.astype(np.float32, copy=False)
+    array = array.copy() if not array.flags.writeable else array
+    array[bad] = AIR_HU
+    count = int(bad.sum())
+    meta["nonfinite_voxels"] = count
+    warn(f"{path}: {count} voxel{'s are' if count != 1 else ' is'} NaN or infinite (of {array.size}): "
+         f"set to air ({AIR_HU} HU)", stacklevel=3)
+    return array.astype(np.float32, copy=False)
 
 
 def load_label(path: str | Path) -> Volume:
