@@ -989,3 +989,19 @@ def test_pydicom_warnings_come_out_as_one_named_viz3d_warning_line(tmp_path, cap
     assert status == 0 and re.search(r"n_slices\s*: 6$", out, re.M)
     assert set(err.splitlines()) == {
         "viz3d: warning: pydicom: A value of '0' for (0028,0008) 'Number of Frames' is invalid, assuming 1 frame"}
+
+
+def test_compressed_slices_with_a_corrupt_size_are_refused_as_corrupt_not_as_out_of_memory(sample_dir, tmp_path):
+    """Rows x Columns of 60000 x 60000 on JPEG 2000 slices: 21 GB promised, 512 x 512 decoded."""
+    for path in sorted((sample_dir / "ct_dicom").iterdir())[:3]:
+        shutil.copy(path, tmp_path / path.name)
+        set_tags(tmp_path / path.name, Rows=60000, Columns=60000)
+    limit = 2**31  # the child's address space: the 21 GB array must never be asked for
+    code = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
+            f"from viz3d.cli import main; raise SystemExit(main(['info', {str(tmp_path)!r}]))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    named = run.stderr.split(": cannot decode")[0].removeprefix("viz3d: error: ")
+    assert Path(named).parent == tmp_path
+    assert ": cannot decode pixel data (JPEG 2000 Image Compression (Lossless Only); the header says 60000x60000 " \
+           "pixels of 16 bits): " in run.stderr

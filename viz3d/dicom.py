@@ -699,7 +699,8 @@ def _read_pixels(header: _Header) -> np.ndarray:
         from pydicom.uid import UID
 
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Viz3dError(f"{header.path}: cannot decode pixel data ({UID(header.transfer_syntax).name}): {reason}") from None
+        raise Viz3dError(f"{header.path}: cannot decode pixel data ({UID(header.transfer_syntax).name}; the header says "
+                         f"{header.rows}x{header.columns} pixels of {header.bits} bits): {reason}") from None
     if pixels.shape != (header.rows, header.columns):
         raise Viz3dError(f"{header.path}: pixel data has shape {pixels.shape}, header says {header.rows}x{header.columns}")
     return pixels
@@ -793,16 +794,15 @@ def _decode_workers(headers: list[_Header]) -> int:
 def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, progress=None) -> tuple[np.ndarray, int]:
     """Decode every slice once into one preallocated (column, row, slice) array of HU.
 
-    ``progress(done, total)`` is called after each slice.
+    The array is allocated once the first slice has decoded to the header's Rows x Columns
+    (compressed pixel data cannot be checked before: a corrupt header is refused as such,
+    not as a lack of memory). ``progress(done, total)`` is called after each slice.
     """
     integral = all(_exact_integer(h.slope, h.intercept) for h in headers)
     dtype = np.int16 if integral else np.float32
     first = headers[0]
     shape = (first.columns, first.rows, len(plan.depths))
-    try:
-        array = np.empty(shape, dtype=dtype, order="F")
-    except MemoryError:
-        raise Viz3dError(f"{folder}: not enough memory to load {shape} voxels of {np.dtype(dtype)}") from None
+    array = None
     filled = -1
     duplicates = 0
     with closing(_stored_slices(headers)) as slices:  # an error below stops the decoding pool at once
@@ -811,6 +811,8 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
                 progress(done, len(headers))
             if STOP.is_set():
                 raise KeyboardInterrupt  # the load runs beside other work; Ctrl-C reached the main thread
+            if array is None:
+                array = _allocate(folder, shape, dtype)
             if array.dtype == np.int16 and stored.dtype.kind in "iub" and stored.dtype.itemsize <= 4:
                 values = _integer_hu(stored, int(header.slope), int(header.intercept))
                 if values.size and (values.min() < -32768 or values.max() > 32767):
@@ -834,6 +836,13 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
             filled = slot
             del stored, values
     return array, duplicates
+
+
+def _allocate(folder: Path, shape: tuple[int, int, int], dtype) -> np.ndarray:
+    try:
+        return np.empty(shape, dtype=dtype, order="F")
+    except MemoryError:
+        raise Viz3dError(f"{folder}: not enough memory to load {shape} voxels of {np.dtype(dtype)}") from None
 
 
 def _exact_integer(slope: float, intercept: float) -> bool:
