@@ -7,6 +7,7 @@ volume and thin-structure checks run on the real sample (41 TotalSegmentator lab
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -720,3 +721,71 @@ def test_every_surface_of_a_clinical_size_case_is_printable():
     meshes = viz3d.build_meshes(None, label, table=TABLE)
     checks = [inspect_surface(m.vertices, m.faces) for m in meshes]
     assert len(checks) == 41 and all(c.printable for c in checks)
+
+
+# ------------------------------------------------------------------ issue 19: the output path, a full disk
+
+
+@pytest.mark.parametrize("where", ["empty", "a file"])
+def test_an_empty_output_path_or_a_file_is_refused_before_meshing(sample, tmp_path, capsys, monkeypatch, where):
+    """`--out ''` wrote the export's files into the current folder with exit 0."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    monkeypatch.setattr(viz3d.export, "_write_staged", lambda *a, **k: pytest.fail("the export was written"))
+    out = "" if where == "empty" else str(tmp_path / "notes.txt")
+    ct_path, label_path = sample[0], sample[1]
+    status, _, err = run_cli(capsys, "export", ct_path, "--label", label_path, "--label-table", TABLE, "--labels", "2",
+                             "--no-bone", "--out", out)
+    assert status == 2
+    one_error(err, "--out is empty" if where == "empty" else f"{out}: exists and is not a folder")
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("root", ["/", "//", "/tmp/.."])
+def test_the_root_folder_is_refused_as_an_output_folder(sample, monkeypatch, root):
+    monkeypatch.setattr(viz3d.export, "_write_staged", lambda *a, **k: pytest.fail("the export was written"))
+    with pytest.raises(viz3d.Viz3dError, match="is the root folder; give the export a folder of its own"):
+        viz3d.export_meshes(sample[3][:1], root)
+
+
+def _full_disk_temporaries(monkeypatch):
+    """Every file written through `atomic_path` goes to /dev/full (each write: ENOSPC)."""
+    import viz3d.atomic
+
+    def to_dev_full(folder, name, suffix):
+        tmp = Path(folder) / f".{name}.tmp-full{suffix}"
+        tmp.symlink_to("/dev/full")
+        return tmp
+
+    monkeypatch.setattr(viz3d.atomic, "_create_temporary", to_dev_full)
+
+
+@pytest.mark.parametrize("fmt", ["stl", "obj", "glb", "ply", "vtp"])
+def test_a_full_disk_says_no_space_left_naming_the_output_folder(sample, tmp_path, capsys, monkeypatch, fmt):
+    """A full disk said "1984 requested and 0 written" about the staging folder (numpy's tofile)."""
+    out = tmp_path / "out"
+    export_cli(capsys, sample, out)
+    before = snapshot(out)
+    _full_disk_temporaries(monkeypatch)
+    ct_path, label_path = sample[0], sample[1]
+    status, _, err = run_cli(capsys, "export", ct_path, "--label", label_path, "--label-table", TABLE, "--labels", "2,3",
+                             "--no-bone", "--out", out, "--format", fmt, "--force")
+    assert status == 2
+    one_error(err, f"{out}: no space left on device")
+    assert ".tmp-" not in err and "requested" not in err
+    assert snapshot(out) == before and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_a_full_disk_while_the_manifest_is_written_says_so(sample, tmp_path, monkeypatch):
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name == "manifest.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(viz3d.Viz3dError) as caught:
+        viz3d.export_meshes(sample[3][:2], tmp_path / "out")
+    assert str(caught.value).startswith(f"{tmp_path / 'out'}: no space left on device") and ".tmp-" not in str(caught.value)
+    assert os.listdir(tmp_path) == []

@@ -1,13 +1,18 @@
 """Mesh files (STL, OBJ, PLY, VTP, GLB) and the manifest that describes them, written atomically.
 
 `export_meshes` prepares every surface (largest piece, triangle budget, printability check and
-repair, RAS or LPS), writes all files into a staging folder beside the output folder, and moves
-them in one by one (each an atomic rename) only when all are complete and only if that changes
-no file of a different, earlier export (unless ``force``).
+repair, RAS or LPS), writes all files into a staging folder beside the output folder, and swaps
+them in only when all are complete and only if that changes no file of a different, earlier
+export (unless ``force``). The swap is atomic for the folder as a whole, also when the process
+is killed: a new folder is one rename; into an existing one, a journal in the folder lists the
+renames before the first is made, and whichever viz3d next opens the folder (`recover`)
+completes them. An export's staging folder is locked (``flock``) while its process lives, so
+leftovers of dead exports are removed, and two exports into one folder take turns to swap.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import filecmp
 import json
 import os
@@ -20,11 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path  # also re-exported here: viz3d.export.atomic_path
-from .errors import Viz3dError
+from .errors import Viz3dError, warn
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks (exports into one folder at once are not guarded)
+    fcntl = None
 from .meshing import Mesh
 from .parallel import ordered_map
 
 MANIFEST_NAME = "manifest.json"
+JOURNAL_NAME = ".viz3d-export-journal.json"  # in the output folder only while an export swaps its files in
 FORMATS = ("stl", "obj", "ply", "vtp", "glb")
 COMBINED_STEM = "scene"
 GLTF_ROOT = "viz3d_patient_mm"
@@ -194,7 +205,7 @@ def export_meshes(
     """
     options = export_settings(format=format, coords=coords, combine=combine, max_triangles=max_triangles,
                               decimate=decimate, smooth=smooth, largest_component=largest_component, extra=settings)
-    out_dir = check_writable_dir(out_dir)
+    out_dir = check_output_folder(out_dir)
     check_existing_export(out_dir, options, force=force)
     report = progress or (lambda *args: None)
     fmt = options["format"]
@@ -264,11 +275,15 @@ def _version() -> str:
 
 
 def check_existing_export(out_dir: str | Path, settings: dict, *, force: bool = False) -> None:
-    """Refuse early (before any meshing) when ``out_dir`` holds an export made with other settings.
+    """Look at ``out_dir`` before any meshing: a usable folder (`check_output_folder`), whatever
+    an interrupted export left completed (`recover`), and refuse when it holds an export made
+    with other settings (unless ``force``).
 
     Only a cheap first look: whether the files themselves would change is decided when they
     are written (`export_meshes`).
     """
+    check_output_folder(out_dir)
+    recover(out_dir)
     if force:
         return
     manifest_path = Path(out_dir) / MANIFEST_NAME
@@ -283,55 +298,234 @@ def check_existing_export(out_dir: str | Path, settings: dict, *, force: bool = 
                          "choose another folder or use --force to replace it")
 
 
-def _write_staged(out_dir: Path, write_all, *, force: bool) -> None:
-    created = _make_parents(out_dir.parent)
+def check_output_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as a `Path` if an export may go there; refuses (`Viz3dError`) an empty path
+    (it would write into the current folder), the root folder, an existing file or other
+    non-folder, and a folder that cannot be created or written."""
+    if not str(out_dir).strip():
+        raise Viz3dError("--out is empty: give the folder to write the export to "
+                         "(an empty path would scatter the files into the current folder)")
+    out = Path(out_dir)
+    if out.resolve() == Path(out.resolve().anchor):
+        raise Viz3dError(f"{out_dir}: is the root folder; give the export a folder of its own")
+    if out.exists() and not out.is_dir():
+        raise Viz3dError(f"{out_dir}: exists and is not a folder; give a folder for the export")
+    return check_writable_dir(out)
+
+
+# ------------------------------------------------------------------ the swap: staging, journal, recovery
+
+
+def recover(out_dir: str | Path) -> bool:
+    """Complete what an export into ``out_dir`` that died left undone; True if there was a swap to finish.
+
+    An export killed while it swapped its files in left a journal in the folder: its renames
+    are completed, so the folder holds exactly the new export (with a warning saying so); one
+    killed before that left the folder as it was. Either way the staging folders of exports
+    whose process is gone (``.NAME.tmp-*`` beside the folder, no longer locked) are removed.
+    Every export calls this before it looks at the folder.
+    """
+    place = _place(out_dir)
+    finished = False
+    if place.is_dir():
+        with _locked(place):
+            finished = _finish_journal(place, out_dir)
+            _remove_dead_staging(place)
+    elif place.parent.is_dir():
+        _remove_dead_staging(place)
+    if finished:
+        warn(f"{out_dir}: completed an export that was interrupted while it replaced the files; "
+             "the folder holds that export now", stacklevel=2)
+    return finished
+
+
+def _place(out_dir: str | Path) -> Path:
+    """Where the folder really is (links resolved), so the staging folder beside it is on its file system."""
+    return Path(out_dir).resolve()
+
+
+def _staging_pattern(place: Path) -> re.Pattern:
+    """Names of staging folders beside ``place`` (`tempfile.mkdtemp`: the prefix and 8 characters)."""
+    return re.compile(rf"\.{re.escape(place.name)}\.tmp-[a-z0-9_]{{8}}")
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive ``flock`` on ``folder`` (waiting for another export's swap to end)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        staging.chmod(0o777 & ~_umask())
+        _lock(fd, wait=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, *, wait: bool) -> bool:
+    """An exclusive ``flock`` on ``fd``: True if held; False if another holds it (or, on a file
+    system that does not support locks, always: then nothing is removed on the strength of it)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def _new_staging(place: Path) -> tuple[Path, int]:
+    """A new staging folder beside ``place``, locked for as long as the returned descriptor is open.
+
+    A cleaner may remove the folder between its creation and the lock (it looks unlocked,
+    like a dead export's): then it is made again.
+    """
+    for _ in range(10):
+        staging = Path(tempfile.mkdtemp(prefix=f".{place.name}.tmp-", dir=place.parent))
+        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        _lock(fd, wait=True)
+        try:
+            if os.stat(staging).st_ino == os.fstat(fd).st_ino:
+                staging.chmod(0o777 & ~_umask())
+                return staging, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "staging folders beside it keep disappearing")
+
+
+def _remove_dead_staging(place: Path) -> None:
+    """Remove the staging folders beside ``place`` that no living export holds locked."""
+    pattern = _staging_pattern(place)
+    try:
+        with os.scandir(place.parent) as entries:
+            names = [e.name for e in entries if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for name in names:
+        try:
+            fd = os.open(place.parent / name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if _lock(fd, wait=False):
+                shutil.rmtree(place.parent / name, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _write_staged(out_dir: Path, write_all, *, force: bool) -> None:
+    """Write the export into a locked staging folder beside ``out_dir``, then swap it in (`_swap_in`).
+
+    Any failure leaves ``out_dir`` as it was; errors name ``out_dir``, not the staging folder,
+    and a full disk says so.
+    """
+    place = _place(out_dir)
+    created = _make_parents(place.parent)
+    try:
+        staging, lock = _new_staging(place)
     except OSError as exc:
         _remove_created(created)
-        raise Viz3dError(f"{out_dir}: cannot write output folder ({exc.strerror})") from None
+        raise _writing_error(out_dir, None, exc) from None
     succeeded = False
     try:
         write_all(staging)
-        _move_into(staging, out_dir, force=force)
+        _swap_in(staging, place, out_dir, force=force)
         succeeded = True
-    except OSError as exc:
-        raise Viz3dError(f"{out_dir}: writing failed ({exc.strerror or exc})") from None
+    except (OSError, Viz3dError) as exc:
+        raise _writing_error(out_dir, staging, exc) from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        os.close(lock)
         if not succeeded:
             _remove_created(created)
 
 
-def _move_into(staging: Path, out_dir: Path, *, force: bool) -> None:
-    """Move the staged files in: each by an atomic rename, the manifest last.
+def _writing_error(out_dir, staging: Path | None, exc: Exception) -> Viz3dError:
+    """The error to report for ``exc``: naming ``out_dir`` (never the staging folder), saying
+    "no space left on device" for a full disk (also when a writer's error wraps it)."""
+    code = getattr(exc, "errno", None) or getattr(exc.__context__, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
+        return Viz3dError(f"{out_dir}: {what}; nothing was written (the folder is as it was)")
+    if isinstance(exc, Viz3dError):
+        return Viz3dError(str(exc).replace(f"{staging}/", f"{out_dir}/").replace(str(staging), str(out_dir))) \
+            if staging is not None else exc
+    return Viz3dError(f"{out_dir}: writing failed ({exc.strerror or exc})")
 
-    Refuses (unless ``force``) when a file of the same name with other content is there. With
-    ``force``, files the old manifest lists that this export does not write are removed too,
-    so the folder and its manifest agree.
+
+def _swap_in(staging: Path, place: Path, out_dir, *, force: bool) -> None:
+    """Put the staged export in place, atomically for the folder as a whole.
+
+    A folder that does not exist yet is the staging folder renamed. Into an existing one (under
+    its lock): refused (unless ``force``) when a file of the same name with other content is
+    there; otherwise a journal listing the renames (changed and new files, the manifest last)
+    and the removals (with ``force``: files the old manifest lists that this export does not
+    write) is renamed into the folder, then they are made (`_roll_forward`). Identical files
+    are left alone, time stamps and all.
     """
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    if not out_dir.is_dir():
+    if not place.exists():
+        try:
+            os.rename(staging, place)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise  # another export made the folder meanwhile: swap into it below
+    if not place.is_dir():
         raise Viz3dError(f"{out_dir}: exists and is not a folder")
-    names = sorted(p.name for p in staging.iterdir())
-    changed = [n for n in names if (out_dir / n).exists() and not _same_file(staging / n, out_dir / n)]
-    if changed and not force:
-        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-        raise Viz3dError(f"{out_dir}: already holds a different export ({shown} would change); "
-                         "choose another folder or use --force to replace it")
-    stale = _files_of_old_manifest(out_dir) - set(names) if force else set()
-    for name in sorted(names, key=lambda n: n == MANIFEST_NAME):
-        target = out_dir / name
-        if target.exists() and name not in changed:
-            continue  # identical: leave it (and its time stamp) alone
-        os.replace(staging / name, target)
-    for name in sorted(stale):
-        with contextlib.suppress(OSError):
-            (out_dir / name).unlink()
+    with _locked(place):
+        _finish_journal(place, out_dir)  # an export that died while swapping into it
+        names = sorted(p.name for p in staging.iterdir())
+        changed = [n for n in names if (place / n).exists() and not _same_file(staging / n, place / n)]
+        if changed and not force:
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            raise Viz3dError(f"{out_dir}: already holds a different export ({shown} would change); "
+                             "choose another folder or use --force to replace it")
+        moves = sorted((n for n in names if n in changed or not (place / n).exists()), key=lambda n: n == MANIFEST_NAME)
+        removals = sorted(_files_of_old_manifest(place) - set(names)) if force else []
+        if not moves and not removals:
+            return  # identical: nothing changes
+        _write_journal(place, staging, {"staging": staging.name, "moves": moves, "removals": removals})
+        _roll_forward(place, staging, moves, removals)
+
+
+def _write_journal(place: Path, staging: Path, journal: dict) -> None:
+    """The journal, complete in the folder or absent: written in the staging folder (which goes
+    with a dead export), then renamed in."""
+    (staging / JOURNAL_NAME).write_text(json.dumps(journal))
+    os.replace(staging / JOURNAL_NAME, place / JOURNAL_NAME)
+
+
+def _roll_forward(place: Path, staging: Path, moves: list[str], removals: list[str]) -> None:
+    """Make the journal's renames and removals (each at most once: a file already moved is no
+    longer in the staging folder), then remove the journal and the staging folder."""
+    for name in moves:
+        if os.path.lexists(staging / name):
+            os.replace(staging / name, place / name)
+    for name in removals:
+        with contextlib.suppress(FileNotFoundError):
+            (place / name).unlink()
+    (place / JOURNAL_NAME).unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _finish_journal(place: Path, out_dir) -> bool:
+    """Complete the swap a journal in ``place`` describes (the caller holds the folder's lock)."""
+    try:
+        journal = json.loads((place / JOURNAL_NAME).read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as exc:
+        raise Viz3dError(f"{out_dir}: cannot read the journal of an interrupted export ({JOURNAL_NAME}: {exc}); "
+                         "export again with --force") from None
+    staging, moves, removals = journal.get("staging"), journal.get("moves"), journal.get("removals")
+    plain = lambda names: isinstance(names, list) and all(isinstance(n, str) and n == Path(n).name
+                                                          and n not in ("", ".", "..") for n in names)
+    if not (isinstance(staging, str) and _staging_pattern(place).fullmatch(staging) and plain(moves)
+            and plain(removals)):
+        raise Viz3dError(f"{out_dir}: the journal of an interrupted export ({JOURNAL_NAME}) is not viz3d's; "
+                         "remove it and export again with --force")
+    _roll_forward(place, place.parent / staging, moves, removals)
+    return True
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -362,6 +556,8 @@ def check_writable_dir(out_dir: str | Path) -> Path:
     probe = out_dir
     while not probe.exists():
         probe = probe.parent
+    if probe == out_dir and not probe.is_dir():
+        raise Viz3dError(f"{out_dir}: exists and is not a folder")
     if not probe.is_dir():
         raise Viz3dError(f"{out_dir}: cannot create output folder ({probe} is not a folder)")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -433,7 +629,7 @@ def write_stl(mesh: Mesh, path: str | Path) -> Path:
             corners = part["corners"]
             vertices.take(faces[start:start + len(part)], axis=0, out=corners)
             part["normal"] = _unit_normals(corners).T
-            part.tofile(stream)
+            stream.write(part.data)  # not tofile: its C stdio loses errno (ENOSPC: "N requested and M written")
     return path
 
 
@@ -500,8 +696,37 @@ def _write_ply(meshes: list[Mesh], path: Path) -> None:
         for mesh in meshes:
             writer.AddComment(f"part {mesh_stem(mesh)} faces {start} {start + mesh.n_triangles}")
             start += mesh.n_triangles
-        if not writer.Write():
-            raise Viz3dError(f"{path}: could not write PLY file")
+        _vtk_write(writer, path, "PLY")
+        _check_ply_complete(tmp)
+
+
+_PLY_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+              "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+
+
+def _check_ply_complete(path: Path) -> None:
+    """Raise ENOSPC when a binary PLY of triangles is shorter than its header says.
+
+    VTK's PLY writer ignores failed writes (it reported success on a full disk, leaving a short
+    file), so the file is measured against its header: every element's fixed properties, and
+    for each list property (the faces' corners) a count and three items.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+        size = os.fstat(handle.fileno()).st_size
+    end = head.find(b"end_header\n")
+    expected = None
+    if head.startswith(b"ply\n") and end >= 0:
+        expected, count = end + len(b"end_header\n"), 0
+        for words in (line.split() for line in head[:end].decode("ascii", "replace").splitlines()):
+            if words[:1] == ["element"]:
+                count = int(words[2])
+            elif words[:2] == ["property", "list"]:
+                expected += count * (_PLY_SIZES[words[2]] + 3 * _PLY_SIZES[words[3]])
+            elif words[:1] == ["property"]:
+                expected += count * _PLY_SIZES[words[1]]
+    if expected is None or size < expected:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (the PLY file came out short)")
 
 
 def _write_vtp(meshes: list[Mesh], path: Path) -> None:
@@ -534,8 +759,21 @@ def _write_vtp(meshes: list[Mesh], path: Path) -> None:
         writer.EncodeAppendedDataOff()
         writer.SetCompressorTypeToZLib()
         writer.SetCompressionLevel(1)
-        if not writer.Write():
-            raise Viz3dError(f"{path}: could not write VTP file")
+        _vtk_write(writer, path, "VTP")
+
+
+def _vtk_write(writer, path: Path, what: str) -> None:
+    """Run a VTK writer; a failure it knows the system's reason for (a full disk above all) is an
+    `OSError` like any other writer's, so it is reported as such, and any other a `Viz3dError`."""
+    from vtkmodules.vtkCommonMisc import vtkErrorCode
+
+    if not writer.Write():
+        code = writer.GetErrorCode()
+        if code == vtkErrorCode.OutOfDiskSpaceError:
+            code = errno.ENOSPC
+        if 0 < code < vtkErrorCode.FirstVTKErrorCode and code in errno.errorcode:  # codes below VTK's own: errno's
+            raise OSError(code, os.strerror(code))
+        raise Viz3dError(f"{path}: could not write {what} file")
 
 
 def _write_obj(meshes: list[Mesh], path: Path) -> None:
