@@ -253,7 +253,8 @@ def _read_header(path: Path):
     """A `_Header` for an image slice, a reason string for other DICOM files, None for non-DICOM.
 
     Only files with the 'DICM' preamble are parsed (pydicom refuses the others too); an
-    ``OSError`` opening or reading the file (permission denied) is the caller's to report.
+    ``OSError`` opening the file or reading its first bytes (permission denied) is the
+    caller's to report.
     """
     import pydicom
 
@@ -265,8 +266,6 @@ def _read_header(path: Path):
         try:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
             pixel_tag = fp.read(4)
-        except OSError:
-            raise
         except Exception:  # a corrupt header of any kind: not usable
             return None
         size = os.fstat(fp.fileno()).st_size

@@ -124,8 +124,8 @@ def warning_line(message, category, filename: str = "") -> str | None:
     viz3d's own warnings are shown as they are; another library's get its name in front
     (``pydicom: Invalid value for VR DS ...``); its deprecation and future warnings, which
     concern viz3d's code and not the user's inputs, are not shown, nor numpy's floating-point
-    RuntimeWarnings (viz3d checks what comes out and says what is wrong with the input). Line breaks inside a
-    message are folded, so every warning is one line.
+    RuntimeWarnings (viz3d checks what comes out and says what is wrong with the input).
+    Line breaks inside a message are folded, so every warning is one line.
 
     >>> warning_line("gap of 4 mm", Viz3dWarning)
     'viz3d: warning: gap of 4 mm'
@@ -156,6 +156,10 @@ def _library_of(filename: str) -> str:
     return ""
 
 
+class LibraryWarning(UserWarning):
+    """A warning another library logged (nibabel's header fixes), passed on to the user."""
+
+
 class _LogAsWarning(logging.Filter):
     """Turns a library logger's records into Python warnings (shown as ``viz3d: warning:``
     lines by the command line), or drops them; either way its own handlers print nothing."""
@@ -169,10 +173,6 @@ class _LogAsWarning(logging.Filter):
             library = record.name.split(".")[0]
             warnings.warn(f"{library}: {record.getMessage()}", LibraryWarning, stacklevel=2)
         return False
-
-
-class LibraryWarning(UserWarning):
-    """A warning another library logged (nibabel's header fixes), passed on to the user."""
 
 
 def route_library_logs() -> None:
