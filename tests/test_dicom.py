@@ -1005,3 +1005,14 @@ def test_compressed_slices_with_a_corrupt_size_are_refused_as_corrupt_not_as_out
     assert Path(named).parent == tmp_path
     assert ": cannot decode pixel data (JPEG 2000 Image Compression (Lossless Only); the header says 60000x60000 " \
            "pixels of 16 bits): " in run.stderr
+
+
+def test_a_folder_with_more_files_than_one_study_is_refused_before_reading_them(tmp_path, monkeypatch, capsys):
+    """`viz3d info /` scanned the whole disk (and stopped on /proc with a PermissionError, exit 1)."""
+    import viz3d.dicom as dicom
+
+    small_series(tmp_path)
+    monkeypatch.setattr(dicom, "MAX_SCAN_FILES", 5)
+    status, out, err = run_viz3d(capsys, "info", tmp_path)
+    assert status == 2 and err == (f"viz3d: error: {tmp_path}: more than 5 files under this folder: not one study; "
+                                   "name the folder of the series (or one of its files)\n")
