@@ -179,6 +179,26 @@ def test_an_export_dying_before_any_file_operation_leaves_the_old_or_the_new_exp
     assert seen.count("new") >= 2  # it died inside the swap at least once and recovery completed it
 
 
+def test_an_export_into_a_new_folder_dying_at_any_step_leaves_no_folder_or_the_whole_export(meshes, tmp_path):
+    complete = tmp_path / "complete"
+    viz3d.export_meshes(meshes[0], complete, decimate=0.5, force=True)
+    new = snapshot(complete)
+    seen = []
+    for step in range(1, 100):
+        work = tmp_path / "work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        status = _export_in_child(work / "out", meshes, step)
+        assert status in (0, 9), status
+        recover(work / "out")
+        assert os.listdir(work) in ([], ["out"]), (step, os.listdir(work))
+        assert not (work / "out").exists() or snapshot(work / "out") == new, step
+        seen.append("new" if (work / "out").exists() else "none")
+        if status == 0:
+            break
+    assert status == 0 and seen[0] == "none" and seen[-1] == "new"
+
+
 def test_two_exports_into_one_folder_at_once_leave_exactly_one_of_them(case, references, tmp_path):
     old_dir, new, _ = references
     other_dir = fresh_old_export(tmp_path / "other", old_dir)
@@ -214,3 +234,30 @@ def test_staging_folders_of_dead_exports_are_removed_and_living_ones_kept(tmp_pa
         os.close(fd)
     recover(out)
     assert sorted(os.listdir(tmp_path)) == [".other.tmp-dead0000", "notes.txt", "out"]
+
+
+def test_a_swap_that_fails_half_way_is_completed_by_the_next_export(meshes, references, tmp_path, monkeypatch):
+    """A rename failing in the middle of the swap (here: the second) leaves the journal and its
+    staging folder, so the next viz3d to open the folder completes that export."""
+    old_dir, _, _ = references
+    complete = tmp_path / "complete"
+    shutil.copytree(old_dir, complete)
+    viz3d.export_meshes(meshes[0], complete, decimate=0.5, force=True)
+    new = snapshot(complete)
+    out = fresh_old_export(tmp_path / "work", old_dir)
+    real, calls = os.replace, []
+
+    def failing(source, target):
+        calls.append(target)
+        if Path(target).parent == out and len([c for c in calls if Path(c).parent == out]) == 3:
+            raise OSError(5, "Input/output error")  # the journal, one file, then this one
+        return real(source, target)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(viz3d.Viz3dError, match="writing failed"):
+        viz3d.export_meshes(meshes[0], out, decimate=0.5, force=True)
+    monkeypatch.setattr(os, "replace", real)
+    assert (out / viz3d.export.JOURNAL_NAME).exists()
+    with pytest.warns(viz3d.Viz3dWarning, match="completed an export that was interrupted"):
+        assert recover(out)
+    assert snapshot(out) == new and os.listdir(tmp_path / "work") == ["out"]

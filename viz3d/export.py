@@ -26,13 +26,13 @@ import numpy as np
 
 from .atomic import atomic_path  # also re-exported here: viz3d.export.atomic_path
 from .errors import Viz3dError, warn
+from .meshing import Mesh
+from .parallel import ordered_map
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no locks (exports into one folder at once are not guarded)
     fcntl = None
-from .meshing import Mesh
-from .parallel import ordered_map
 
 MANIFEST_NAME = "manifest.json"
 JOURNAL_NAME = ".viz3d-export-journal.json"  # in the output folder only while an export swaps its files in
@@ -327,12 +327,15 @@ def recover(out_dir: str | Path) -> bool:
     """
     place = _place(out_dir)
     finished = False
-    if place.is_dir():
-        with _locked(place):
-            finished = _finish_journal(place, out_dir)
+    try:
+        if place.is_dir():
+            with _locked(place):
+                finished = _finish_journal(place, out_dir)
+                _remove_dead_staging(place)
+        elif place.parent.is_dir():
             _remove_dead_staging(place)
-    elif place.parent.is_dir():
-        _remove_dead_staging(place)
+    except OSError as exc:
+        raise Viz3dError(f"{out_dir}: cannot open the output folder ({exc.strerror or exc})") from None
     if finished:
         warn(f"{out_dir}: completed an export that was interrupted while it replaced the files; "
              "the folder holds that export now", stacklevel=2)
@@ -433,7 +436,7 @@ def _write_staged(out_dir: Path, write_all, *, force: bool) -> None:
     except (OSError, Viz3dError) as exc:
         raise _writing_error(out_dir, staging, exc) from None
     finally:
-        if staging.exists():
+        if staging.exists() and not _journal_refers_to(place, staging):  # else the next export completes the swap
             shutil.rmtree(staging, ignore_errors=True)
         os.close(lock)
         if not succeeded:
@@ -493,6 +496,14 @@ def _write_journal(place: Path, staging: Path, journal: dict) -> None:
     with a dead export), then renamed in."""
     (staging / JOURNAL_NAME).write_text(json.dumps(journal))
     os.replace(staging / JOURNAL_NAME, place / JOURNAL_NAME)
+
+
+def _journal_refers_to(place: Path, staging: Path) -> bool:
+    """Whether the journal in ``place`` (if any) is that of the swap from ``staging``."""
+    try:
+        return json.loads((place / JOURNAL_NAME).read_text()).get("staging") == staging.name
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _roll_forward(place: Path, staging: Path, moves: list[str], removals: list[str]) -> None:
