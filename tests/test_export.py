@@ -789,3 +789,24 @@ def test_a_full_disk_while_the_manifest_is_written_says_so(sample, tmp_path, mon
         viz3d.export_meshes(sample[3][:2], tmp_path / "out")
     assert str(caught.value).startswith(f"{tmp_path / 'out'}: no space left on device") and ".tmp-" not in str(caught.value)
     assert os.listdir(tmp_path) == []
+
+
+def test_surfaces_decimated_side_by_side_keep_their_own_geometry(sample):
+    """fast-simplification holds its mesh in global variables between calls: with threads switching
+    often, a surface prepared beside another came back with the other's geometry."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    meshes = [m for m in sample[3] if m.label in (2, 3)]  # the two kidneys
+    settings = export_settings(decimate=0.5)
+    alone = [prepare_mesh(m, settings)[0] for m in meshes]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows at once
+    try:
+        for _ in range(20):
+            with ThreadPoolExecutor(2) as pool:
+                together = list(pool.map(lambda m: prepare_mesh(m, settings)[0], meshes))
+            for a, b in zip(alone, together):
+                assert len(a.faces) == len(b.faces) and np.array_equal(a.vertices, b.vertices), a.name
+    finally:
+        sys.setswitchinterval(interval)
