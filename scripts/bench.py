@@ -17,6 +17,12 @@ Builds (and caches, in the git-ignored ``bench-cases/``) a case with
   meshes, add them to a plotter and draw them once (no slices, legend or checks);
 * loading the case's CT as a JPEG 2000 DICOM series (written once by ``scripts/make_dicom_case.py``),
   slices decoded in this process alone and on a pool of processes, one per core;
+* surface fidelity (``--fidelity-only`` prints just this): analytic shapes (a ball, an ellipsoid, a
+  torus tilted like a rib, a 5 mm tube, two half-balls touching along an oblique plane) voxelised on
+  0.8 mm grids with 0.8, 3 and 5 mm between slices under RAS, LPS-stored and oblique affines, meshed by
+  each of viz3d's methods, raw marching cubes, and 3D Slicer's default closed-surface pipeline rebuilt
+  from its parameters (`viz3d.fidelity.slicer_surface`); each row gives the worst of the three affines:
+  area-weighted normal error, RMS and max vertex distance, volume error (and the voxels' own), time;
 * frames per second while rotating the camera (full meshes, and the cheap interaction drawing
   the window switches to while the mouse drags) and while changing window/level (as a slider
   drag draws it, and with the full meshes), each against a plain re-render, offscreen.
@@ -231,6 +237,64 @@ os._exit(0)
 """
 
 
+FIDELITY_METHODS = ("viz3d flying-edges", "viz3d surface-nets", "viz3d lewiner", "raw marching cubes", "3D Slicer default")
+
+
+def fidelity_rows(spacings=(0.8, 3.0, 5.0)) -> list[dict]:
+    """The fidelity table: one row per shape, slice spacing and method, worst over the affines."""
+    from viz3d import fidelity
+    from viz3d.meshing import label_meshes
+
+    halves = fidelity.ball_halves(14.0, tilt=35.0)
+    shapes = {"ball r18": [fidelity.sphere(18.0)], "ellipsoid 24/16/11": [fidelity.ellipsoid()],
+              "torus R26 r5 (rib)": [fidelity.torus()], "tube R20 r2.5": [fidelity.torus(20.0, 2.5)],
+              "touching half-balls r14": list(halves)}
+    grids = {"RAS": {}, "LPS": {"flip_lr_ap": True}, "oblique": {"turn": fidelity.rotation([1, 2, 3], 20)}}
+
+    def surfaces(label, method, count):
+        if method == "3D Slicer default":
+            return [fidelity.slicer_surface(label, value) for value in range(1, count + 1)]
+        options = {"smoothing": 0.0} if method == "raw marching cubes" else {"method": method.split()[1]}
+        return [(m.vertices, m.faces) for m in label_meshes(label, **options)]
+
+    rows = []
+    for shape_name, parts in shapes.items():
+        for spacing in spacings:
+            labels = {grid: fidelity.voxelise(parts, affine=fidelity.grid_affine((0.8, 0.8, spacing), **kw))
+                      for grid, kw in grids.items()}
+            for method in FIDELITY_METHODS:
+                worst = dict(normal_deg=0.0, rms_mm=0.0, max_mm=0.0, volume_pct=0.0, voxel_volume_pct=0.0,
+                             penetration_mm=0.0, closed=True, seconds=0.0)
+                for grid, label in labels.items():
+                    start = time.perf_counter()
+                    built = surfaces(label, method, len(parts))
+                    worst["seconds"] = max(worst["seconds"], time.perf_counter() - start)
+                    for value, ((vertices, faces), part) in enumerate(zip(built, parts), start=1):
+                        error = fidelity.surface_error(vertices, faces, part)
+                        voxels = 100 * (np.count_nonzero(label.array == value) * label.voxel_volume_mm3 / part.volume - 1)
+                        worst["normal_deg"] = max(worst["normal_deg"], error.normal_error_deg)
+                        worst["rms_mm"] = max(worst["rms_mm"], error.rms_mm)
+                        worst["max_mm"] = max(worst["max_mm"], error.max_mm)
+                        worst["volume_pct"] = max(worst["volume_pct"], abs(error.volume_error_pct), key=abs)
+                        worst["voxel_volume_pct"] = max(worst["voxel_volume_pct"], abs(voxels))
+                        worst["closed"] &= error.closed_outward
+                    if len(built) == 2:
+                        worst["penetration_mm"] = max(worst["penetration_mm"], fidelity.penetration_mm(*built[0], *built[1]),
+                                                      fidelity.penetration_mm(*built[1], *built[0]))
+                rows.append(dict(shape=shape_name, slice_mm=spacing, method=method, **worst))
+    return rows
+
+
+def print_fidelity(rows: list[dict]) -> None:
+    print(f"{'shape':<24} {'slices':>6}  {'method':<20} {'normal':>7} {'RMS':>6} {'max':>6} {'|volume|':>8} "
+          f"{'voxels':>7} {'into':>5} {'closed':>6} {'time':>6}")
+    for r in rows:
+        into = f"{r['penetration_mm']:.2f}" if r["shape"].startswith("touching") else "-"
+        print(f"{r['shape']:<24} {r['slice_mm']:>4.1f}mm  {r['method']:<20} {r['normal_deg']:>6.1f}\u00b0 "
+              f"{r['rms_mm']:>6.2f} {r['max_mm']:>6.2f} {r['volume_pct']:>7.1f}% {r['voxel_volume_pct']:>6.1f}% "
+              f"{into:>5} {'yes' if r['closed'] else 'NO':>6} {1000 * r['seconds']:>4.0f}ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--zoom", type=int, default=6, help="case size: 2 (smoke), 4 (24 M voxels), 6 (80 M voxels)")
@@ -239,7 +303,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="how long each frame-rate loop runs (default 3)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="viz3d's timings are the median of this many runs (default 3); the naive one runs once")
+    parser.add_argument("--fidelity-only", action="store_true", help="measure (and save) only the fidelity table")
+    parser.add_argument("--no-fidelity", action="store_true", help="leave out the fidelity table (a minute)")
     args = parser.parse_args()
+
+    if args.fidelity_only:
+        fidelity = fidelity_rows()
+        print_fidelity(fidelity)
+        out = args.json or ROOT / "bench-results" / "fidelity.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"fidelity": fidelity}, indent=1) + "\n")
+        print(f"wrote {out}")
+        return
 
     import nibabel as nib
 
@@ -324,10 +399,15 @@ def main() -> None:
         "first_frame_over_floor": results["screenshot_s"] / results["first_frame_floor_s"],
         "dicom_pool_speedup": results["dicom_serial_s"] / results["dicom_pooled_s"],
     }
+    if not args.no_fidelity:  # last: its imports would count in the children's peak memory
+        results["fidelity"] = fidelity_rows()
     out = args.json or ROOT / "bench-results" / f"bench-z{args.zoom}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
+    if "fidelity" in results:
+        print()
+        print_fidelity(results["fidelity"])
     print(f"wrote {out}")
 
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -12,7 +14,7 @@ def test_bench_smoke_zoom_2(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--zoom", "2", "--cache", str(tmp_path / "cases"),
-         "--json", str(out), "--seconds", "0.3", "--repeat", "2"],
+         "--json", str(out), "--seconds", "0.3", "--repeat", "2", "--no-fidelity"],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -33,3 +35,18 @@ def test_bench_smoke_zoom_2(tmp_path):
     assert "meshing_speedup_vs_naive" in result["ratios"] and "first_frame_over_floor" in result["ratios"]
     assert "floor" in run.stdout and "DICOM" in run.stdout and result["dicom_slices"] == 60
     assert "speed-up" in run.stdout and "fps" in run.stdout
+
+
+@pytest.mark.slow
+def test_bench_fidelity_table(tmp_path):
+    out = tmp_path / "fidelity.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--fidelity-only", "--json", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(out.read_text())["fidelity"]
+    assert len(rows) == 5 * 3 * 5 and "3D Slicer default" in run.stdout
+    ours = {(r["shape"], r["slice_mm"]): r for r in rows if r["method"] == "viz3d flying-edges"}
+    slicer = {(r["shape"], r["slice_mm"]): r for r in rows if r["method"] == "3D Slicer default"}
+    for key, row in ours.items():
+        assert row["closed"], key
+        assert row["normal_deg"] <= slicer[key]["normal_deg"] * 1.05 + 0.1, key

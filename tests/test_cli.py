@@ -854,3 +854,41 @@ def test_progress_bars_on_a_terminal_only(sample_dir, tmp_path):
     piped = _on_a_terminal("export", dicom, *common, "--out", tmp_path / "c", stderr_is_terminal=False)
     assert "%|" not in quiet + piped and quiet.strip() == ""
     assert piped.strip().startswith("viz3d: wrote")
+
+
+# ------------------------------------------------------------------ surface options
+
+
+def test_export_records_the_smoothing_and_method_and_each_changes_the_surfaces(capsys, tmp_path):
+    ct, label = write_box_case(tmp_path, shape=(24, 24, 12), bone=(slice(4, 9), slice(4, 9), slice(3, 7)),
+                               label=(slice(12, 20), slice(10, 19), slice(2, 9)), value=3,
+                               affine=np.diag([0.8, 0.8, 3.0, 1.0]))
+    files = {}
+    for name, options in {"default": [], "raw": ["--smoothing", "0"], "lewiner": ["--method", "lewiner", "--smoothing", "0.3"]}.items():
+        out = tmp_path / name
+        status, _, err = run_cli(capsys, "export", ct, "--label", label, "--out", out, "--no-bone", *options)
+        assert status == 0, err
+        manifest = json.loads((out / "manifest.json").read_text())
+        files[name] = (manifest, (out / manifest["meshes"][0]["file"]).read_bytes())
+    assert files["default"][0]["settings"]["smoothing"] == 0.5
+    assert files["default"][0]["settings"]["method"] == "flying-edges"
+    assert files["raw"][0]["settings"]["smoothing"] == 0.0
+    assert files["lewiner"][0]["settings"]["method"] == "lewiner"
+    assert files["lewiner"][0]["settings"]["smoothing"] == 0.3
+    assert len({data for _, data in files.values()}) == 3
+    assert all(manifest["meshes"][0]["printable"] for manifest, _ in files.values())
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--smoothing", "2"], "smoothing"),
+    (["--smoothing", "nan"], "smoothing"),
+    (["--smoothing", "soft"], "smoothing"),
+    (["--method", "marching"], "method"),
+])
+def test_a_bad_surface_option_is_one_error_line(capsys, tmp_path, options, fragment):
+    ct, label = write_box_case(tmp_path, shape=(12, 12, 6), bone=(slice(2, 5),) * 3,
+                               label=(slice(5, 9), slice(5, 9), slice(1, 4)), value=1, affine=VOXEL)
+    status, _, err = run_cli(capsys, "export", ct, "--label", label, "--out", tmp_path / "out", *options)
+    assert status == 2
+    assert_one_error(err, fragment)
+    assert not (tmp_path / "out").exists()

@@ -107,8 +107,8 @@ def test_meshing_works_on_each_labels_box_only(monkeypatch):
     monkeypatch.setattr(meshing, "_contour", spy)
     meshes = label_meshes(Volume(array, np.eye(4)), builtin_table("spinopelvic10"))
     assert sorted(seen) == [(14, 14, 14), (24, 24, 24)]  # each box + 1 voxel of context + 1 of padding per side
-    lo, hi = meshes[1].vertices.min(0), meshes[1].vertices.max(0)
-    assert np.allclose(lo, [89.5, 79.5, 29.5], atol=0.3) and np.allclose(hi, [109.5, 99.5, 49.5], atol=0.3)
+    lo, hi = meshes[1].vertices.min(0), meshes[1].vertices.max(0)  # within half a voxel of the box (corners rounded)
+    assert np.allclose(lo, [89.5, 79.5, 29.5], atol=0.5) and np.allclose(hi, [109.5, 99.5, 49.5], atol=0.5)
 
 
 def test_smoothing_keeps_real_structures_volumes(sample_dir):
@@ -209,3 +209,40 @@ def test_face_volumes_and_areas_block_by_block_equal_direct_formula(monkeypatch,
     cross = np.cross(p1 - p0, p2 - p0)
     np.testing.assert_allclose(signed, np.einsum("ij,ij->i", p0, cross) / 6.0, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(double_area, np.linalg.norm(cross, axis=1), rtol=1e-12)
+
+
+def _ct_with_a_bright_box(hounsfield: bool) -> Volume:
+    array = np.full((16, 16, 16), -1000, np.int16)
+    array[4:12, 4:12, 4:12] = 900
+    return Volume(array, np.diag([2.0, 2.0, 2.0, 1.0]), source="series.dcm",
+                  meta={"hounsfield": hounsfield, "Modality": "CT" if hounsfield else "MR"})
+
+
+def test_a_series_that_is_not_ct_gets_no_bone_surface_unless_a_threshold_is_given():
+    import warnings
+
+    import viz3d
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meshes = viz3d.build_meshes(_ct_with_a_bright_box(False))
+    assert meshes == []
+    assert any("not Hounsfield units" in str(w.message) and "--bone-hu" in str(w.message) for w in caught)
+    (bone,) = viz3d.build_meshes(_ct_with_a_bright_box(False), bone_hu=300)
+    edge_mm = 2.0 * (7 + 2 * (900 - 299.5) / 1900)  # the 300 HU level between the box and the air around it
+    assert bone.kind == "bone" and mesh_report(bone).volume_ml == pytest.approx(edge_mm**3 / 1000, rel=0.05)
+    (bone,) = viz3d.build_meshes(_ct_with_a_bright_box(True))  # a CT: the default 200 HU
+    assert bone.kind == "bone"
+
+
+def test_a_series_that_is_not_ct_still_loading_in_the_background_gets_no_bone_surface():
+    import warnings
+
+    from viz3d.api import _build_meshes
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meshes = _build_meshes(lambda: _ct_with_a_bright_box(False), None, table=None, labels=None, bone=True,
+                               bone_hu=None, smooth=True, smoothing=0.5, method="flying-edges", progress=None)
+    assert meshes == [] and any("not Hounsfield units" in str(w.message) for w in caught)
+    assert not any("reaches" in str(w.message) for w in caught)

@@ -15,7 +15,7 @@ import concurrent.futures
 import numpy as np
 
 from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
-from .meshing import DEFAULT_BONE_HU, Mesh, label_boxes, surfaces
+from .meshing import DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_SMOOTHING, Mesh, _factor, label_boxes, surfaces
 from .dicom import is_dicom_path, list_series, load_dicom
 from .volume import Volume, forget_inflated, inflate_soon, load_label
 from .volume import load_ct as _load_nifti_ct
@@ -62,24 +62,28 @@ def build_meshes(
     table=None,
     labels: list[int] | None = None,
     bone: bool = True,
-    bone_hu: float = DEFAULT_BONE_HU,
+    bone_hu: float | None = None,
     smooth: bool = True,
+    smoothing: float = DEFAULT_SMOOTHING,
+    method: str = DEFAULT_METHOD,
     progress=None,
 ) -> list[Mesh]:
     """Label surfaces (from ``label``) followed by the bone surface (from ``ct``), in RAS mm.
 
     ``table`` is a `LabelTable`, a built-in table name or a label-table file (default: the
-    workshop's ``spinopelvic10``). Grid mismatches between ``ct`` and ``label`` are reported
+    workshop's ``spinopelvic10``). ``smoothing`` (0-1, 3D Slicer's factor) and ``method`` (the
+    surface extractor) are as in `viz3d.meshing.label_meshes`. Grid mismatches between ``ct`` and ``label`` are reported
     with `Viz3dWarning`. ``progress``, if given, is called as ``progress(stage, done, total,
     item)`` as each stage starts, advances and ends.
     """
     if ct is None and label is None:
         raise Viz3dError("nothing to mesh: give a CT, a label map, or both")
     return _build_meshes(ct, label, table=table, labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth,
+                         smoothing=smoothing, method=method,
                          progress=progress)
 
 
-def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, progress) -> list[Mesh]:
+def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing, method, progress) -> list[Mesh]:
     """`build_meshes`, where ``ct`` may be a function that waits for a CT still being read."""
     from .labels import LabelTable, load_label_table
 
@@ -89,15 +93,35 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, progress) 
     still_loading = callable(ct)
     if not still_loading:
         _warn_alignment(ct, label)
+        build_bone = build_bone and _hounsfield_or_asked(ct, bone_hu)
+    bone_ct = ct
+    if still_loading and build_bone and bone_hu is None:  # decided once the CT is read (said below)
+        def bone_ct():
+            volume = ct()
+            return volume if volume.meta.get("hounsfield", True) else None
+
+    threshold = DEFAULT_BONE_HU if bone_hu is None else bone_hu
     report("meshing", 0, 1, "")
-    meshes = surfaces(label, ct, names, labels=labels, smooth=smooth, bone_hu=bone_hu if build_bone else None,
+    meshes = surfaces(label, bone_ct, names, labels=labels, smooth=smooth, smoothing=smoothing, method=method,
+                      bone_hu=threshold if build_bone else None,
                       progress=lambda done, total, name: report("meshing", done, total, name))
     if still_loading:  # a CT read in the background: its grid is known now
         ct = ct()
         _warn_alignment(ct, label)
+        build_bone = build_bone and _hounsfield_or_asked(ct, bone_hu)
     if build_bone and not any(mesh.kind == "bone" for mesh in meshes):
-        warn(f"no voxel of {ct.source or 'the CT'} reaches {bone_hu:g} HU: no bone surface", stacklevel=3)
+        warn(f"no voxel of {ct.source or 'the CT'} reaches {threshold:g} HU: no bone surface", stacklevel=3)
     return meshes
+
+
+def _hounsfield_or_asked(ct: Volume, bone_hu: float | None) -> bool:
+    """Whether the bone surface is built: the CT's values are Hounsfield units, or the user gave
+    a threshold. Says so when a series of another modality (MR, PET) gets none."""
+    if bone_hu is not None or ct.meta.get("hounsfield", True):
+        return True
+    warn(f"{ct.source or 'the image'}: its values are not Hounsfield units ({ct.meta.get('Modality') or 'not CT'}): "
+         "no bone surface; give --bone-hu to threshold them anyway", stacklevel=4)
+    return False
 
 
 def _warn_alignment(ct, label) -> None:
@@ -114,8 +138,10 @@ def load_and_mesh(
     table=None,
     labels: list[int] | None = None,
     bone: bool = True,
-    bone_hu: float = DEFAULT_BONE_HU,
+    bone_hu: float | None = None,
     smooth: bool = True,
+    smoothing: float = DEFAULT_SMOOTHING,
+    method: str = DEFAULT_METHOD,
     use_cache: bool = True,
     cache_ct: bool = True,
     progress=None,
@@ -148,7 +174,7 @@ def load_and_mesh(
                 inflate_soon(ct_path)  # decompressed (GIL released) while the inputs are hashed and nibabel imported
                 ct_job = pool.submit(load_ct, ct_path, series=series, progress=ct_progress)
             mesh_key = _mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
-                                 bone_hu=bone_hu, smooth=smooth) if use_cache else None
+                                 bone_hu=bone_hu, smooth=smooth, smoothing=smoothing, method=method) if use_cache else None
             hit = cache.load_meshes(mesh_key) if use_cache else None
             if hit is None and label_path is not None:
                 inflate_soon(label_path)  # while nibabel imports and the CT loads
@@ -167,6 +193,7 @@ def load_and_mesh(
                 with collecting_warnings() as notes:
                     meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table,
                                            labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth,
+                                           smoothing=smoothing, method=method,
                                            progress=progress)
                 ct = ct_job.result() if ct_job is not None else None
             if ct_job is not None:
@@ -179,7 +206,8 @@ def load_and_mesh(
 
 
 def meshes_cached(ct_path=None, label_path=None, *, series=None, table=None, labels: list[int] | None = None,
-                  bone: bool = True, bone_hu: float = DEFAULT_BONE_HU, smooth: bool = True) -> bool:
+                  bone: bool = True, bone_hu: float | None = None, smooth: bool = True,
+                  smoothing: float = DEFAULT_SMOOTHING, method: str = DEFAULT_METHOD) -> bool:
     """Whether `load_and_mesh` with these arguments would take its meshes from the cache.
 
     The inputs are hashed (once per process: `load_and_mesh` reuses the digests). A command
@@ -192,7 +220,7 @@ def meshes_cached(ct_path=None, label_path=None, *, series=None, table=None, lab
     if not cache.enabled():
         return False
     return cache.has_meshes(_mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
-                                      bone_hu=bone_hu, smooth=smooth))
+                                      bone_hu=bone_hu, smooth=smooth, smoothing=smoothing, method=method))
 
 
 def _check_inputs(ct_path, label_path) -> None:
@@ -209,7 +237,7 @@ def _check_inputs(ct_path, label_path) -> None:
             input_files(path)  # a pipe or a device (/dev/zero) would block or never end: refused before any read
 
 
-def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smooth) -> str:
+def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smooth, smoothing, method) -> str:
     """The mesh-cache key of `load_and_mesh`'s inputs and options."""
     from pathlib import Path
 
@@ -217,7 +245,7 @@ def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smoo
 
     table_file = table if table is not None and Path(str(table)).is_file() else None
     params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,
-                  bone_hu=bone_hu, smooth=smooth)
+                  bone_hu=bone_hu, smoothing=_factor(smoothing, smooth), method=method)
     return cache.content_key([ct_path, label_path, table_file], params)
 
 

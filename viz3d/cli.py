@@ -11,6 +11,8 @@ from pathlib import Path
 
 from .errors import Viz3dError
 
+DEFAULT_SMOOTHING, DEFAULT_METHOD = 0.5, "flying-edges"  # as viz3d.meshing's (not imported here: --help stays fast)
+
 VIEWS = ("anterior", "posterior", "left", "right", "superior", "inferior", "iso")
 
 
@@ -51,6 +53,26 @@ def _port(text: str) -> int:
     return port
 
 
+def _hu(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a threshold in HU such as 200, got {text!r}") from None
+    if not -1e6 < value < 1e6:  # NaN and infinities too
+        raise argparse.ArgumentTypeError(f"the bone threshold must be a finite number of HU, got {text!r}")
+    return value
+
+
+def _smoothing(text: str) -> float:
+    try:
+        factor = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a smoothing factor from 0 to 1 such as 0.5, got {text!r}") from None
+    if not 0.0 <= factor <= 1.0:  # NaN too
+        raise argparse.ArgumentTypeError(f"smoothing must be from 0 (raw marching cubes) to 1 (strongest), got {text!r}")
+    return factor
+
+
 def _view_list(text: str) -> list[str]:
     views = [part.strip().lower() for part in text.split(",") if part.strip()]
     unknown = [v for v in views if v not in VIEWS]
@@ -89,10 +111,18 @@ def _add_inputs(parser, *, ct_required=False):
 
 def _add_mesh_options(parser, *, bone_switch=True):
     parser.add_argument("--labels", type=_int_list, metavar="1,2,7", help="only these label values")
-    parser.add_argument("--bone-hu", type=float, default=200.0, metavar="N", help="bone threshold in HU (default 200)")
+    parser.add_argument("--bone-hu", type=_hu, default=None, metavar="N",
+                        help="bone threshold in HU (default 200; a series that is not CT, e.g. MR, gets no bone surface "
+                        "unless this is given)")
     if bone_switch:
         parser.add_argument("--no-bone", action="store_true", help="no bone surface")
-    parser.add_argument("--no-smooth", action="store_true", help="raw marching-cubes surfaces, no smoothing")
+    parser.add_argument("--smoothing", type=_smoothing, default=DEFAULT_SMOOTHING, metavar="F",
+                        help="surface smoothing from 0 (raw marching cubes) to 1, 3D Slicer's factor (default 0.5: "
+                        "pass band 0.01, 40 iterations); the voxel volume is kept")
+    parser.add_argument("--method", choices=("flying-edges", "surface-nets", "lewiner"), default=DEFAULT_METHOD,
+                        help="surface extractor: VTK flying edges with shape-based interpolation between thick slices "
+                        "(default), VTK surface nets, or scikit-image's Lewiner marching cubes")
+    parser.add_argument("--no-smooth", action="store_true", help="raw marching-cubes surfaces: the same as --smoothing 0")
     parser.add_argument("--no-cache", action="store_true", help="rebuild meshes even if this input was meshed before")
 
 
@@ -235,7 +265,8 @@ def _inputs_and_meshes(args, console, for_scene=True):
     from .api import MESHING_MODULES, load_and_mesh, meshes_cached
 
     options = dict(series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
-                   bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth)
+                   bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth,
+                   smoothing=getattr(args, "smoothing", DEFAULT_SMOOTHING), method=getattr(args, "method", DEFAULT_METHOD))
     use_cache = not getattr(args, "no_cache", False)
     if for_scene:
         from .render import import_pyvista_soon
@@ -455,8 +486,10 @@ def cmd_export(args, console) -> None:
         if args.ct is None:
             raise Viz3dError("--bone-only needs a CT: the bone surface comes from the CT's Hounsfield units")
         args.label = None  # not loaded: no label surface is wanted
-    meshing = {"labels": args.labels, "bone": not args.no_bone, "bone_only": args.bone_only, "bone_hu": args.bone_hu,
-               "label_table": args.label_table}
+    meshing = {"labels": args.labels, "bone": not args.no_bone, "bone_only": args.bone_only,
+               "bone_hu": 200.0 if args.bone_hu is None else args.bone_hu,
+               "label_table": args.label_table, "smoothing": 0.0 if args.no_smooth else args.smoothing,
+               "method": args.method}
     options = dict(format=args.format, coords=args.coords, combine=args.combine, max_triangles=args.max_triangles,
                    decimate=args.decimate, smooth=not args.no_smooth, largest_component=args.largest_component)
     settings = export_settings(**options, extra=meshing)
@@ -495,7 +528,8 @@ def cmd_demo(args, console) -> None:
     ct_path, label_path = demo_paths()
     scene_args = argparse.Namespace(
         ct=str(ct_path), label=str(label_path), label_table="totalsegmentator", labels=None, bone_hu=200.0,
-        no_bone=False, no_smooth=False, window="soft", view="iso", no_slices=False, quiet=True,
+        no_bone=False, no_smooth=False, smoothing=DEFAULT_SMOOTHING, method=DEFAULT_METHOD, window="soft", view="iso", no_slices=False,
+        quiet=True,
     )
     if has_display():
         cmd_view(scene_args, console)

@@ -252,4 +252,5 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target_mm3: float) -
     """
     from .meshing import _restore_volume
 
-    return from_polydata(_restore_volume(to_polydata(vertices, faces), target_mm3, max_offset=None, tolerance=0.0))[0]
+    return _restore_volume(np.array(vertices, np.float64), np.asarray(faces, np.int64), target_mm3, max_offset=None,
+                           tolerance=0.0)
