@@ -892,3 +892,15 @@ def test_a_bad_surface_option_is_one_error_line(capsys, tmp_path, options, fragm
     assert status == 2
     assert_one_error(err, fragment)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out", ["", "/"])
+def test_an_html_export_to_an_empty_or_root_path_is_refused(capsys, tmp_path, monkeypatch, out):
+    ct, label = write_box_case(tmp_path, shape=(12, 12, 6), bone=(slice(2, 5),) * 3,
+                               label=(slice(5, 9), slice(5, 9), slice(1, 4)), value=1, affine=VOXEL)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    status, _, err = run_cli(capsys, "export", ct, "--label", label, "--format", "html", "--out", out)
+    assert status == 2
+    assert_one_error(err, "root" if out else "empty")
+    assert sorted(os.listdir(tmp_path)) == before

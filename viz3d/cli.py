@@ -53,24 +53,24 @@ def _port(text: str) -> int:
     return port
 
 
-def _hu(text: str) -> float:
+def _bounded(text: str, what: str, example: str, low: float, high: float, inclusive: bool = True) -> float:
+    """``text`` as a number from ``low`` to ``high`` (NaN never is), or a usage error naming ``what``."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a threshold in HU such as 200, got {text!r}") from None
-    if not -1e6 < value < 1e6:  # NaN and infinities too
-        raise argparse.ArgumentTypeError(f"the bone threshold must be a finite number of HU, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what} such as {example}, got {text!r}") from None
+    inside = low <= value <= high if inclusive else low < value < high
+    if not inside:
+        raise argparse.ArgumentTypeError(f"{what} must be from {low:g} to {high:g}, got {text!r}")
     return value
 
 
+def _hu(text: str) -> float:
+    return _bounded(text, "a bone threshold in HU", "200", -1e6, 1e6, inclusive=False)
+
+
 def _smoothing(text: str) -> float:
-    try:
-        factor = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a smoothing factor from 0 to 1 such as 0.5, got {text!r}") from None
-    if not 0.0 <= factor <= 1.0:  # NaN too
-        raise argparse.ArgumentTypeError(f"smoothing must be from 0 (raw marching cubes) to 1 (strongest), got {text!r}")
-    return factor
+    return _bounded(text, "a smoothing factor (0: raw marching cubes, 1: strongest)", "0.5", 0.0, 1.0)
 
 
 def _view_list(text: str) -> list[str]:
@@ -442,7 +442,7 @@ def cmd_turntable(args, console) -> None:
 
 def cmd_export_html(args, console) -> None:
     """`export --format html`: the scene as one self-contained HTML file (vtk.js, opens offline)."""
-    from .export import check_writable_dir
+    from .export import check_output_folder, check_writable_dir
     from .render import configure_offscreen
     from .scene import WINDOW_PRESETS
     from .web import write_html
@@ -455,7 +455,7 @@ def cmd_export_html(args, console) -> None:
         raise Viz3dError(f"{', '.join(unsupported)}: not for --format html (the page shows the scene as viz3d draws it)")
     out = Path(args.out)
     if out.suffix.lower() not in (".html", ".htm"):
-        out = out / "scene.html"  # --out names a folder: the page goes in it
+        out = check_output_folder(args.out) / "scene.html"  # --out names a folder (not '' nor /): the page goes in it
     folder = out.parent if out.parent != Path("") else Path(".")
     check_writable_dir(folder)
     window = getattr(args, "window", "soft")

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -125,13 +124,6 @@ def export_settings(
 
 # ------------------------------------------------------------------ preparing surfaces
 
-# fast-simplification keeps the mesh it simplifies in global variables between the calls its
-# `simplify` makes (load, simplify, read back), and Python may switch threads between them: two
-# surfaces decimated side by side swapped results (a label's file held another label's surface).
-# One decimation at a time, until viz3d.simplify guards that call itself.
-_ONE_DECIMATION = threading.Lock()
-
-
 def prepare_mesh(mesh: Mesh, settings: dict) -> tuple[PlacedMesh, dict]:
     """One surface made ready to write: (mesh in the output coordinates, its manifest facts)."""
     from .quality import make_printable
@@ -141,9 +133,8 @@ def prepare_mesh(mesh: Mesh, settings: dict) -> tuple[PlacedMesh, dict]:
     if settings["largest_component"]:
         mesh = largest_component(mesh)
     if settings["max_triangles"] is not None or settings["decimate"] is not None:
-        with _ONE_DECIMATION:
-            mesh, notes = decimate(mesh, max_triangles=settings["max_triangles"], ratio=settings["decimate"],
-                                   smooth=settings["smooth"])
+        mesh, notes = decimate(mesh, max_triangles=settings["max_triangles"], ratio=settings["decimate"],
+                               smooth=settings["smooth"])
     mesh, check, repairs = make_printable(mesh)
     repairs = notes.pop("repairs", []) + repairs
     placed = to_coordinates(mesh, settings["coordinate_system"])

@@ -310,33 +310,13 @@ def slicer_surface(label: Volume, value: int, factor: float = 0.5) -> tuple[np.n
     coordinates, non-manifold smoothing on), then the voxel-to-RAS transform. No volume
     correction. Returns (vertices in RAS mm, faces wound outward).
     """
-    from vtkmodules.vtkFiltersCore import vtkWindowedSincPolyDataFilter
-    from vtkmodules.vtkFiltersGeneral import vtkDiscreteFlyingEdges3D
-
-    from .meshing import _image_data, _to_world, smoothing_parameters
+    from .meshing import _contour, _smooth, _to_world, smoothing_parameters
     from .polydata import polydata_arrays
 
-    padded = np.pad(np.asarray(label.array), 1)
-    contour = vtkDiscreteFlyingEdges3D()
-    contour.SetInputData(_image_data(np.asfortranarray(padded), np.full(3, -1.0)))
-    contour.SetValue(0, value)
-    contour.ComputeNormalsOff()
-    contour.ComputeGradientsOff()
-    contour.ComputeScalarsOff()
-    contour.Update()
-    poly = contour.GetOutput()
+    padded = np.asfortranarray(np.pad(np.asarray(label.array), 1))
+    poly = _contour(padded, np.full(3, -1.0), value, discrete=True)
     if factor > 0:
-        iterations, passband = smoothing_parameters(factor)
-        smoother = vtkWindowedSincPolyDataFilter()
-        smoother.SetInputData(poly)
-        smoother.SetNumberOfIterations(iterations)
-        smoother.SetPassBand(passband)
-        smoother.BoundarySmoothingOff()
-        smoother.FeatureEdgeSmoothingOff()
-        smoother.NonManifoldSmoothingOn()
-        smoother.NormalizeCoordinatesOn()
-        smoother.Update()
-        poly = smoother.GetOutput()
+        poly = _smooth(poly, *smoothing_parameters(factor), nonmanifold=True)
     vertices, faces = polydata_arrays(poly)
     vertices, faces = _to_world(vertices, faces.copy(), label.affine)
     if float(face_volumes_and_areas(vertices, faces)[0].sum()) < 0:  # discrete flying edges' winding

@@ -532,11 +532,13 @@ def _image_data(array: np.ndarray, origin: np.ndarray):
     return image
 
 
-def _contour(array: np.ndarray, origin: np.ndarray, iso: float):
-    """Flying-edges isosurface of ``array`` at ``iso`` as vtkPolyData in index coordinates."""
+def _contour(array: np.ndarray, origin: np.ndarray, iso: float, discrete: bool = False):
+    """Flying-edges isosurface of ``array`` at ``iso`` as vtkPolyData in index coordinates
+    (``discrete``: VTK's discrete flying edges, the surface of the voxels equal to ``iso``)."""
     from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
+    from vtkmodules.vtkFiltersGeneral import vtkDiscreteFlyingEdges3D
 
-    fe = vtkFlyingEdges3D()
+    fe = vtkDiscreteFlyingEdges3D() if discrete else vtkFlyingEdges3D()
     fe.SetInputData(_image_data(array, origin))
     fe.SetValue(0, iso)
     fe.ComputeNormalsOff()

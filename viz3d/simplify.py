@@ -7,6 +7,8 @@ smoothing and normals by VTK.
 """
 from __future__ import annotations
 
+import threading
+
 from dataclasses import replace
 
 import numpy as np
@@ -175,13 +177,20 @@ def decimate(
     return replace(mesh, vertices=vertices, faces=faces), notes
 
 
+# fast-simplification keeps the mesh it simplifies in global variables between the calls its
+# `simplify` makes (load, simplify, read back), and Python may switch threads between them: two
+# surfaces decimated side by side swapped results (a label's file held another label's surface).
+_ONE_FAST_SIMPLIFICATION = threading.Lock()
+
+
 def _fast_quadric(vertices, faces, target: int):
     import fast_simplification
 
-    out_vertices, out_faces = fast_simplification.simplify(
-        np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64),
-        target_count=int(target),
-    )
+    with _ONE_FAST_SIMPLIFICATION:
+        out_vertices, out_faces = fast_simplification.simplify(
+            np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64),
+            target_count=int(target),
+        )
     return compact(np.asarray(out_vertices, np.float64), np.asarray(out_faces, np.int64))
 
 
