@@ -689,7 +689,7 @@ def test_export_real_sample(sample_dir, tables_dir, tmp_path, capsys):
 
     status, _, err = run_cli(
         capsys, "export", sample_dir / "ct.nii.gz", "--label", label_path, "--label-table", "totalsegmentator",
-        "--labels", "2,3,18", "--out", out,
+        "--labels", "2,3,18", "--bone", "--out", out,
     )
     assert status == 0, err
     assert "error" not in err

@@ -77,8 +77,7 @@ def export_cli(capsys, sample, out, *extra, labels=SOME, bone=False):
     args = ["export", ct_path, "--label", label_path, "--label-table", TABLE, "--out", out, "-q"]
     if labels is not None:
         args += ["--labels", ",".join(map(str, labels))]
-    if not bone:
-        args += ["--no-bone"]
+    args += ["--no-bone"] if not bone else ["--bone"] if labels is not None else []  # a selection leaves bone out unless --bone
     status, _, err = run_cli(capsys, *args, *extra)
     assert status == 0, err
     return manifest_of(out), err

@@ -9,6 +9,7 @@ The public API, in the order the data flows::
     viz3d.export_meshes(meshes, "out/")               # binary STL per mesh + manifest.json
     scene = viz3d.build_scene(meshes, ct, off_screen=True)
     viz3d.screenshot(scene, "scene.png")
+    viz3d.save_slice("slice.png", ct, label, plane="axial", at="L3")   # the 2-D picture: viz3d.slice2d
 """
 from importlib import import_module
 
@@ -21,10 +22,11 @@ _LAZY = {
     "load_ct": "api", "list_series": "dicom", "load_dicom": "dicom", "Viz3dError": "errors",
     "export_meshes": "export", "Mesh": "meshing", "bone_mesh": "meshing", "label_meshes": "meshing",
     "Volume": "volume", "load_label": "volume",
+    "slice_image": "slice2d", "mosaic_image": "slice2d", "save_slice": "slice2d",
 }
 _SUBMODULES = {
     "api", "atomic", "cache", "cli", "dicom", "errors", "export", "labels", "meshing", "motion", "notebook",
-    "parallel", "polydata", "quality", "render", "scene", "simplify", "slices", "volume", "web",
+    "parallel", "polydata", "quality", "render", "scene", "simplify", "slice2d", "slices", "volume", "web",
 }
 
 
@@ -97,6 +99,6 @@ def serve(scene, **kwargs):
 
 __all__ = [
     "Mesh", "Viz3dError", "Viz3dWarning", "Volume", "alignment_warnings", "bone_mesh", "build_meshes",
-    "build_scene", "export_meshes", "label_meshes", "label_statistics", "list_series", "load_ct", "load_dicom", "load_label", "screenshot",
-    "serve", "show_in_notebook", "turntable", "view_sheet", "write_html",
+    "build_scene", "export_meshes", "label_meshes", "label_statistics", "list_series", "load_ct", "load_dicom", "load_label", "mosaic_image",
+    "save_slice", "screenshot", "serve", "slice_image", "show_in_notebook", "turntable", "view_sheet", "write_html",
 ]

@@ -60,7 +60,7 @@ def build_meshes(
     label: Volume | None = None,
     *,
     table=None,
-    labels: list[int] | None = None,
+    labels: list[int] | str | None = None,
     bone: bool = True,
     bone_hu: float | None = None,
     smooth: bool = True,
@@ -71,7 +71,9 @@ def build_meshes(
     """Label surfaces (from ``label``) followed by the bone surface (from ``ct``), in RAS mm.
 
     ``table`` is a `LabelTable`, a built-in table name or a label-table file (default: the
-    workshop's ``spinopelvic10``). ``smoothing`` (0-1, 3D Slicer's factor) and ``method`` (the
+    table the label map's file carries or has beside it, else the workshop's ``spinopelvic10``;
+    see `label_table_for`). ``labels`` selects structures: values (``[1, 2, 7]``) or a
+    selection such as ``"L1-L5,sacrum"`` or ``"1,3-5"`` (see `viz3d.labels.select_labels`). ``smoothing`` (0-1, 3D Slicer's factor) and ``method`` (the
     surface extractor) are as in `viz3d.meshing.label_meshes`. Grid mismatches between ``ct`` and ``label`` are reported
     with `Viz3dWarning`. ``progress``, if given, is called as ``progress(stage, done, total,
     item)`` as each stage starts, advances and ends.
@@ -85,10 +87,8 @@ def build_meshes(
 
 def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing, method, progress) -> list[Mesh]:
     """`build_meshes`, where ``ct`` may be a function that waits for a CT still being read."""
-    from .labels import LabelTable, load_label_table
-
     report = progress or (lambda *args: None)
-    names = table if isinstance(table, LabelTable) else load_label_table(table)
+    names, wanted, singles = _names_and_selection(label, table, labels)
     build_bone = ct is not None and bone
     still_loading = callable(ct)
     if not still_loading:
@@ -102,7 +102,7 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
 
     threshold = DEFAULT_BONE_HU if bone_hu is None else bone_hu
     report("meshing", 0, 1, "")
-    meshes = surfaces(label, bone_ct, names, labels=labels, smooth=smooth, smoothing=smoothing, method=method,
+    meshes = surfaces(label, bone_ct, names, labels=wanted, smooth=smooth, smoothing=smoothing, method=method,
                       bone_hu=threshold if build_bone else None,
                       progress=lambda done, total, name: report("meshing", done, total, name))
     if still_loading:  # a CT read in the background: its grid is known now
@@ -111,7 +111,49 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
         build_bone = build_bone and _hounsfield_or_asked(ct, bone_hu)
     if build_bone and not any(mesh.kind == "bone" for mesh in meshes):
         warn(f"no voxel of {ct.source or 'the CT'} reaches {threshold:g} HU: no bone surface", stacklevel=3)
+    built = {mesh.label for mesh in meshes if mesh.kind == "label"}
+    absent = sorted(set(singles) - built)
+    if absent and built:  # none at all: the command says so (export refuses: nothing to export)
+        from .labels import format_values
+
+        warn(f"label value(s) {format_values(absent)} not in {label.source or 'the label map'}: no surface for them",
+             stacklevel=3)
     return meshes
+
+
+def label_table_for(label: Volume | None, table=None):
+    """The `LabelTable` naming ``label``'s values: ``table`` (a `LabelTable`, built-in name or
+    file) or else the one the label map's file carries or has beside it, or the default (see
+    `viz3d.labels.resolve_label_table`), checked against the values present: one
+    `Viz3dWarning` when it does not name them all (`viz3d.labels.check_coverage`). Its
+    ``source`` says where the names came from.
+    """
+    from .labels import check_coverage, resolve_label_table, values_present
+
+    names = resolve_label_table(table, label.source if label is not None else None)
+    if label is None:
+        return names
+    array = label.array
+    top = int(array.max()) if array.size else 0
+    # every value up to the largest named: no need to find which are present
+    present = range(1, top + 1) if all(v in names.names for v in range(1, top + 1)) else values_present(array)
+    return check_coverage(names, present, label.source or "the label map")
+
+
+def _names_and_selection(label, table, labels):
+    """(table for ``label`` as `label_table_for` gives it, label values ``labels`` selects in it or
+    None for all, values selected one by one rather than by a range)."""
+    from .labels import label_selection, parse_label_selection
+
+    names = label_table_for(label, table)
+    if labels is None or label is None:
+        return names, None, []
+    if isinstance(labels, str):
+        terms = parse_label_selection(labels).split(",")
+    else:
+        terms = [labels] if isinstance(labels, (int, np.integer)) else list(labels)
+    wanted, singles = label_selection(terms, names, labels.strip() if isinstance(labels, str) else None)
+    return names, wanted, singles
 
 
 def _hounsfield_or_asked(ct: Volume, bone_hu: float | None) -> bool:
@@ -136,7 +178,7 @@ def load_and_mesh(
     *,
     series=None,
     table=None,
-    labels: list[int] | None = None,
+    labels: list[int] | str | None = None,
     bone: bool = True,
     bone_hu: float | None = None,
     smooth: bool = True,
@@ -205,7 +247,7 @@ def load_and_mesh(
     return ct, meshes
 
 
-def meshes_cached(ct_path=None, label_path=None, *, series=None, table=None, labels: list[int] | None = None,
+def meshes_cached(ct_path=None, label_path=None, *, series=None, table=None, labels: list[int] | str | None = None,
                   bone: bool = True, bone_hu: float | None = None, smooth: bool = True,
                   smoothing: float = DEFAULT_SMOOTHING, method: str = DEFAULT_METHOD) -> bool:
     """Whether `load_and_mesh` with these arguments would take its meshes from the cache.
@@ -243,7 +285,10 @@ def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smoo
 
     from . import cache, __version__
 
-    table_file = table if table is not None and Path(str(table)).is_file() else None
+    from .labels import label_table_file
+
+    table_file = label_table_file(table, label_path)  # --label-table's file, or one found beside the label map
+    table_file = table_file if table_file is not None and table_file.is_file() else None
     params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,
                   bone_hu=bone_hu, smoothing=_factor(smoothing, smooth), method=method)
     return cache.content_key([ct_path, label_path, table_file], params)
@@ -282,9 +327,7 @@ def label_statistics(label: Volume, table=None) -> list[dict]:
     (their outer faces, as the surfaces enclose them, not their centres); counts are made
     inside each class's box.
     """
-    from .labels import LabelTable, load_label_table
-
-    names = table if isinstance(table, LabelTable) else load_label_table(table)
+    names = label_table_for(label, table)
     rows = []
     for value, box in label_boxes(label.array):
         count = int(np.count_nonzero(label.array[box] == value))

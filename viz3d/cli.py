@@ -23,14 +23,26 @@ class _Parser(argparse.ArgumentParser):
         raise Viz3dError(message)
 
 
-def _int_list(text: str) -> list[int]:
+def _label_selection(text: str) -> str:
+    """--labels: values, ranges and names (``1,3-5``, ``L1-L5,sacrum``), checked here, resolved
+    with the label table once it is known (`viz3d.labels.select_labels`)."""
+    from .labels import parse_label_selection
+
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated label values such as 1,2,7, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"label values must be positive integers, got {text!r}")
-    return values
+        return parse_label_selection(text)
+    except Viz3dError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bone_wanted(args) -> bool:
+    """Whether the command builds the bone surface: not with --no-bone, and with a --labels
+    selection only if --bone asks for it. Refuses --bone with --no-bone, and --labels without a label map."""
+    bone, no_bone, labels = getattr(args, "bone", False), getattr(args, "no_bone", False), getattr(args, "labels", None)
+    if bone and no_bone:
+        raise Viz3dError("--bone and --no-bone exclude each other")
+    if labels and getattr(args, "label", None) is None and not getattr(args, "bone_only", False):
+        raise Viz3dError(f"--labels {labels}: selects label surfaces, but no label map is given (--label LABEL)")
+    return not no_bone and (not labels or bone)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -83,15 +95,20 @@ def _view_list(text: str) -> list[str]:
 
 
 def _window(text: str):
-    if "," in text:
+    """--window: a preset name in any case (soft, BONE) or CENTER,WIDTH / CENTER/WIDTH (40,400 or 40/400)."""
+    separator = "," if "," in text else "/" if "/" in text else None
+    if separator:
         try:
-            center, width = (float(part) for part in text.split(","))
+            center, width = (float(part) for part in text.split(separator))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a window as CENTER,WIDTH such as 40,400, got {text!r}") from None
-        if width <= 0:
+            raise argparse.ArgumentTypeError(f"expected a window as CENTER,WIDTH or CENTER/WIDTH such as 40,400 or 40/400, "
+                                             f"got {text!r}") from None
+        if not width > 0:  # NaN too
             raise argparse.ArgumentTypeError(f"window width must be positive, got {text!r}")
+        if not (-1e6 < center < 1e6 and width < 1e6):
+            raise argparse.ArgumentTypeError(f"window centre and width must be finite numbers of HU, got {text!r}")
         return center, width
-    return text.lower()
+    return text.strip().lower()
 
 
 def _add_inputs(parser, *, ct_required=False):
@@ -110,12 +127,15 @@ def _add_inputs(parser, *, ct_required=False):
 
 
 def _add_mesh_options(parser, *, bone_switch=True):
-    parser.add_argument("--labels", type=_int_list, metavar="1,2,7", help="only these label values")
+    parser.add_argument("--labels", type=_label_selection, metavar="1,3-5,L1-L5,liver",
+                        help="only these structures: values, ranges and names of the label table (any case; a range of "
+                        "names holds the table's values between them); leaves out the bone surface unless --bone")
     parser.add_argument("--bone-hu", type=_hu, default=None, metavar="N",
                         help="bone threshold in HU (default 200; a series that is not CT, e.g. MR, gets no bone surface "
                         "unless this is given)")
     if bone_switch:
         parser.add_argument("--no-bone", action="store_true", help="no bone surface")
+        parser.add_argument("--bone", action="store_true", help="the bone surface too with a --labels selection")
     parser.add_argument("--smoothing", type=_smoothing, default=DEFAULT_SMOOTHING, metavar="F",
                         help="surface smoothing from 0 (raw marching cubes) to 1, 3D Slicer's factor (default 0.5: "
                         "pass band 0.01, 40 iterations); the voxel volume is kept")
@@ -201,7 +221,34 @@ def make_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the shipped real sample: window, or viz3d-demo.png without a display")
     demo.add_argument("--out", default="viz3d-demo.png", metavar="PNG", help="PNG written when there is no display")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress or status lines")
+    _add_slice_parser(commands)
     return parser
+
+
+def _add_slice_parser(commands) -> None:
+    """`viz3d slice`: the tutorial's 2-D picture (see `viz3d.slice2d`)."""
+    sheet = commands.add_parser(
+        "slice", help="a 2-D picture: the windowed CT slice with the labels on top, a legend and orientation letters",
+        description="The CT slice at its true aspect ratio in the radiological convention (axial: the patient's right "
+        "on your left, anterior up; coronal: superior up, right on your left; sagittal: superior up, anterior on your "
+        "left), the labels in the table's colours, a legend of the structures on the slice, and a caption.",
+    )
+    _add_inputs(sheet, ct_required=True)
+    sheet.add_argument("--out", required=True, metavar="PNG", help="output PNG file")
+    sheet.add_argument("--plane", type=str.lower, choices=("axial", "coronal", "sagittal"), default="axial",
+                       help="slice plane (default axial)")
+    sheet.add_argument("--at", default=None, metavar="MM|iN|NAME",
+                       help="where: mm along the plane's normal (RAS z for axial, y coronal, x sagittal), iN a voxel "
+                       "index of the file's array, or a structure name (its largest cross-section); default the middle "
+                       "of the labelled extent")
+    sheet.add_argument("--window", type=_window, default="soft", metavar="PRESET|C,W",
+                       help="soft (40,400, default), bone, lung, brain, or CENTER,WIDTH")
+    sheet.add_argument("--opacity", type=float, default=0.5, metavar="A", help="opacity of the filled labels, 0..1 (default 0.5)")
+    sheet.add_argument("--outline", action="store_true", help="outline each structure instead of filling it")
+    sheet.add_argument("--size", type=_size, default=None, metavar="WxH",
+                       help="box the slice is fitted into, true aspect kept (default 512x512; with --mosaic each panel's, 256x256)")
+    sheet.add_argument("--mosaic", type=int, default=None, metavar="N",
+                       help="a QC sheet of N slices evenly through the labelled extent, one shared legend")
 
 
 def _version() -> str:
@@ -265,7 +312,7 @@ def _inputs_and_meshes(args, console, for_scene=True):
     from .api import MESHING_MODULES, load_and_mesh, meshes_cached
 
     options = dict(series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
-                   bone=not args.no_bone, bone_hu=args.bone_hu, smooth=not args.no_smooth,
+                   bone=_bone_wanted(args), bone_hu=args.bone_hu, smooth=not args.no_smooth,
                    smoothing=getattr(args, "smoothing", DEFAULT_SMOOTHING), method=getattr(args, "method", DEFAULT_METHOD))
     use_cache = not getattr(args, "no_cache", False)
     if for_scene:
@@ -282,10 +329,10 @@ def cmd_info(args, console) -> None:
     """Print what the tutorial prints by hand, for the CT and the label map."""
     import numpy as np
 
-    from .api import alignment_warnings, label_statistics
-    from .labels import load_label_table
+    from .api import alignment_warnings, label_statistics, label_table_for
+    from .labels import resolve_label_table
 
-    table = load_label_table(args.label_table)
+    resolve_label_table(args.label_table)  # a bad --label-table is refused before loading
     ct, label = _load_inputs(args, console)
     for title, volume in (("CT", ct), ("label", label)):
         if volume is None:
@@ -303,8 +350,10 @@ def cmd_info(args, console) -> None:
             if "series_list" in ct.meta:
                 _print_dicom_info(ct.meta)
     if label is not None:
+        table = label_table_for(label, args.label_table)
         rows = label_statistics(label, table)
         print(f"labels ({len(rows)} present, table {table.name}):")
+        print(f"  names from     : {table.source}")
         print(f"  {'value':>5}  {'name':<28} {'voxels':>10} {'volume mL':>10}   bounding box RAS mm (x, y, z: min..max)")
         for row in rows:
             (x0, y0, z0), (x1, y1, z1) = row["bbox_mm"]
@@ -486,10 +535,12 @@ def cmd_export(args, console) -> None:
         if args.ct is None:
             raise Viz3dError("--bone-only needs a CT: the bone surface comes from the CT's Hounsfield units")
         args.label = None  # not loaded: no label surface is wanted
-    meshing = {"labels": args.labels, "bone": not args.no_bone, "bone_only": args.bone_only,
+    from .labels import resolve_label_table
+
+    meshing = {"labels": args.labels, "bone": _bone_wanted(args), "bone_only": args.bone_only,
                "bone_hu": 200.0 if args.bone_hu is None else args.bone_hu,
                "label_table": args.label_table, "smoothing": 0.0 if args.no_smooth else args.smoothing,
-               "method": args.method}
+               "method": args.method, "label_table_source": resolve_label_table(args.label_table, args.label).source}
     options = dict(format=args.format, coords=args.coords, combine=args.combine, max_triangles=args.max_triangles,
                    decimate=args.decimate, smooth=not args.no_smooth, largest_component=args.largest_component)
     settings = export_settings(**options, extra=meshing)
@@ -498,10 +549,6 @@ def cmd_export(args, console) -> None:
     _, meshes = _inputs_and_meshes(args, console, for_scene=False)
     if not meshes:
         raise Viz3dError("nothing to export: no label of the selection is present and no bone surface")
-    if args.labels:
-        missing = sorted(set(args.labels) - {m.label for m in meshes if m.kind == "label"})
-        if missing:
-            warnings.warn(f"label value(s) {', '.join(map(str, missing))} not in {args.label}: not exported", UserWarning)
     manifest = export_meshes(meshes, args.out, **options, settings=meshing, force=args.force, progress=console.progress())
     for entry in manifest["meshes"]:
         if entry["repairs"]:
@@ -511,6 +558,18 @@ def cmd_export(args, console) -> None:
     files = sorted({entry["file"] for entry in manifest["meshes"]})
     what = f"{files[0]} ({len(manifest['meshes'])} parts)" if args.combine else f"{len(files)} {args.format.upper()} files"
     console.say(f"wrote {what} and manifest.json to {args.out} ({manifest['coordinate_system']} mm)")
+
+
+def cmd_slice(args, console) -> None:
+    """Write the 2-D slice picture (or with --mosaic a sheet of slices) as a PNG."""
+    from .slice2d import check_output, save_slice_summary
+
+    check_output(args.out)  # before loading
+    ct, label = _load_inputs(args, console)
+    path, summary = save_slice_summary(args.out, ct, label, args.label_table, mosaic=args.mosaic, plane=args.plane,
+                                       at=args.at, window=args.window, opacity=args.opacity, outline=args.outline,
+                                       size=args.size)
+    console.say(f"wrote {path} ({summary})")
 
 
 def demo_paths() -> tuple[Path, Path]:
@@ -543,7 +602,7 @@ def cmd_demo(args, console) -> None:
 
 
 COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "export": cmd_export, "demo": cmd_demo,
-            "turntable": cmd_turntable}
+            "turntable": cmd_turntable, "slice": cmd_slice}
 
 
 def main(argv: list[str] | None = None) -> int:

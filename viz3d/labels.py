@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -26,10 +26,14 @@ from .errors import Viz3dError, check_regular_file
 
 __all__ = [
     "BUILTIN_TABLES",
+    "DEFAULT_SOURCE",
     "LabelTable",
     "builtin_table",
+    "check_coverage",
     "default_color",
     "load_label_table",
+    "resolve_label_table",
+    "select_labels",
 ]
 
 RGB = tuple[float, float, float]
@@ -38,6 +42,8 @@ BUILTIN_TABLES: tuple[str, ...] = ("spinopelvic10", "totalsegmentator")
 """Names accepted by :func:`builtin_table` and :func:`load_label_table`."""
 
 _DEFAULT_TABLE = "spinopelvic10"
+DEFAULT_SOURCE = f"default ({_DEFAULT_TABLE})"
+"""The `LabelTable.source` of the default table, used when nothing names a label map's values."""
 MAX_TABLE_BYTES = 16 * 2**20
 """Largest label-table file read: the biggest real tables (a few thousand classes) are ~200 kB."""
 
@@ -56,6 +62,11 @@ class LabelTable:
         it.
     colors : dict of int to tuple of float
         Label value -> RGB in 0..1, only for the values whose source gives a colour.
+    source : str
+        Where the names came from, in words, for ``info``, the legend and the export
+        manifest: ``"--label-table x.txt"``, ``"NIfTI header (TotalSegmentator)"``,
+        ``"sidecar label.json"``, ``"nnU-Net dataset.json"``, ``"default (spinopelvic10)"``
+        (see :func:`resolve_label_table`); empty when the caller built the table itself.
 
     Examples
     --------
@@ -71,6 +82,12 @@ class LabelTable:
     name: str
     names: dict[int, str] = field(default_factory=dict)
     colors: dict[int, RGB] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def is_default(self) -> bool:
+        """Whether nobody chose this table: the built-in default, used for want of any other."""
+        return self.source == DEFAULT_SOURCE
 
     def name_of(self, value: int) -> str:
         """Return the name of ``value``: the table's name, else ``f"label_{value}"``."""
@@ -305,6 +322,546 @@ def _read_table_bytes(path: Path) -> bytes:
     if len(data) > MAX_TABLE_BYTES:
         raise Viz3dError(too_big)
     return data
+
+
+# --------------------------------------------------------------------------------------
+# Where a label map's names come from
+# --------------------------------------------------------------------------------------
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SIDECAR_SUFFIXES = (".json", ".txt", ".ctbl")
+"""Suffixes of a label table beside a label map, tried in this order (same stem as the map)."""
+DATASET_JSON_LEVELS = 3
+"""How many folders above the label map's own an nnU-Net ``dataset.json`` is looked for."""
+
+# TotalSegmentator's save_multilabel_nifti colours label k with _TOTALSEG_CYCLE[k % 12]: a
+# fixed cycle with no meaning (neighbours share pure reds and greens), so a table written with
+# it gets viz3d's colours, as the built-in "totalsegmentator" table does.
+_TOTALSEG_CYCLE = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),
+                   (255, 128, 0), (255, 0, 128), (128, 255, 128), (0, 128, 255), (128, 128, 128), (185, 170, 155))
+
+
+def resolve_label_table(spec=None, label_path: str | os.PathLike | None = None) -> LabelTable:
+    """The label table whose names a label map's values get, with its `LabelTable.source`.
+
+    In this order, the first that exists wins:
+
+    1. ``spec``: a `LabelTable` (returned as it is), a built-in name or a table file
+       (source ``"--label-table <spec>"``);
+    2. a table carried in the label map's NIfTI header (:func:`table_from_nifti_header`:
+       TotalSegmentator's ``--ml`` output), source ``"NIfTI header (TotalSegmentator)"``;
+    3. a table beside the label map, same stem with ``.json`` (viz3d's JSON), ``.txt``
+       (ITK-SNAP or Slicer) or ``.ctbl`` (Slicer), source ``"sidecar <file name>"``
+       (:func:`sidecar_table_path`);
+    4. an nnU-Net ``dataset.json`` in the label map's folder or up to three folders above
+       (:func:`nnunet_dataset_json`), source ``"nnU-Net dataset.json"``;
+    5. the default, spinopelvic10, source ``"default (spinopelvic10)"``.
+
+    Whether the table names the values actually present is checked with
+    :func:`check_coverage` once they are known.
+
+    Parameters
+    ----------
+    spec : LabelTable, str, path-like or None
+        What the user asked for (``--label-table``), or None.
+    label_path : str, path-like or None
+        The label map's file; None gives ``spec`` or the default.
+
+    Returns
+    -------
+    LabelTable
+
+    Raises
+    ------
+    Viz3dError
+        If ``spec`` cannot be loaded, or a table found beside the label map is broken (a
+        JSON file that is no label table at all, such as a BIDS sidecar, is passed over).
+
+    Examples
+    --------
+    >>> resolve_label_table().source
+    'default (spinopelvic10)'
+    >>> resolve_label_table("totalsegmentator").source
+    '--label-table totalsegmentator'
+    """
+    if isinstance(spec, LabelTable):
+        return spec
+    if spec is not None:
+        table = load_label_table(spec)
+        return replace(table, source=f"--label-table {os.fspath(spec)}")
+    if label_path is not None and _is_nifti_name(label_path):
+        table = table_from_nifti_header(label_path)
+        if table is not None:
+            return table
+        table = _sidecar_table(label_path)
+        if table is not None:
+            return table
+        dataset = nnunet_dataset_json(label_path)
+        if dataset is not None:
+            return _dataset_json_table(dataset)
+    return replace(builtin_table(_DEFAULT_TABLE), source=DEFAULT_SOURCE)
+
+
+def label_table_file(spec=None, label_path: str | os.PathLike | None = None) -> Path | None:
+    """The file :func:`resolve_label_table` would read names from, other than the label map itself.
+
+    For cache keys: a table file's content decides the names as much as the label map's.
+    None for a built-in table, a `LabelTable`, or names from the label map's own header.
+    """
+    if isinstance(spec, LabelTable):
+        return None
+    if spec is not None:
+        if isinstance(spec, str) and spec.strip().lower() in BUILTIN_TABLES:
+            return None
+        return Path(os.fspath(spec))
+    if label_path is None or not _is_nifti_name(label_path) or table_from_nifti_header(label_path) is not None:
+        return None
+    return sidecar_table_path(label_path) or nnunet_dataset_json(label_path)
+
+
+def _is_nifti_name(path) -> bool:
+    """Whether a file name ends as a NIfTI file's does (only those are looked at for tables)."""
+    return Path(os.fspath(path)).name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def table_from_nifti_header(path: str | os.PathLike) -> LabelTable | None:
+    """The label table a NIfTI label map carries in a header extension, or None.
+
+    TotalSegmentator (``--ml``; ``totalsegmentator/nifti_ext_header.py``,
+    ``add_label_map_to_nifti``) appends a NIfTI-1 extension with code 0 whose content is
+    Caret XML::
+
+        <CaretExtension> ... <LabelTable>
+        <Label Key="1" Red="0.0" Green="1.0" Blue="0.0" Alpha="1"><![CDATA[spleen]]></Label>
+        ... </LabelTable> ... </CaretExtension>
+
+    Any extension holding XML with ``<Label Key=..>name</Label>`` elements is read (also the
+    variant with ``<Key>``/``<Name>`` child elements). Colours (``Red``, ``Green``,
+    ``Blue`` in 0..1) are kept, except TotalSegmentator's fixed 12-colour cycle, which
+    carries no meaning: those labels get :func:`default_color` as with the built-in table.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A NIfTI file. Anything that is not a readable regular NIfTI file gives None: the
+        label map's loader says what is wrong with it.
+
+    Returns
+    -------
+    LabelTable or None
+        Named after the file, with source ``"NIfTI header (TotalSegmentator)"`` for
+        TotalSegmentator's extension, ``"NIfTI header"`` for another.
+
+    Raises
+    ------
+    Viz3dError
+        If a label table in the header is malformed (a key that is not an integer, an
+        empty name, a repeated key).
+    """
+    path = Path(os.fspath(path))
+    if not path.name.lower().endswith(NIFTI_SUFFIXES) or not path.is_file():
+        return None
+    try:
+        import nibabel as nib
+
+        extensions = list(nib.load(str(path)).header.extensions)
+    except Exception:  # not NIfTI, or unreadable: load_label says what is wrong
+        return None
+    for extension in extensions:
+        content = extension.get_content()
+        if isinstance(content, (bytes, bytearray)) and b"<Label" in content:
+            return _parse_label_xml(bytes(content), f"{path.name}: NIfTI header extension")
+    return None
+
+
+def _parse_label_xml(content: bytes, where: str) -> LabelTable | None:
+    """``<Label Key="k" Red=.. Green=.. Blue=..>name</Label>`` elements -> LabelTable (None if none)."""
+    import xml.etree.ElementTree as ElementTree
+
+    text = content.rstrip(b"\x00 \t\r\n")
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise Viz3dError(f"{where}: label table XML is malformed ({exc})") from None
+    names: dict[int, str] = {}
+    colors: dict[int, RGB] = {}
+    cycle = True  # every colour is TotalSegmentator's cycle colour for its key
+    for element in root.iter("Label"):
+        key = element.get("Key", element.findtext("Key"))
+        name = element.findtext("Name") if element.find("Name") is not None else element.text
+        if key is None:
+            raise Viz3dError(f"{where}: <Label> without a Key")
+        value = _parse_int(key, f"{where}: <Label Key={key!r}>")
+        name = (name or "").strip()
+        if not name:
+            raise Viz3dError(f"{where}: <Label Key=\"{value}\"> has an empty name")
+        if value in names:
+            raise Viz3dError(f"{where}: duplicate label value {value}")
+        names[value] = name
+        try:
+            rgb = tuple(float(element.get(c)) for c in ("Red", "Green", "Blue"))
+        except (TypeError, ValueError):
+            cycle = False
+            continue
+        if all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in rgb):
+            colors[value] = rgb
+            cycle = cycle and all(round(c * 255) == t for c, t in zip(rgb, _TOTALSEG_CYCLE[value % 12]))
+        else:
+            cycle = False
+    if not names:
+        return None
+    totalseg = cycle and len(colors) == len(names) and b"CaretExtension" in text
+    source = "NIfTI header (TotalSegmentator)" if totalseg else "NIfTI header"
+    return LabelTable(where.split(":")[0], names, {} if totalseg else colors, source)
+
+
+def sidecar_table_path(label_path: str | os.PathLike) -> Path | None:
+    """A label table beside the label map: same stem with ``.json``, ``.txt`` or ``.ctbl``.
+
+    ``label.nii.gz`` -> ``label.json``, ``label.txt``, ``label.ctbl``, the first that is a
+    regular file. None if there is none, or the label map's name is not a NIfTI file's.
+    """
+    path = Path(os.fspath(label_path))
+    lower = path.name.lower()
+    suffix = next((s for s in NIFTI_SUFFIXES if lower.endswith(s)), None)
+    if suffix is None:  # not a NIfTI file name: no stem to share
+        return None
+    stem = path.name[: -len(suffix)]
+    for suffix in SIDECAR_SUFFIXES:
+        candidate = path.with_name(stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _sidecar_table(label_path) -> LabelTable | None:
+    """The sidecar table of ``label_path``, or None; a JSON sidecar that is no label table
+    (a BIDS sidecar: its keys are not label values) is passed over."""
+    path = sidecar_table_path(label_path)
+    if path is None:
+        return None
+    if path.suffix.lower() == ".json":
+        data = _json_object(path)
+        if data is None or not data or not all(re.fullmatch(r"\s*\d+\s*", str(k)) for k in data):
+            return None
+    try:
+        table = load_label_table(path)
+    except Viz3dError as exc:
+        raise Viz3dError(f"{exc} (a label table beside the label map; fix it or give --label-table)") from None
+    return replace(table, source=f"sidecar {path.name}")
+
+
+def _json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None when it is not one (unreadable, not JSON, a list)."""
+    try:
+        data = json.loads(_read_table_bytes(path).decode("utf-8-sig"))
+    except (Viz3dError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def nnunet_dataset_json(label_path: str | os.PathLike) -> Path | None:
+    """An nnU-Net ``dataset.json`` with a ``"labels"`` object in the label map's folder or up to
+    three folders above (``Dataset001_X/labelsTr/case.nii.gz``; a prediction folder holds a
+    copy), nearest first; None if there is none."""
+    folder = Path(os.path.abspath(os.fspath(label_path))).parent
+    for candidate in [folder, *folder.parents][: DATASET_JSON_LEVELS + 1]:
+        path = candidate / "dataset.json"
+        if path.is_file():
+            data = _json_object(path)
+            if data is not None and isinstance(data.get("labels"), dict) and data["labels"]:
+                return path
+    return None
+
+
+def _dataset_json_table(path: Path) -> LabelTable:
+    """The label table of an nnU-Net ``dataset.json``: ``"labels"`` maps name -> value (v2) or
+    value -> name (v1). Region-based entries (a list of values) name no single value and are left out."""
+    labels = _json_object(path)["labels"]
+    names: dict[int, str] = {}
+    for key, entry in labels.items():
+        if re.fullmatch(r"\s*\d+\s*", str(key)) and isinstance(entry, str):  # v1: "1": "liver"
+            value, name = int(key), entry
+        elif isinstance(entry, int) and not isinstance(entry, bool):  # v2: "liver": 1
+            value, name = entry, str(key)
+        elif isinstance(entry, str) and re.fullmatch(r"\s*\d+\s*", entry):  # v2 written with strings
+            value, name = int(entry), str(key)
+        elif isinstance(entry, list):  # v2 region: {"tumor": [2, 3]}, not one value
+            continue
+        else:
+            raise Viz3dError(f"{path}: \"labels\" entry {key!r}: {entry!r} is neither a label value nor a name")
+        if value < 0:
+            raise Viz3dError(f"{path}: \"labels\" entry {key!r}: label value {value} is negative")
+        if value in names:
+            raise Viz3dError(f"{path}: \"labels\": label value {value} is given twice ({names[value]!r}, {name!r})")
+        names[value] = name.strip()
+    if not names:
+        raise Viz3dError(f"{path}: \"labels\" names no single label value (only regions)")
+    return LabelTable(path.name, names, {}, "nnU-Net dataset.json")
+
+
+# --------------------------------------------------------------------------------------
+# Whether a table names the values present
+# --------------------------------------------------------------------------------------
+
+
+def values_present(array) -> list[int]:
+    """The non-zero values of an integer label array, increasing.
+
+    Counted in slabs of 4 M voxels (no copy of the whole map); on an 80 M-voxel uint8 map it
+    takes about as long as reading its maximum twice.
+
+    >>> import numpy as np
+    >>> values_present(np.array([[[0, 3], [3, 7]]], np.uint8))
+    [3, 7]
+    """
+    import numpy as np
+
+    flat = np.asarray(array).reshape(-1, order="A")
+    if flat.size == 0:
+        return []
+    top = int(flat.max())
+    if top == 0:
+        return []
+    step = 1 << 22
+    if flat.dtype.kind in "ub" and top < 1 << 17:
+        counts = np.zeros(top + 1, dtype=np.int64)
+        for start in range(0, flat.size, step):
+            counts += np.bincount(flat[start:start + step], minlength=top + 1)
+        return [int(v) for v in np.flatnonzero(counts[1:]) + 1]
+    seen: set[int] = set()
+    for start in range(0, flat.size, step):
+        seen.update(int(v) for v in np.unique(flat[start:start + step]))
+    seen.discard(0)
+    return sorted(seen)
+
+
+def format_values(values) -> str:
+    """Label values as short text, runs as ranges.
+
+    >>> format_values([1, 2, 3, 5, 7, 8])
+    '1-3, 5, 7-8'
+    """
+    values = sorted(set(int(v) for v in values))
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][1] + 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def covering_tables(values) -> list[str]:
+    """The built-in tables that name every one of ``values``.
+
+    >>> covering_tables([1, 5, 117])
+    ['totalsegmentator']
+    """
+    values = [int(v) for v in values if int(v) != 0]
+    return [name for name in BUILTIN_TABLES if all(v in builtin_table(name).names for v in values)]
+
+
+def check_coverage(table: LabelTable, present, where: str = "the label map") -> LabelTable:
+    """The table to name ``present`` values with, after saying once if it does not name them all.
+
+    A table "does not cover" a label map when some non-zero value present has no name in it.
+    Then one `Viz3dWarning` names those values and the built-in tables that name every value
+    present. The values it does not name are called ``label_<N>``. A table somebody chose
+    (``--label-table``, the file's header, a sidecar, ``dataset.json``) keeps its names for the
+    values it does name; the default table, which nobody chose, is then evidently the wrong
+    scheme and gives no names at all (``L5`` on TotalSegmentator's liver would be wrong):
+    every value is ``label_<N>`` with a default colour.
+
+    Parameters
+    ----------
+    table : LabelTable
+        The table in use (:func:`resolve_label_table`).
+    present : iterable of int
+        The values in the label map (0 is ignored), e.g. :func:`values_present`.
+    where : str
+        The label map, as the warning names it.
+
+    Returns
+    -------
+    LabelTable
+        ``table`` itself when it covers the values. Otherwise a copy in which the values it
+        does not name are named ``label_<N>`` explicitly, so that checking it again says
+        nothing more; for the default table, a table naming every value ``label_<N>``, whose
+        source says why.
+    """
+    from .errors import warn
+
+    present = sorted({int(v) for v in present} - {0})
+    missing = [v for v in present if v not in table.names]
+    if not missing:
+        return table
+    fits = [name for name in covering_tables(present) if name != table.name]
+    hint = (f"built-in table(s) naming every value present: {', '.join(fits)} (--label-table {fits[0]})" if fits
+            else "no built-in table names every value present; give a table with --label-table")
+    if table.is_default:
+        warn(f"{where}: no label table was given or found with it, and the default ({_DEFAULT_TABLE}) does not name "
+             f"label value(s) {format_values(missing)}: its names are not used, every structure is named label_<N>; "
+             f"{hint}", stacklevel=3)
+        names = {0: "background", **{v: f"label_{v}" for v in present}}
+        return LabelTable("none", names, {}, f"none (the default table, {_DEFAULT_TABLE}, does not fit this label map)")
+    warn(f"{where}: label table from {table.source or table.name} does not name label value(s) "
+         f"{format_values(missing)}: they are named label_<N>; {hint}", stacklevel=3)
+    return replace(table, names={**table.names, **{v: f"label_{v}" for v in missing}})
+
+
+# --------------------------------------------------------------------------------------
+# Selecting structures by value, range and name
+# --------------------------------------------------------------------------------------
+
+MAX_RANGE_VALUES = 1 << 16
+"""Most values one numeric range of a selection may hold (``1-65536``)."""
+
+
+def parse_label_selection(text: str) -> str:
+    """Check the syntax of a ``--labels`` selection; return it stripped (names are resolved later).
+
+    A selection is comma-separated terms: a value (``7``), a name (``sacrum``, any case) or a
+    range of values or names (``1-5``, ``L1-L5``). Names need the label table, known only
+    once the label map is found, so :func:`select_labels` resolves them.
+
+    Raises
+    ------
+    Viz3dError
+        If the selection is empty, has an empty term, or a value that is 0 or negative.
+
+    Examples
+    --------
+    >>> parse_label_selection(" L1-L5, sacrum ")
+    'L1-L5, sacrum'
+    """
+    text = str(text).strip()
+    terms = [term.strip() for term in text.split(",")]
+    if not text or not all(terms):
+        raise Viz3dError(f"expected comma-separated label values, ranges or names such as 1,3-5,sacrum, got {text!r}")
+    for term in terms:
+        if re.fullmatch(r"[+-]?\d+", term) and int(term) < 1 or term.startswith("-"):
+            raise Viz3dError(f"label values must be positive integers (0 is the background), got {text!r}")
+    return text
+
+
+def select_labels(spec, table: LabelTable) -> list[int] | None:
+    """The label values a selection means in ``table``, increasing; None selects everything.
+
+    Parameters
+    ----------
+    spec : None, str, int or iterable of int and str
+        ``"1,3-5"``, ``"L1-L5,sacrum"``, ``"liver"``, ``[1, 2, 7]`` or ``["L1", 7]``. Names
+        are matched without regard to case. A range of two values holds every value between
+        them; a range of names (or a name and a value) holds the table's values between
+        theirs, inclusive, whichever comes first.
+    table : LabelTable
+        The table in use for the label map.
+
+    Returns
+    -------
+    list of int or None
+
+    Raises
+    ------
+    Viz3dError
+        On a name the table does not hold (the message offers close matches), a value that
+        is 0 or negative, or a range of more than 65536 values.
+
+    Examples
+    --------
+    >>> spine = builtin_table("spinopelvic10")
+    >>> select_labels("L1-L3,sacrum", spine)
+    [1, 2, 3, 7]
+    >>> select_labels("RIGHT_HIP,1-2", spine)
+    [1, 2, 9]
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        terms = [t.strip() for t in parse_label_selection(spec).split(",")]
+        shown = spec.strip()
+    else:
+        items = [spec] if isinstance(spec, int) else list(spec)
+        terms = [str(t).strip() for t in items]
+        shown = ",".join(terms)
+    return label_selection(terms, table, shown)[0]
+
+
+def label_selection(terms, table: LabelTable, shown: str | None = None) -> tuple[list[int], list[int]]:
+    """``(values, singles)`` of selection terms in ``table``: every value selected, and those
+    selected one by one (not by a range), which a caller may warn about when absent.
+
+    ``terms`` is a list of strings as `select_labels` splits them; ``shown`` is the selection
+    as the user wrote it, for messages.
+    """
+    terms = [str(t).strip() for t in terms]
+    shown = ",".join(terms) if shown is None else shown
+    by_name: dict[str, int] = {}
+    for value, name in sorted(table.names.items()):
+        if value != 0:
+            by_name.setdefault(name.strip().casefold(), value)
+    chosen: set[int] = set()
+    singles: set[int] = set()
+    for term in terms:
+        values, is_range = _select_term(term, table, by_name, shown)
+        chosen.update(values)
+        if not is_range:
+            singles.update(values)
+    return sorted(chosen), sorted(singles)
+
+
+def _endpoint(text: str, by_name: dict[str, int]) -> tuple[int, bool] | None:
+    """A range end: ``(value, is_a_name)``, or None when it is neither a value nor a name."""
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text), False
+    value = by_name.get(text.casefold())
+    return None if value is None else (value, True)
+
+
+def _select_term(term: str, table: LabelTable, by_name: dict[str, int], shown: str) -> tuple[list[int], bool]:
+    if re.fullmatch(r"[+-]?\d+", term):
+        value = int(term)
+        if value < 1:
+            raise Viz3dError(f"--labels {shown}: label values must be positive integers (0 is the background), got {term}")
+        return [value], False
+    if term.casefold() in by_name:
+        return [by_name[term.casefold()]], False
+    for cut in (i for i, c in enumerate(term) if c == "-"):
+        left, right = _endpoint(term[:cut], by_name), _endpoint(term[cut + 1:], by_name)
+        if left is None or right is None:
+            continue
+        lo, hi = sorted((left[0], right[0]))
+        if lo < 1:
+            raise Viz3dError(f"--labels {shown}: label values must be positive integers (0 is the background), got {term}")
+        if left[1] or right[1]:  # names: the table's values between them
+            return sorted(v for v in table.names if lo <= v <= hi and v != 0), True
+        if hi - lo >= MAX_RANGE_VALUES:
+            raise Viz3dError(f"--labels {shown}: range {term} holds {hi - lo + 1} values, more than {MAX_RANGE_VALUES}")
+        return list(range(lo, hi + 1)), True
+    unknown, within = term, ""
+    if "-" in term:  # a range: name the end that is not known
+        left, right = (part.strip() for part in term.split("-", 1))
+        unknown, within = (right if _endpoint(left, by_name) else left), f" (in the range {term!r})"
+    raise Viz3dError(f"--labels {shown}: no structure named {unknown!r}{within} in the label table "
+                     f"({table.source or table.name}); {_suggestions(unknown, table, by_name)}")
+
+
+def _suggestions(term: str, table: LabelTable, by_name: dict[str, int]) -> str:
+    """'did you mean a, b?' from difflib and from names holding ``term`` as a word, else some names."""
+    import difflib
+
+    if not by_name:
+        return "it names no structure (give a table with --label-table, or select by value)"
+    folded = term.casefold()
+    close = difflib.get_close_matches(folded, list(by_name), n=5, cutoff=0.6)
+    words = [key for key in by_name if folded in re.split(r"[\s_.]+", key)]
+    picks = list(dict.fromkeys(close + words))[:6]
+    if picks:
+        return "did you mean " + ", ".join(table.names[by_name[key]] for key in picks) + "?"
+    some = [table.names[v] for v in sorted(set(by_name.values()))[:8]]
+    return f"it names {len(set(by_name.values()))} structures, e.g. {', '.join(some)}"
 
 
 # --------------------------------------------------------------------------------------
