@@ -313,3 +313,18 @@ def test_window_refuses_a_bad_center_slash_width(text, capsys):
     status, _, err = run_cli(capsys, "screenshot", "ct.nii.gz", "--out", "x.png", f"--window={text}")
     assert status == 2
     assert len(err.splitlines()) == 1 and "--window" in err and text in err
+
+
+def test_editing_a_sidecar_table_renames_the_meshes_on_the_next_run_not_the_cached_names(plain_label, tmp_path):
+    import viz3d.api
+
+    label = shutil.copy(plain_label, tmp_path / "case9.nii.gz")
+    sidecar = tmp_path / "case9.json"
+    sidecar.write_text(json.dumps({"5": "Leber"}))
+    _, first = viz3d.api.load_and_mesh(None, label, labels="5")
+    assert [m.name for m in first] == ["Leber"]
+    assert viz3d.api.meshes_cached(None, label, labels="5")
+    sidecar.write_text(json.dumps({"5": "liver"}))  # the names are part of the cache key: the file's content
+    assert not viz3d.api.meshes_cached(None, label, labels="5")
+    _, second = viz3d.api.load_and_mesh(None, label, labels="Liver")
+    assert [m.name for m in second] == ["liver"]
