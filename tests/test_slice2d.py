@@ -406,3 +406,12 @@ def test_save_slice_writes_a_png_from_python(tmp_path):
     out = save_slice(tmp_path / "s.png", ct, label, TABLE, plane="coronal", at="alpha")
     assert out == tmp_path / "s.png"
     assert np.asarray(Image.open(out)).shape[2] in (3, 4)
+
+
+def test_without_a_table_the_slice_takes_the_names_the_label_file_carries(sample_dir):
+    # the sample's label map carries TotalSegmentator's names in its header: the legend's swatch
+    # for value 5 is the liver's colour, not the workshop default's L5
+    picture = slice_image(str(sample_dir / "ct.nii.gz"), str(sample_dir / "label.nii.gz"), at="liver")
+    liver = tuple(int(round(255 * c)) for c in load_label_table("totalsegmentator").color_of(5))
+    l5 = tuple(int(round(255 * c)) for c in load_label_table("spinopelvic10").color_of(5))
+    assert has_colour(picture, liver) and not has_colour(picture, l5)

@@ -87,7 +87,8 @@ def slice_image(ct, label=None, table=None, plane="axial", at=None, window="soft
     label : Volume, path-like or None
         The label map, on the CT's grid or any other (sampled through both affines).
     table : LabelTable, str, path-like or None
-        Names and colours (`viz3d.labels.load_label_table`; default ``"spinopelvic10"``).
+        Names and colours: a `LabelTable`, a built-in name or a file; by default the names the
+        label map's file carries or has beside it (`viz3d.api.label_table_for`).
     plane : {"axial", "coronal", "sagittal"}
         The slice's plane; see the module's docstring for the picture's orientation.
     at : float, str or None
@@ -228,8 +229,8 @@ def _volume(value, what: str, loader) -> Volume | None:
 
 
 def _inputs(ct, label, table):
-    from .api import load_ct
-    from .labels import LabelTable, load_label_table
+    from .api import label_table_for, load_ct
+    from .labels import LabelTable
     from .volume import load_label
 
     if ct is None:
@@ -237,7 +238,7 @@ def _inputs(ct, label, table):
     ct = _volume(ct, "ct", load_ct)
     label = _volume(label, "label", load_label)
     if not isinstance(table, LabelTable):
-        table = load_label_table(table)
+        table = label_table_for(label, table)  # the file's own names (header, sidecar) and a check they fit
     return ct, label, table
 
 
