@@ -98,13 +98,13 @@ def test_meshing_works_on_each_labels_box_only(monkeypatch):
     array[10:20, 10:20, 10:20] = 1
     array[90:110, 80:100, 30:50] = 2
     seen = []
-    real = meshing._contour
+    real = meshing.flying_edges
 
     def spy(sub, origin, iso):
         seen.append(sub.shape)
         return real(sub, origin, iso)
 
-    monkeypatch.setattr(meshing, "_contour", spy)
+    monkeypatch.setattr(meshing, "flying_edges", spy)
     meshes = label_meshes(Volume(array, np.eye(4)), builtin_table("spinopelvic10"))
     assert sorted(seen) == [(14, 14, 14), (24, 24, 24)]  # each box + 1 voxel of context + 1 of padding per side
     lo, hi = meshes[1].vertices.min(0), meshes[1].vertices.max(0)  # within half a voxel of the box (corners rounded)

@@ -310,15 +310,15 @@ def slicer_surface(label: Volume, value: int, factor: float = 0.5) -> tuple[np.n
     coordinates, non-manifold smoothing on), then the voxel-to-RAS transform. No volume
     correction. Returns (vertices in RAS mm, faces wound outward).
     """
-    from .meshing import _contour, _smooth, _to_world, smoothing_parameters
+    from .meshing import flying_edges, windowed_sinc, to_world, smoothing_parameters
     from .polydata import polydata_arrays
 
     padded = np.asfortranarray(np.pad(np.asarray(label.array), 1))
-    poly = _contour(padded, np.full(3, -1.0), value, discrete=True)
+    poly = flying_edges(padded, np.full(3, -1.0), value, discrete=True)
     if factor > 0:
-        poly = _smooth(poly, *smoothing_parameters(factor), nonmanifold=True)
+        poly = windowed_sinc(poly, *smoothing_parameters(factor), nonmanifold=True)
     vertices, faces = polydata_arrays(poly)
-    vertices, faces = _to_world(vertices, faces.copy(), label.affine)
+    vertices, faces = to_world(vertices, faces.copy(), label.affine)
     if float(face_volumes_and_areas(vertices, faces)[0].sum()) < 0:  # discrete flying edges' winding
         faces = faces[:, ::-1].copy()
     return vertices, faces

@@ -334,9 +334,9 @@ def _label_surface(label: "Volume", value: int, box, names, factor: float, metho
         poly = _smoothed(raw, factor, label.voxel_sizes)
     if not poly.GetNumberOfPolys():
         return None
-    vertices, faces = _to_world(*polydata_arrays(poly), label.affine)
+    vertices, faces = to_world(*polydata_arrays(poly), label.affine)
     if factor > 0:
-        vertices = _restore_volume(vertices, faces, voxels * label.voxel_volume_mm3, 0.5 * min(label.voxel_sizes))
+        vertices = restore_volume(vertices, faces, voxels * label.voxel_volume_mm3, 0.5 * min(label.voxel_sizes))
     return Mesh(names.name_of(value), "label", value, names.color_of(value), vertices, faces)
 
 
@@ -372,7 +372,7 @@ def _smoothed(poly, factor: float, voxel_sizes=(1.0, 1.0, 1.0)):
     factor *= min(1.0, max(thickness, 0.0) / THIN_VOXELS)
     if factor <= 0:
         return poly
-    smoothed = _smooth(poly, *smoothing_parameters(factor))
+    smoothed = windowed_sinc(poly, *smoothing_parameters(factor))
     moved = vtk_to_numpy(smoothed.GetPoints().GetData())
     collapsed = face_volumes_and_areas(moved, faces)[1] < COLLAPSED_AREA * raw_areas
     if collapsed.any():
@@ -386,10 +386,10 @@ def _contour_mask(mask: np.ndarray, origin: np.ndarray, factors, voxel_sizes):
     """The surface of a 0/1 mask in index coordinates: flying edges at 0.5 or, where some axis
     is upsampled (``factors``), at 0 of the mask's signed distance interpolated along it."""
     if all(k == 1 for k in factors):
-        return _contour(mask, origin, 0.5)
+        return flying_edges(mask, origin, 0.5)
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
-    poly = _contour(_interpolated_depth(mask, factors, voxel_sizes), np.zeros(3), 0.0)
+    poly = flying_edges(_interpolated_depth(mask, factors, voxel_sizes), np.zeros(3), 0.0)
     if poly.GetNumberOfPolys():
         points = vtk_to_numpy(poly.GetPoints().GetData())
         points /= np.asarray(factors, points.dtype)
@@ -485,13 +485,13 @@ def _bone_surface(ct: "Volume", hu: float, min_component_mm3: float, factor: flo
         for side in (0, -1):
             sub[(slice(None),) * axis + (side,)] = floor
     origin = np.array([s.start - 1 for s in box], dtype=float)
-    poly = _drop_small_components(_contour(sub, origin, iso), min_component_mm3 / ct.voxel_volume_mm3)
+    poly = _drop_small_components(flying_edges(sub, origin, iso), min_component_mm3 / ct.voxel_volume_mm3)
     if not poly.GetNumberOfPolys():
         return None
     target = _enclosed_volume(poly) * ct.voxel_volume_mm3
-    vertices, faces = _to_world(*polydata_arrays(_smoothed(poly, factor * BONE_SMOOTHING, ct.voxel_sizes)), ct.affine)
+    vertices, faces = to_world(*polydata_arrays(_smoothed(poly, factor * BONE_SMOOTHING, ct.voxel_sizes)), ct.affine)
     if factor > 0:
-        vertices = _restore_volume(vertices, faces, target, 0.5 * min(ct.voxel_sizes))
+        vertices = restore_volume(vertices, faces, target, 0.5 * min(ct.voxel_sizes))
     return Mesh("bone", "bone", None, BONE_COLOR, vertices, faces)
 
 
@@ -532,7 +532,7 @@ def _image_data(array: np.ndarray, origin: np.ndarray):
     return image
 
 
-def _contour(array: np.ndarray, origin: np.ndarray, iso: float, discrete: bool = False):
+def flying_edges(array: np.ndarray, origin: np.ndarray, iso: float, discrete: bool = False):
     """Flying-edges isosurface of ``array`` at ``iso`` as vtkPolyData in index coordinates
     (``discrete``: VTK's discrete flying edges, the surface of the voxels equal to ``iso``)."""
     from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
@@ -548,7 +548,7 @@ def _contour(array: np.ndarray, origin: np.ndarray, iso: float, discrete: bool =
     return fe.GetOutput()
 
 
-def _smooth(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float = SMOOTHING_PASSBAND,
+def windowed_sinc(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float = SMOOTHING_PASSBAND,
             nonmanifold: bool = False):
     """Windowed-sinc smoothing (a low-pass filter: no Laplacian shrinkage); topology unchanged.
 
@@ -569,7 +569,7 @@ def _smooth(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float = SMOO
     return smoother.GetOutput()
 
 
-def _restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_offset: float | None = None,
+def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_offset: float | None = None,
                     tolerance: float = VOLUME_TOLERANCE) -> np.ndarray:
     """Vertices of a closed surface offset along its vertex normals until it encloses ``target``.
 
@@ -595,13 +595,13 @@ def _restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_
         if abs(offset) < 1e-9:
             break  # at the cap
         if normals is None:
-            normals = vtk_to_numpy(_with_point_normals(to_polydata(vertices, faces)).GetPointData().GetNormals())
+            normals = vtk_to_numpy(point_normals(to_polydata(vertices, faces)).GetPointData().GetNormals())
         vertices += offset * normals
         total += offset
     return vertices
 
 
-def _with_point_normals(poly):
+def point_normals(poly):
     """A copy of ``poly`` with unit point normals that follow its winding (no reorientation, no splitting)."""
     from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
 
@@ -691,7 +691,7 @@ def face_volumes_and_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.
     return signed, np.sqrt(double_area, out=double_area)
 
 
-def _to_world(vertices: np.ndarray, faces: np.ndarray, affine: np.ndarray):
+def to_world(vertices: np.ndarray, faces: np.ndarray, affine: np.ndarray):
     """Map index-space vertices to RAS mm and wind faces so normals point outward.
 
     Flying edges winds its triangles outward (away from values above the iso-value) in index

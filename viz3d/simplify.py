@@ -238,18 +238,18 @@ def clean(vertices: np.ndarray, faces: np.ndarray, tolerance: float | None = Non
 
 def smooth_surface(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """New vertex positions after windowed-sinc smoothing (VTK); topology and faces unchanged."""
-    from .meshing import _smooth
+    from .meshing import windowed_sinc
 
-    return from_polydata(_smooth(to_polydata(vertices, faces), SMOOTHING_ITERATIONS, SMOOTHING_PASSBAND, nonmanifold=True))[0]
+    return from_polydata(windowed_sinc(to_polydata(vertices, faces), SMOOTHING_ITERATIONS, SMOOTHING_PASSBAND, nonmanifold=True))[0]
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Unit vertex normals that follow the faces' winding (VTK; no reorientation, no splitting)."""
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
-    from .meshing import _with_point_normals
+    from .meshing import point_normals
 
-    return vtk_to_numpy(_with_point_normals(to_polydata(vertices, faces)).GetPointData().GetNormals()).astype(np.float64)
+    return vtk_to_numpy(point_normals(to_polydata(vertices, faces)).GetPointData().GetNormals()).astype(np.float64)
 
 
 def restore_volume(vertices: np.ndarray, faces: np.ndarray, target_mm3: float) -> np.ndarray:
@@ -259,7 +259,7 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target_mm3: float) -
     changing the shape; it is capped at half the surface's mean thickness scale (volume/area)
     so a surface is never inflated into something else.
     """
-    from .meshing import _restore_volume
+    from . import meshing
 
-    return _restore_volume(np.array(vertices, np.float64), np.asarray(faces, np.int64), target_mm3, max_offset=None,
+    return meshing.restore_volume(np.array(vertices, np.float64), np.asarray(faces, np.int64), target_mm3, max_offset=None,
                            tolerance=0.0)
