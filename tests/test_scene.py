@@ -28,7 +28,6 @@ from viz3d.meshing import Mesh  # noqa: E402
 from viz3d.scene import (  # noqa: E402
     GROUPS,
     KEYMAP,
-    MAX_LEGEND_ENTRIES,
     ORIENTATION_VIEWPORT,
     SLICE_AXES,
     VIEWS,
@@ -85,9 +84,9 @@ def overlay_box(actor_or_viewport, image):
 def without_overlays(scene, image):
     """The picture with the legend and the orientation marker painted black."""
     image = image.copy()
-    boxes = [overlay_box(ORIENTATION_VIEWPORT, image)]
+    boxes = [overlay_box(scene.orientation_viewport, image)]
     if scene.legend is not None:
-        boxes.append(overlay_box(scene.legend, image))
+        boxes.append(scene.legend_box(image.shape[1::-1]))
     for r0, r1, c0, c1 in boxes:
         image[max(r0, 0):r1, max(c0, 0):c1] = 0
     return image
@@ -173,8 +172,8 @@ def test_screenshot_shows_labels_legend_and_slices(tmp_path, scenes):
 
     # the legend lists the label names (not the bone) and shows each colour swatch and text
     assert scene.legend_labels == ["red organ", "blue organ", "yellow organ"]
-    assert [scene.legend.GetEntryString(i).strip() for i in range(3)] == scene.legend_labels
-    r0, r1, c0, c1 = overlay_box(scene.legend, image)
+    assert [name for name, _ in scene.legend_entries] == scene.legend_labels
+    r0, r1, c0, c1 = scene.legend_box(image.shape[1::-1])
     assert c1 > 0.6 * image.shape[1] and r0 < 0.1 * image.shape[0]  # upper right
     box = image[max(r0, 0):r1, c0:c1]
     for colour in (RED, BLUE, YELLOW):
@@ -185,13 +184,12 @@ def test_screenshot_shows_labels_legend_and_slices(tmp_path, scenes):
 def test_legend_stays_readable_with_many_labels(scenes):
     rng = np.random.default_rng(0)
     meshes = [sphere(f"structure {i}", rng.uniform(-50, 50, 3), 3, tuple(rng.uniform(0.2, 1, 3)), n=4) for i in range(40)]
-    scene = build_scene(meshes, None, off_screen=True, interactive=False, size=SIZE)
+    scene = build_scene(meshes, None, off_screen=True, interactive=False, size=SIZE, colors="distinct")
     scenes.append(scene)
-    assert len(scene.legend_labels) == MAX_LEGEND_ENTRIES
-    assert scene.legend_labels[-1] == f"+{40 - MAX_LEGEND_ENTRIES + 1} more"
+    assert scene.legend_labels == [f"structure {i}" for i in range(40)]  # every one named
     image = render_image(scene, size=SIZE)
-    r0, r1, c0, c1 = overlay_box(scene.legend, image)
-    assert r1 - r0 < 0.8 * image.shape[0] and c1 - c0 < 0.45 * image.shape[1]
+    r0, r1, c0, c1 = scene.legend_box(image.shape[1::-1])
+    assert r0 >= 0 and r1 <= image.shape[0] and c1 - c0 < 0.45 * image.shape[1]
 
 
 # --------------------------------------------------------------------------- orientation

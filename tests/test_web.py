@@ -187,6 +187,26 @@ def test_html_export_opens_offline_with_meshes_slices_and_legend(tmp_path, brows
     assert not fetched, f"the HTML file asked the network for {fetched}"
 
 
+def test_page_titles_name_the_case(tmp_path):
+    """The web view's and the HTML export's title: "viz3d — <case name>" (trame's default was "Trame")."""
+    from viz3d.scene import build_scene, case_name
+    from viz3d.web import page_title, write_html
+
+    assert case_name(Volume(np.zeros((2, 2, 2), np.int16), np.eye(4), source="/data/case_0042/ct.nii.gz")) == "case_0042"
+    assert case_name(Volume(np.zeros((2, 2, 2), np.int16), np.eye(4), source="/data/patient7_abdomen.nii.gz")) == "patient7_abdomen"
+    assert case_name(None) == "scene"
+    import dataclasses
+
+    ct = dataclasses.replace(small_ct(), source="/data/totalseg_example/ct.nii.gz")
+    scene = build_scene([sphere("organ", (0, 0, 0), 10, RED)], ct, off_screen=True, interactive=False, size=(64, 48))
+    try:
+        assert page_title(scene) == "viz3d — totalseg_example"
+    finally:
+        scene.close()
+    out = write_html([sphere("organ", (0, 0, 0), 10, RED)], ct, tmp_path / "scene.html")
+    assert "<title>viz3d — totalseg_example</title>" in out.read_text(encoding="utf-8")
+
+
 def test_html_export_errors(tmp_path):
     from viz3d.web import write_html
 
@@ -299,6 +319,7 @@ def test_web_view_serves_the_scene_and_its_controls_work(browser, served):
         return view if colour_mask(view, liver, cos_min=0.995).sum() > 200 else False
 
     first = wait_for(showing_scene, 45, interval=0.5, message="the served scene in the page")
+    assert browser.title == "viz3d — totalseg_example"  # the case's name, not trame's "Trame"
     keep("web-view", page_image(browser))
     assert len(np.unique(first.reshape(-1, 3), axis=0)) > 500  # many shaded colours: the canvas is not blank
     present = sum(colour_mask(first, table.color_of(v), cos_min=0.995).sum() > 30 for v in (1, 2, 3, 5, 6, 7))

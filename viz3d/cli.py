@@ -150,6 +150,13 @@ def _add_scene_options(parser):
     parser.add_argument("--window", type=_window, default="soft", metavar="PRESET|C,W", help="soft (40,400, default), bone, lung, brain, or CENTER,WIDTH")
     parser.add_argument("--view", choices=VIEWS, default="anterior", help="camera preset (default anterior)")
     parser.add_argument("--no-slices", action="store_true", help="hide the three CT slice planes")
+    parser.add_argument("--slices", default=None, metavar="AXIS=POS,...",
+                        help="where the CT planes go, e.g. axial=120,coronal=off,sagittal=i40: mm (RAS), iN (voxel index), "
+                        "off, auto (default: behind the drawn surfaces as the camera sees them, or edge-on through them) "
+                        "or a drawn structure's name (axial=L3: through its middle)")
+    parser.add_argument("--colors", choices=("table", "distinct"), default="table",
+                        help="table (default: the table's colours; ones too close to tell apart are replaced, with a "
+                        "warning) or distinct (a perceptually distinct palette for every structure)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -395,6 +402,7 @@ def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024
     scene = build_scene(
         meshes, ct, window=window, show_slices=not args.no_slices, show_bone=not getattr(args, "no_bone", False),
         view=args.view, off_screen=off_screen, size=size, interactive=interactive,
+        slices=getattr(args, "slices", None), colors=getattr(args, "colors", "table"),
     )
     if runs_on:
         _collect_garbage_again()

@@ -1034,3 +1034,108 @@ def _parse_slicer_line(line: str, where: str) -> tuple[int, str, RGB]:
     rgb = _parse_rgb255(fields[-4:-1], where)
     _parse_color_component(fields[-1], where, "alpha", 255)
     return value, name, rgb
+
+
+# --------------------------------------------------------------------------- distinct colours
+def distinct_colors(n: int, avoid=()) -> list[RGB]:
+    """``n`` colours (RGB 0..1) that are far apart for the eye: a deterministic palette for any number of classes.
+
+    Farthest-point sampling in CIELAB under the CIEDE2000 colour difference: from a grid of
+    sRGB candidates (bright enough to read on a dark background, not grey, so never mistaken
+    for the CT or the bone), each next colour is the candidate farthest from all chosen ones
+    and from ``avoid`` (RGB colours to stay away from). The first colours are the most
+    distinct; the same ``n`` always gives the same palette.
+
+    >>> palette = distinct_colors(3)
+    >>> len(palette), palette == distinct_colors(3)
+    (3, True)
+    """
+    import numpy as np
+
+    n = int(n)
+    if n <= 0:
+        return []
+    candidates, lab = _palette_candidates()
+    nearest = np.full(len(candidates), np.inf)
+    for rgb in avoid:
+        nearest = np.minimum(nearest, delta_e_ciede2000(lab, srgb_to_lab(rgb)))
+    chosen: list[int] = []
+    pick = int(np.argmin(np.linalg.norm(candidates - (0.90, 0.30, 0.25), axis=1)))  # a warm red to begin
+    for _ in range(n):
+        if chosen:
+            pick = int(np.argmax(nearest))
+        chosen.append(pick)
+        nearest = np.minimum(nearest, delta_e_ciede2000(lab, lab[pick]))
+        nearest[pick] = -1.0  # never picked twice (for n beyond the candidates, repeats are spread out)
+        if len(chosen) % len(candidates) == 0:
+            nearest[:] = np.inf
+    return [tuple(float(c) for c in candidates[i]) for i in chosen]
+
+
+_PALETTE_CANDIDATES = None
+
+
+def _palette_candidates():
+    """sRGB grid (17 levels a channel) without dark or greyish colours, and its CIELAB values."""
+    global _PALETTE_CANDIDATES
+    if _PALETTE_CANDIDATES is None:
+        import numpy as np
+
+        levels = np.linspace(0.0, 1.0, 17)
+        rgb = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+        lab = srgb_to_lab(rgb)
+        chroma = np.hypot(lab[:, 1], lab[:, 2])
+        keep = (lab[:, 0] >= 45) & (lab[:, 0] <= 92) & (chroma >= 25)
+        _PALETTE_CANDIDATES = (rgb[keep], lab[keep])
+    return _PALETTE_CANDIDATES
+
+
+def srgb_to_lab(rgb):
+    """CIELAB (D65) of sRGB colours in 0..1, shape ``(..., 3)`` (as scikit-image's ``rgb2lab``)."""
+    import numpy as np
+
+    rgb = np.asarray(rgb, dtype=float)
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    m = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])
+    xyz = linear @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+    return np.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], -1)
+
+
+def delta_e_ciede2000(lab1, lab2):
+    """CIEDE2000 colour difference of CIELAB colours (broadcast; kL = kC = kH = 1), as scikit-image's.
+
+    About 1 is just noticeable side by side; below about 10 two colours of small, shaded
+    surfaces are hard to tell apart.
+
+    >>> round(float(delta_e_ciede2000([50.0, 2.6772, -79.7751], [50.0, 0.0, -82.7485])), 4)
+    2.0425
+    """
+    import numpy as np
+
+    lab1, lab2 = np.asarray(lab1, dtype=float), np.asarray(lab2, dtype=float)
+    l1, a1, b1 = lab1[..., 0], lab1[..., 1], lab1[..., 2]
+    l2, a2, b2 = lab2[..., 0], lab2[..., 1], lab2[..., 2]
+    c_bar = (np.hypot(a1, b1) + np.hypot(a2, b2)) / 2.0
+    g = 0.5 * (1.0 - np.sqrt(c_bar**7 / (c_bar**7 + 25.0**7)))
+    a1p, a2p = a1 * (1.0 + g), a2 * (1.0 + g)
+    c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    h1p = np.degrees(np.arctan2(b1, a1p)) % 360.0
+    h2p = np.degrees(np.arctan2(b2, a2p)) % 360.0
+    dl, dc = l2 - l1, c2p - c1p
+    dh = h2p - h1p
+    dh = np.where(dh > 180.0, dh - 360.0, np.where(dh < -180.0, dh + 360.0, dh))
+    dh = np.where(c1p * c2p == 0, 0.0, dh)
+    dH = 2.0 * np.sqrt(c1p * c2p) * np.sin(np.radians(dh) / 2.0)
+    l_bar, c_barp = (l1 + l2) / 2.0, (c1p + c2p) / 2.0
+    h_sum = h1p + h2p
+    h_bar = np.where(np.abs(h1p - h2p) > 180.0, np.where(h_sum < 360.0, h_sum + 360.0, h_sum - 360.0), h_sum) / 2.0
+    h_bar = np.where(c1p * c2p == 0, h_sum, h_bar)
+    t = (1.0 - 0.17 * np.cos(np.radians(h_bar - 30.0)) + 0.24 * np.cos(np.radians(2.0 * h_bar))
+         + 0.32 * np.cos(np.radians(3.0 * h_bar + 6.0)) - 0.20 * np.cos(np.radians(4.0 * h_bar - 63.0)))
+    s_l = 1.0 + 0.015 * (l_bar - 50.0) ** 2 / np.sqrt(20.0 + (l_bar - 50.0) ** 2)
+    s_c = 1.0 + 0.045 * c_barp
+    s_h = 1.0 + 0.015 * c_barp * t
+    r_t = (-2.0 * np.sqrt(c_barp**7 / (c_barp**7 + 25.0**7))
+           * np.sin(np.radians(60.0 * np.exp(-(((h_bar - 275.0) / 25.0) ** 2)))))
+    return np.sqrt((dl / s_l) ** 2 + (dc / s_c) ** 2 + (dH / s_h) ** 2 + r_t * (dc / s_c) * (dH / s_h))

@@ -10,7 +10,10 @@ atomically (a hidden temporary file in the same folder, renamed when complete).
   angle. Written as GIF (Pillow, loops forever) or MP4 (H.264 ``libx264``, ``yuv420p``, through
   imageio's ffmpeg plugin ``imageio-ffmpeg``; MP4 needs an even width and height).
 - `view_sheet`: one panel per camera preset, each with its name above it, composed with Pillow
-  into one PNG.
+  into one PNG, with the legend in a column of its own at the right (no panel gives it room).
+
+In both, the camera frames the drawn surfaces (not the CT box) and the CT planes placed ``auto``
+move for each camera so that they never hide the surfaces (`Scene.place_auto_slices`).
 
 Importing this module is cheap: PyVista, VTK and imageio are imported where they are used.
 """
@@ -37,6 +40,7 @@ SHEET_VIEWS = ("anterior", "left", "posterior", "right")
 SHEET_CAPTION_HEIGHT = 30
 SHEET_BACKGROUND = (26, 28, 36)
 SHEET_TEXT = (235, 235, 235)
+SHEET_LEGEND_PAD = 8
 
 
 # --------------------------------------------------------------------------- turntable
@@ -89,6 +93,7 @@ def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480),
                     camera = scene.plotter.renderer.GetActiveCamera()
                     camera.SetPosition(*position)
                     camera.SetViewUp(*up)
+                    scene.place_auto_slices()  # a plane re-sampled only when the turn takes it to the other side
                     scene.plotter.renderer.ResetCameraClippingRange(*scene.bounds)
                     image = render_image(scene, size=(width, height))
                     if writer is not None:
@@ -111,15 +116,16 @@ def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480),
 
 
 def turntable_cameras(scene, frames: int, axis: str = "si") -> list[tuple[np.ndarray, np.ndarray]]:
-    """Camera (position, view-up) for each frame of one turn about ``axis`` through the scene centre.
+    """Camera (position, view-up) for each frame of one turn about ``axis`` through the centre of
+    the drawn surfaces (`Scene.focus_bounds`).
 
     The first frame looks from the scene's current camera direction; the distance is the
-    largest of the per-frame fits (`Scene._fit_camera`), so the scene never leaves the picture
-    and does not change size while it turns.
+    largest of the per-frame fits (`Scene._fit_camera`), so the surfaces never leave the picture
+    and do not change size while they turn.
     """
     if axis not in TURNTABLE_AXES:
         raise Viz3dError(f"unknown turntable axis {axis!r}; choose one of {', '.join(TURNTABLE_AXES)}")
-    b = np.asarray(scene.bounds, float)
+    b = np.asarray(scene.focus_bounds, float)
     center = np.array([(b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2])
     camera = scene.plotter.renderer.GetActiveCamera()
     direction = np.array(camera.GetPosition()) - np.array(camera.GetFocalPoint())
@@ -139,7 +145,7 @@ def turntable_cameras(scene, frames: int, axis: str = "si") -> list[tuple[np.nda
         camera.SetPosition(*(center + d))
         camera.SetViewUp(*u)
         camera.OrthogonalizeViewUp()
-        scene._fit_camera(camera, center)
+        scene._fit_camera(camera, center, shift=False)
         distance = max(distance, float(np.linalg.norm(np.array(camera.GetPosition()) - center)))
     focal = np.array(camera.GetFocalPoint())  # the fit may keep the window centre shifted; focal stays
     return [(focal + d * distance, u) for d, u in rotated]
@@ -191,14 +197,17 @@ def _close_quietly(writer) -> None:
 
 # --------------------------------------------------------------------------- multi-view sheet
 def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: int | None = None,
-               legend: str = "first") -> Path:
+               legend: str = "side") -> Path:
     """Render ``scene`` from each camera preset in ``views`` and write one labelled PNG sheet.
 
     Each panel is ``size`` (width, height) pixels with the view's name in a caption bar above
     it; panels go left to right, ``columns`` per row (default: all in one row up to 4, else
-    the smallest square-ish grid). ``legend``: ``"first"`` (the label legend only in the first
-    panel, the others use the whole panel for the scene), ``"all"`` or ``"none"``. The scene's
-    camera and legend are restored afterwards. Returns the path.
+    the smallest square-ish grid). ``legend``: ``"side"`` (default: every structure named in a
+    column of its own at the right of the sheet, or in a band under the panels when the sheet is
+    too low for the names; every panel left whole to its view),
+    ``"first"`` (the label legend only in the first panel), ``"all"`` or ``"none"``. Each panel
+    frames the drawn surfaces and places the ``auto`` planes for its view. The scene's camera,
+    planes and legend are restored afterwards. Returns the path.
     """
     from .scene import VIEW_DIRECTIONS, VIEWS
 
@@ -212,8 +221,8 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
     unknown = [v for v in views if v not in VIEW_DIRECTIONS]
     if unknown:
         raise Viz3dError(f"unknown view {unknown[0]!r}; choose from {', '.join(VIEWS)}")
-    if legend not in ("first", "all", "none"):
-        raise Viz3dError(f"legend must be 'first', 'all' or 'none', got {legend!r}")
+    if legend not in ("side", "first", "all", "none"):
+        raise Viz3dError(f"legend must be 'side', 'first', 'all' or 'none', got {legend!r}")
     width, height = _check_size(size)
     n = len(views)
     if columns is None:
@@ -224,12 +233,31 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
 
     from PIL import Image, ImageDraw
 
-    sheet = Image.new("RGB", (columns * width, rows * (height + SHEET_CAPTION_HEIGHT)), SHEET_BACKGROUND)
+    from .scene import legend_picture
+
+    box = scene.legend
+    legend_shown = bool(box is not None and box.GetVisibility())
+    side, below = None, None
+    panels_width, panels_height = columns * width, rows * (height + SHEET_CAPTION_HEIGHT)
+    if legend == "side" and legend_shown and scene.legend_entries:
+        max_width = max(panels_width * 0.45, 160)
+        side = legend_picture(scene.legend_entries, max_width, panels_height - SHEET_CAPTION_HEIGHT - SHEET_LEGEND_PAD)
+        if side.width > max_width:  # too many names for the sheet's height: a band under the panels
+            side = None
+            for band in range(60, 4000, 20):
+                below = legend_picture(scene.legend_entries, panels_width - 2 * SHEET_LEGEND_PAD, band)
+                if below.width <= panels_width - 2 * SHEET_LEGEND_PAD:
+                    break
+    side_width = side.width + 2 * SHEET_LEGEND_PAD if side is not None else 0
+    below_height = below.height + 2 * SHEET_LEGEND_PAD if below is not None else 0
+    sheet = Image.new("RGB", (panels_width + side_width, panels_height + below_height), SHEET_BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = _font(int(SHEET_CAPTION_HEIGHT * 0.6))
     saved = _save_camera(scene)
-    box = scene.legend
-    legend_shown = bool(box is not None and box.GetVisibility())
+    if side is not None:
+        sheet.paste(side, (panels_width + SHEET_LEGEND_PAD, SHEET_CAPTION_HEIGHT))
+    if below is not None:
+        sheet.paste(below, (SHEET_LEGEND_PAD, panels_height + SHEET_LEGEND_PAD))
     try:
         _resize(scene, width, height)
         for index, name in enumerate(views):
@@ -287,11 +315,12 @@ def _save_camera(scene):
     window = scene.plotter.render_window
     camera = scene.plotter.renderer.GetActiveCamera()
     return (tuple(window.GetSize()) if window is not None else None, scene.view,
-            camera.GetPosition(), camera.GetFocalPoint(), camera.GetViewUp(), camera.GetWindowCenter())
+            camera.GetPosition(), camera.GetFocalPoint(), camera.GetViewUp(), camera.GetWindowCenter(),
+            scene.slice_positions)
 
 
 def _restore_camera(scene, saved) -> None:
-    size, view, position, focal, up, window_center = saved
+    size, view, position, focal, up, window_center, slices = saved
     window = scene.plotter.render_window
     if window is None:
         return
@@ -303,4 +332,7 @@ def _restore_camera(scene, saved) -> None:
     camera.SetViewUp(*up)
     camera.SetWindowCenter(*window_center)
     scene.view = view
+    for axis, where in slices.items():
+        scene._move_slice(axis, where, render=False)
+    scene._layout_legend()
     scene.plotter.renderer.ResetCameraClippingRange(*scene.bounds)

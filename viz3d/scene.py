@@ -13,7 +13,20 @@ window/level change sets two numbers of that shader: no texture is re-coloured o
 (VTK's image slice mappers re-colour their textures on the CPU). Moving a plane re-samples only
 that plane. The CT array is never copied or modified.
 
-Camera presets (radiological convention; each one refits the camera to the whole scene):
+Composition. The camera frames what is drawn: the label surfaces (else the bone, else the CT box),
+not the CT's box; each preset fits their projected outline into the part of the picture that the
+legend and the orientation marker leave free (`Scene._fit_camera`). The legend is a picture of
+its own at the upper right (every structure named, in columns and smaller type for large sets),
+never over the surfaces. A CT plane never hides the surfaces: by default (``auto``) each plane
+seen at an angle lies just behind the drawn surfaces as the camera sees them (the coronal plane at
+their posterior edge for an anterior view), and a plane seen edge-on passes through the camera's
+eye, so it shows as a line; `build_scene`'s ``slices`` sets positions (`parse_slices`).
+
+Colours. Table colours closer than `MIN_COLOR_DIFFERENCE` (CIEDE2000) to another drawn structure's
+are replaced by distinct ones with one warning; ``colors="distinct"`` gives every structure a colour
+of a perceptually distinct palette (`viz3d.labels.distinct_colors`).
+
+Camera presets (radiological convention; each one refits the camera to the drawn surfaces):
 
 - ``anterior``: camera on the patient's anterior side (+y) looking towards -y, superior up:
   the patient's left is on the viewer's right.
@@ -77,6 +90,9 @@ VIEW_DIRECTIONS = {
     "iso": (_ISO, (0.0, 0.0, 1.0)),
 }
 
+# the presets' field of view (degrees): narrower than VTK's 30, so the camera stands farther back
+# and a framed structure is not distorted (near parts swollen over far ones)
+VIEW_ANGLE = 20.0
 WINDOW_CENTER_RANGE = (-1000.0, 3000.0)
 WINDOW_WIDTH_RANGE = (1.0, 4000.0)
 
@@ -117,8 +133,20 @@ HELP_TEXT = (
 BACKGROUND = (0.10, 0.11, 0.14)
 TEXT_COLOR = (0.92, 0.92, 0.92)
 BONE_OPACITY = 0.35
-MAX_LEGEND_ENTRIES = 25
 ORIENTATION_VIEWPORT = (0.8, 0.0, 1.0, 0.27)
+# the legend: at most this share of the picture's width, above the orientation marker, and type
+# from LEGEND_FONT_PX[0] down to [1] pixels (more columns before smaller type)
+LEGEND_MAX_WIDTH = 0.34
+LEGEND_MAX_HEIGHT = 0.70
+LEGEND_FONT_PX = (15, 8)
+LEGEND_READABLE_PX = 9
+LEGEND_MARGIN_PX = 6
+LEGEND_BACKGROUND = (12, 12, 17)
+LEGEND_BORDER = (89, 89, 102)
+# two drawn structures whose colours differ by less than this (CIEDE2000) get distinct colours
+MIN_COLOR_DIFFERENCE = 10.0
+COLOR_MODES = ("table", "distinct")
+SLICE_MODES = ("auto", "off")
 # Mesa llvmpipe on two cores draws 1.5-3 M triangles/s; with the slices and the orientation
 # marker this budget keeps a drag at >= 15 frames/s (scripts/bench.py, zoom 6).
 LOD_TRIANGLES = 80_000
@@ -152,9 +180,13 @@ class Scene:
     Made by `build_scene`. Attributes: ``plotter``; ``ct`` (the `Volume` or None);
     ``label_actors`` / ``bone_actors`` (name -> actor); ``slice_actors`` / ``slice_planes``
     (axis -> textured quad actor / world `vtkPlane`); ``slice_images`` (axis -> the
-    `vtkImageData` of codes the quad's texture shows); ``legend`` (the `vtkLegendBoxActor` or None)
-    and ``legend_labels`` (the names it lists); ``sliders`` (name -> `vtkSliderWidget`, only
-    when interactive); ``slice_ranges`` (axis -> (lo, hi) mm); ``view`` (last camera preset).
+    `vtkImageData` of codes the quad's texture shows); ``legend`` (the legend's `vtkActor2D`, a
+    picture drawn by `legend_picture`, or None), ``legend_labels`` (the names it lists: every label
+    drawn) and ``legend_entries`` ((name, colour) pairs); ``sliders`` (name -> `vtkSliderWidget`,
+    only when interactive); ``slice_ranges`` (axis -> (lo, hi) mm); ``view`` (last camera preset);
+    ``bounds`` (everything drawn, CT box included) and ``focus_bounds`` (what the camera frames:
+    the label surfaces, else the bone, else the CT box); ``auto_slices`` (the planes placed by
+    the camera, see `place_auto_slices`); ``color_changes`` (name -> (table colour, drawn colour)).
     """
 
     def __init__(self, plotter, ct):
@@ -169,10 +201,19 @@ class Scene:
         self.sliders: dict = {}
         self.legend = None
         self.legend_labels: list[str] = []
+        self.legend_entries: list = []
+        self._legend_layout_size = None  # the window size the legend picture was drawn for
+        self._legend_px = (0, 0)
+        self._marker_viewport = ORIENTATION_VIEWPORT
         self.help_actor = None
         self.orientation_widget = None
         self.view = "anterior"
         self.bounds = np.array([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0])
+        self.focus_bounds = self.bounds.copy()
+        self._focus_points = _box_corners(self.bounds)
+        self.auto_slices: set = set()
+        self.color_changes: dict = {}
+        self.case_name = "scene"
         self._window = (40.0, 400.0)
         self._positions: dict = {}
         self._visible = {group: True for group in GROUPS}
@@ -231,6 +272,12 @@ class Scene:
             raise Viz3dError(f"unknown slice axis {axis!r}; choose one of {', '.join(SLICE_AXES)}")
         if not self.slice_planes:
             raise Viz3dError("this scene has no CT, so it has no slices to move")
+        if axis not in self.slice_planes:
+            raise Viz3dError(f"the {axis} plane is off in this scene")
+        self.auto_slices.discard(axis)  # placed by hand from now on
+        return self._move_slice(axis, position_mm)
+
+    def _move_slice(self, axis: str, position_mm, render: bool = True) -> float:
         try:
             position = float(position_mm)
         except (TypeError, ValueError):
@@ -239,6 +286,8 @@ class Scene:
             raise Viz3dError(f"slice position must be finite, got {position}")
         lo, hi = self.slice_ranges[axis]
         position = min(max(position, lo), hi)
+        if position == self._positions.get(axis):
+            return position
         plane = self.slice_planes[axis]
         origin = list(plane.GetOrigin())
         origin[_AXIS_INDEX[axis]] = position
@@ -246,8 +295,39 @@ class Scene:
         _show_plane(self, axis, position)
         self._positions[axis] = position
         self._sync_slider(axis, position)
-        self._render()
+        if render:
+            self._render()
         return position
+
+    def place_auto_slices(self) -> dict[str, float]:
+        """Put each ``auto`` plane where it hides none of the drawn surfaces from the camera.
+
+        A plane the camera sees at an angle goes just beyond the far side of `focus_bounds` (for
+        an anterior view the coronal plane at the surfaces' posterior edge); one seen edge-on goes
+        through the camera's eye, inside the surfaces' extent, so it shows as a line. Without
+        surfaces the planes stay through the CT's centre. Called by `set_view` and after each
+        camera drag; a plane is re-sampled only when it moves. Returns the new positions.
+        """
+        if not self.auto_slices or not self._has_focus:
+            return {}
+        camera = self.plotter.renderer.GetActiveCamera()
+        eye = np.array(camera.GetPosition())
+        focal = np.array(camera.GetFocalPoint())
+        direction = eye - focal
+        direction /= max(float(np.linalg.norm(direction)), 1e-12)
+        placed = {}
+        for axis in sorted(self.auto_slices):
+            k = _AXIS_INDEX[axis]
+            lo, hi = self.focus_bounds[2 * k], self.focus_bounds[2 * k + 1]
+            gap = max(self._slice_step, 1.0)
+            if abs(direction[k]) < 0.02:  # edge-on: through the eye, so it covers nothing
+                position = min(max(float(eye[k]), lo), hi)
+            elif direction[k] > 0:  # the camera on the + side: the plane beyond the - side
+                position = lo - gap
+            else:
+                position = hi + gap
+            placed[axis] = self._move_slice(axis, position, render=False)
+        return placed
 
     def step_slice(self, axis: str, steps: int = 1) -> float:
         """Move a plane by ``steps`` times the CT's smallest voxel size (negative: backwards)."""
@@ -293,34 +373,45 @@ class Scene:
         if name not in VIEW_DIRECTIONS:
             raise Viz3dError(f"unknown view {name!r}; choose one of {', '.join(VIEWS)}")
         direction, up = (np.asarray(v, dtype=float) for v in VIEW_DIRECTIONS[name])
-        b = self.bounds
+        b = self.focus_bounds
         center = np.array([(b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2])
         distance = max(float(np.linalg.norm(b[1::2] - b[0::2])), 1.0)
         renderer = self.plotter.renderer
         camera = renderer.GetActiveCamera()
         self.plotter.renderer.camera.is_set = True  # keep PyVista from replacing it at the first render
+        camera.SetViewAngle(VIEW_ANGLE)
         camera.SetFocalPoint(*center)
         camera.SetPosition(*(center + direction / np.linalg.norm(direction) * distance))
         camera.SetViewUp(*up)
         camera.OrthogonalizeViewUp()
         self._fit_camera(camera, center)
-        renderer.ResetCameraClippingRange(*b)
         self.view = name
+        self.place_auto_slices()
+        renderer.ResetCameraClippingRange(*self.bounds)
         self._render()
 
-    def _fit_camera(self, camera, center, margin=0.92) -> None:
-        """Place the camera so the scene box fills the part of the window that overlays leave free.
+    def _fit_camera(self, camera, center, margin=0.92, shift: bool = True) -> None:
+        """Place the camera so the drawn surfaces fill the part of the window that overlays leave free.
 
-        The free area is left of the legend and, with the interactive controls, between the slider
-        rows; the camera's window centre moves the focal point to the middle of that area.
+        The free area is left of the legend and the orientation marker and, with the interactive
+        controls, between the slider rows; the camera's window centre moves the focal point to the
+        middle of that area. The fit uses the surfaces' points (`focus_bounds`), not the CT box;
+        with ``shift`` the focal point moves to the middle of their projected outline, so they
+        fill the area whatever their shape (a turntable keeps its axis: ``shift=False``).
         """
+        self._layout_legend()
         x0, x1, y0, y1 = self._free_area()
         camera.SetWindowCenter(-(x0 + x1 - 1.0), -(y0 + y1 - 1.0))
-        b = self.bounds
-        corners = np.array(np.meshgrid(b[0:2], b[2:4], b[4:6], indexing="ij")).reshape(3, -1).T - center
         forward = np.array(camera.GetDirectionOfProjection())  # from camera to focal point
         up = np.array(camera.GetViewUp())
         right = np.cross(forward, up)
+        corners = self._focus_points - center
+        if shift:
+            x, y = corners @ right, corners @ up
+            offset = right * (x.min() + x.max()) / 2 + up * (y.min() + y.max()) / 2
+            center = center + offset
+            corners = corners - offset
+            camera.SetFocalPoint(*center)
         x, y, toward = corners @ right, corners @ up, -(corners @ forward)
         width, height = self.plotter.window_size
         tan_half = math.tan(math.radians(camera.GetViewAngle()) / 2)
@@ -330,10 +421,19 @@ class Scene:
         camera.SetPosition(*(center - forward * max(distance, 1e-3)))
 
     def _free_area(self) -> tuple[float, float, float, float]:
-        """(x0, x1, y0, y1) of the window, normalised, not covered by the legend or sliders."""
+        """(x0, x1, y0, y1) of the window, normalised, not covered by the legend or sliders.
+
+        With a legend, the right-hand column holding it and the orientation marker below it is
+        left free.
+        """
         x1 = 1.0
         if self.legend is not None and self.legend.GetVisibility():
-            x1 = max(1.0 - self.legend.GetPosition2Coordinate().GetValue()[0] - 0.01, 0.55)
+            width = max(self.plotter.window_size[0], 1)
+            legend = (self._legend_px[0] + 2 * LEGEND_MARGIN_PX) / width
+            x1 = 1.0 - legend - 0.01
+            if self._marker_viewport == ORIENTATION_VIEWPORT:  # the marker below the legend
+                x1 = min(x1, ORIENTATION_VIEWPORT[0] - 0.01)
+            x1 = max(x1, 0.5)
         y0, y1 = (0.17, 0.86) if self.sliders else (0.0, 1.0)
         return 0.0, x1, y0, y1
 
@@ -403,7 +503,8 @@ class Scene:
         self.plotter.renderer.SetUseOIT(False)
 
     def end_interaction(self) -> None:
-        """Back to the full meshes and full-quality planes, and draw the still frame."""
+        """Back to the full meshes and full-quality planes, the ``auto`` planes placed for the
+        new camera (`place_auto_slices`), and draw the still frame."""
         if not self.interacting:
             return
         self.interacting = False
@@ -411,7 +512,51 @@ class Scene:
             actor.SetMapper(full)
             actor.prop.culling = culling
         self.plotter.renderer.SetUseOIT(self._oit)
+        self.place_auto_slices()
         self._render()
+
+    def legend_box(self, size=None) -> tuple[int, int, int, int] | None:
+        """The legend's pixel box, (row0, row1, col0, col1) from the top left, in the window or in a
+        picture of ``size`` (width, height) rendered from it; None without a legend."""
+        if self.legend is None:
+            return None
+        width, height = self.plotter.window_size if size is None else size
+        w, h = self._legend_px
+        col1, row0 = width - LEGEND_MARGIN_PX, LEGEND_MARGIN_PX
+        return row0, row0 + h, col1 - w, col1
+
+    def _layout_legend(self) -> None:
+        """Draw the legend picture again for the window's size when that has changed."""
+        if self.legend is None:
+            return
+        size = tuple(self.plotter.window_size)
+        if size == self._legend_layout_size:
+            return
+        self._legend_layout_size = size
+        max_width = LEGEND_MAX_WIDTH * size[0] - 2 * LEGEND_MARGIN_PX
+        image = legend_picture(self.legend_entries, max_width, LEGEND_MAX_HEIGHT * size[1] - LEGEND_MARGIN_PX)
+        marker = ORIENTATION_VIEWPORT
+        if image.width > max_width / 2:  # in columns: the whole height in one column is narrower
+            tall = legend_picture(self.legend_entries, max_width, size[1] - 2 * LEGEND_MARGIN_PX)
+            if tall.width < image.width:
+                image = tall  # and the orientation marker goes to the lower left
+                marker = (0.0, ORIENTATION_VIEWPORT[1], ORIENTATION_VIEWPORT[2] - ORIENTATION_VIEWPORT[0],
+                          ORIENTATION_VIEWPORT[3])
+        _set_legend_image(self.legend, image)
+        self._legend_px = image.size
+        if self.orientation_widget is not None:
+            self.orientation_widget.SetViewport(*marker)
+        self._marker_viewport = marker
+
+    @property
+    def orientation_viewport(self) -> tuple[float, float, float, float]:
+        """Where the orientation marker is, (x0, y0, x1, y1) normalised: `ORIENTATION_VIEWPORT`, or
+        the lower left corner when a tall legend takes the right-hand column."""
+        return self._marker_viewport
+
+    @property
+    def _has_focus(self) -> bool:
+        return bool(self.label_actors or self.bone_actors)
 
     def state(self) -> dict:
         """The control state as plain data: window, slice positions, visibility, view."""
@@ -471,6 +616,9 @@ def build_scene(
     size=DEFAULT_SIZE,
     interactive: bool = True,
     cull_back_faces: bool = True,
+    slices=None,
+    colors: str = "table",
+    name: str | None = None,
 ) -> Scene:
     """Build the scene for a list of `Mesh` and an optional CT `Volume`.
 
@@ -481,7 +629,17 @@ def build_scene(
     ``cull_back_faces=False`` draws both sides, for open or inward-facing surfaces from
     elsewhere. With a CT, three orthogonal planes through its centre show it in greyscale with
     ``window`` ``(center, width)`` in HU. ``show_slices`` / ``show_bone`` set the initial visibility
-    (hidden groups are still built, so they can be toggled on). ``view`` is one of `VIEWS`.
+    (hidden groups are still built, so they can be toggled on). ``view`` is one of `VIEWS`; the
+    camera frames the label surfaces (else the bone, else the CT).
+
+    ``slices``: where the CT planes go, as `parse_slices` reads it (``"axial=120,coronal=off,
+    sagittal=i40"`` or a dict); each plane not named is ``auto``: placed for each view so it hides
+    none of the surfaces (see `Scene.place_auto_slices`). ``colors``: ``"table"`` (the meshes'
+    own colours; a structure whose colour is within `MIN_COLOR_DIFFERENCE` CIEDE2000 of an
+    earlier one's is given a distinct colour, with one `Viz3dWarning` naming them) or
+    ``"distinct"`` (every label surface coloured from `viz3d.labels.distinct_colors`). The
+    legend names every label surface drawn. ``name``: the case's name (web page titles);
+    default: from the CT's file name.
 
     ``off_screen`` renders without a window (forced when there is no display). With
     ``interactive`` the window gets sliders, the `KEYMAP` keys and a help line; an orientation
@@ -500,6 +658,14 @@ def build_scene(
         _check_mesh(mesh)
     if ct is not None and (getattr(ct, "array", None) is None or getattr(ct, "affine", None) is None):
         raise Viz3dError("ct must be a viz3d Volume (array + affine) or None")
+    slice_specs = parse_slices(slices)
+    meshes, changes, message = assign_colors(meshes, colors)
+    if message:
+        import warnings
+
+        from .errors import Viz3dWarning
+
+        warnings.warn(message, Viz3dWarning, stacklevel=2)
 
     pv = import_pyvista()
     if not has_display():
@@ -508,18 +674,26 @@ def build_scene(
     plotter.disable_anti_aliasing()
     plotter.set_background(BACKGROUND)
     scene = Scene(plotter, ct)
+    scene.color_changes = changes
+    scene.case_name = name or case_name(ct)
     try:
         scene._syncing = True  # no slider callbacks while building
         bounds = []
         _add_meshes(pv, scene, meshes, bounds, cull_back_faces)
+        _set_focus(scene, meshes)
         if ct is not None:
-            _add_slices(pv, scene, ct, bounds)
+            _add_slices(pv, scene, ct, bounds, slice_specs, meshes)
+        elif any(spec not in ("auto", "off") for spec in slice_specs.values()):
+            raise Viz3dError("slice positions were given but there is no CT to slice")
         if bounds:
             b = np.array(bounds)
             scene.bounds = np.array([b[:, 0].min(), b[:, 1].max(), b[:, 2].min(),
                                      b[:, 3].max(), b[:, 4].min(), b[:, 5].max()])
-        _add_legend(pv, scene, [m for m in meshes if m.kind != "bone" and len(m.faces)], (width_px, height_px))
+        if not scene._has_focus:
+            scene.focus_bounds = scene.bounds.copy()
+            scene._focus_points = _box_corners(scene.bounds)
         _add_orientation_cube(plotter, scene)
+        _add_legend(pv, scene, [m for m in meshes if m.kind != "bone" and len(m.faces)])
         if interactive:
             _add_controls(scene)
             scene.build_lod()
@@ -544,6 +718,194 @@ def _check_window(center, width) -> tuple[float, float]:
     if not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
         raise Viz3dError(f"window width must be a positive number of HU and centre finite, got ({center}, {width})")
     return center, width
+
+
+def _box_corners(b) -> np.ndarray:
+    """The 8 corners of an (x0, x1, y0, y1, z0, z1) box, (8, 3)."""
+    b = np.asarray(b, float)
+    return np.array(np.meshgrid(b[0:2], b[2:4], b[4:6], indexing="ij")).reshape(3, -1).T
+
+
+FOCUS_POINTS = 30_000  # at most this many surface points for the camera's fit
+
+
+def _set_focus(scene, meshes) -> None:
+    """What the camera frames: the label surfaces, else the bone (a sample of their points)."""
+    drawn = [m for m in meshes if len(m.faces)]
+    focus = [m for m in drawn if m.kind == "label"] or [m for m in drawn if m.kind == "bone"]
+    if not focus:
+        return
+    total = sum(len(m.vertices) for m in focus)
+    step = max(1, total // FOCUS_POINTS)
+    points = [np.asarray(m.vertices, float)[::step] for m in focus]
+    lo = np.min([np.asarray(m.vertices).min(axis=0) for m in focus], axis=0)
+    hi = np.max([np.asarray(m.vertices).max(axis=0) for m in focus], axis=0)
+    scene.focus_bounds = np.array([lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]], float)
+    scene._focus_points = np.concatenate(points)
+
+
+def parse_slices(spec) -> dict:
+    """Read where the CT planes go: ``"axial=120,coronal=off,sagittal=i40"`` or a dict.
+
+    Per axis (``axial``, ``coronal``, ``sagittal``): a world position in mm (RAS; axial along
+    z, coronal along y, sagittal along x), ``iN`` (the plane through voxel index N along the
+    CT's voxel axis nearest that world axis), ``off`` (no plane), ``auto`` (placed for each view
+    so it hides none of the surfaces: the default), or the name of a drawn structure (the plane
+    through its middle; ``L3`` finds ``vertebrae_L3``). Returns ``{axis: float | ("index", N) |
+    "off" | "auto" | name}``; axes not named are left out (``auto``).
+
+    >>> parse_slices("axial=120, coronal=off,sagittal=i40")
+    {'axial': 120.0, 'coronal': 'off', 'sagittal': ('index', 40)}
+    """
+    if spec is None or spec == "":
+        return {}
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in str(spec).split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise Viz3dError(f"slices: expected AXIS=POSITION such as axial=120, coronal=off, sagittal=i40 or auto, got {part.strip()!r}")
+            axis, value = part.split("=", 1)
+            items.append((axis, value))
+    out = {}
+    for axis, value in items:
+        axis = str(axis).strip().lower()
+        if axis not in _AXIS_INDEX:
+            raise Viz3dError(f"slices: unknown plane {axis!r}; choose from {', '.join(SLICE_AXES)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            text = str(value).strip()
+            if text.lower() in SLICE_MODES:
+                out[axis] = text.lower()
+                continue
+            if len(text) > 1 and text[0] in "iI" and text[1:].lstrip("-").isdigit():
+                out[axis] = ("index", int(text[1:]))
+                continue
+            try:
+                number = float(text)
+            except ValueError:
+                if not text:
+                    raise Viz3dError(f"slices: no position given for {axis}") from None
+                out[axis] = text  # a structure's name, resolved against the drawn surfaces
+                continue
+        if not math.isfinite(number):
+            raise Viz3dError(f"slices: {axis} position must be finite, got {value!r}")
+        out[axis] = number
+    return out
+
+
+def _slice_position(axis, spec, ct, meshes, default) -> float:
+    """The world position (mm) of a plane for a `parse_slices` value (``auto``: ``default``)."""
+    k = _AXIS_INDEX[axis]
+    if spec == "auto":
+        return default
+    if isinstance(spec, float):
+        return spec
+    if isinstance(spec, tuple):
+        index = spec[1]
+        shape = np.array(ct.array.shape)
+        voxel_axis = int(np.argmax(np.abs(ct.affine[k, :3])))
+        if not 0 <= index < shape[voxel_axis]:
+            raise Viz3dError(f"slices: {axis}=i{index} is outside the CT (voxel indices 0..{shape[voxel_axis] - 1} "
+                             f"along its axis {voxel_axis})")
+        ijk = (shape - 1) / 2.0
+        ijk[voxel_axis] = index
+        return float(ct.affine[k, :3] @ ijk + ct.affine[k, 3])
+    wanted = str(spec).lower()
+    labels = [m for m in meshes if m.kind == "label" and len(m.faces)]
+    found = [m for m in labels if m.name.lower() == wanted] or \
+        [m for m in labels if m.name.lower().endswith("_" + wanted)]
+    if len(found) != 1:
+        what = "no drawn structure is named" if not found else "several drawn structures match"
+        raise Viz3dError(f"slices: {what} {spec!r} (for {axis}={spec}); give a position in mm, iN, off or auto")
+    values = np.asarray(found[0].vertices)[:, k]
+    return float((values.min() + values.max()) / 2)
+
+
+def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFFERENCE):
+    """The meshes to draw, with colours that can be told apart: (meshes, changes, warning or None).
+
+    ``mode="table"``: each label surface keeps its colour unless it lies within ``threshold``
+    (CIEDE2000) of an earlier surface's; such a surface gets the candidate colour nearest its
+    own that is at least twice the threshold from every other one (else the farthest). The
+    warning names the close pairs and the recoloured structures. ``mode="distinct"``: every label
+    surface gets a colour of `viz3d.labels.distinct_colors`, in order. ``changes`` maps a
+    recoloured surface's name to (old, new) RGB. Bone surfaces are left as they are; the meshes
+    given are not modified (changed ones are copies).
+    """
+    import dataclasses
+
+    from .labels import _palette_candidates, delta_e_ciede2000, distinct_colors, srgb_to_lab
+
+    if mode not in COLOR_MODES:
+        raise Viz3dError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
+    meshes = list(meshes)
+    index = [i for i, m in enumerate(meshes) if m.kind == "label" and len(m.faces)]
+    if not index:
+        return meshes, {}, None
+    old = [tuple(float(c) for c in meshes[i].color) for i in index]
+    if mode == "distinct":
+        new = distinct_colors(len(index), avoid=(BACKGROUND,))
+        changes = {meshes[i].name: (o, n) for i, o, n in zip(index, old, new)}
+        for i, color in zip(index, new):
+            meshes[i] = dataclasses.replace(meshes[i], color=color)
+        return meshes, changes, None
+    lab = srgb_to_lab(np.clip(np.array(old), 0.0, 1.0))
+    current = lab.copy()
+    candidates, candidate_lab = _palette_candidates()
+    pairs, changes = [], {}
+    to_candidates = None  # (candidates, structures) colour differences, computed when first needed
+    for j in range(1, len(index)):
+        near = delta_e_ciede2000(current[:j], current[j])
+        close = np.flatnonzero(near < threshold)
+        if not len(close):
+            continue
+        pairs.extend((index[i], index[j], float(near[i])) for i in close)
+        if to_candidates is None:
+            to_candidates = delta_e_ciede2000(candidate_lab[:, None, :], current[None, :, :])
+        distance = np.min(np.delete(to_candidates, j, axis=1), axis=1)
+        ok = np.flatnonzero(distance >= 2 * threshold)
+        if len(ok):
+            pick = int(ok[np.argmin(delta_e_ciede2000(candidate_lab[ok], lab[j]))])
+        else:
+            pick = int(np.argmax(distance))
+        current[j] = candidate_lab[pick]
+        to_candidates[:, j] = delta_e_ciede2000(candidate_lab, current[j])
+        color = tuple(float(c) for c in candidates[pick])
+        changes[meshes[index[j]].name] = (old[j], color)
+        meshes[index[j]] = dataclasses.replace(meshes[index[j]], color=color)
+    if not changes:
+        return meshes, {}, None
+    names = {i: meshes[i].name for i in index}
+    listed = ", ".join(f"{names[a]} ~ {names[b]} ({d:.1f})" for a, b, d in pairs[:12])
+    if len(pairs) > 12:
+        listed += f" and {len(pairs) - 12} more pairs"
+    message = (f"colours too close to tell apart (CIEDE2000 < {threshold:g}): {listed}; drawn in distinct colours "
+               f"instead: {', '.join(changes)} (--colors distinct recolours every structure)")
+    return meshes, changes, message
+
+
+def case_name(ct) -> str:
+    """A short name for the case: the CT's file name without its extension, or its folder's name
+    when the file name says nothing (``ct.nii.gz``, ``image.nii``), or ``scene``."""
+    from pathlib import Path
+
+    source = str(getattr(ct, "source", "") or "").rstrip("/\\")
+    if not source:
+        return "scene"
+    path = Path(source)
+    stem = path.name
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    if stem.lower() in ("ct", "image", "img", "volume", "scan", "data", "series", "dicom", "ct_dicom", "") and path.parent.name:
+        return path.parent.name
+    return stem
 
 
 def _check_mesh(mesh) -> None:
@@ -591,11 +953,12 @@ def _add_meshes(pv, scene, meshes, bounds, cull_back_faces: bool) -> None:
         bounds.append(poly.bounds)
 
 
-def _add_slices(pv, scene, ct, bounds) -> None:
+def _add_slices(pv, scene, ct, bounds, specs=None, meshes=()) -> None:
     from .slices import plane_grid, value_codes
     from .volume import grid_box
 
     vtk = _vtk()
+    specs = specs or {}
     shape = np.array(ct.array.shape)
     lo, hi = grid_box(ct.affine, shape)
     center = ct.affine[:3, :3] @ ((shape - 1) / 2.0) + ct.affine[:3, 3]
@@ -603,10 +966,19 @@ def _add_slices(pv, scene, ct, bounds) -> None:
     scene._codes = value_codes(ct.array)
     for axis in SLICE_AXES:
         k = _AXIS_INDEX[axis]
+        spec = specs.get(axis, "auto")
+        if spec == "off":
+            continue
+        position = _slice_position(axis, spec, ct, meshes, float(center[k]))
+        position = min(max(position, float(lo[k])), float(hi[k]))
+        if spec == "auto":
+            scene.auto_slices.add(axis)
         normal = [0.0, 0.0, 0.0]
         normal[k] = 1.0
         plane = vtk.vtkPlane()
-        plane.SetOrigin(*center)
+        origin = center.copy()
+        origin[k] = position
+        plane.SetOrigin(*origin)
         plane.SetNormal(*normal)
         grid = plane_grid(ct.affine, ct.array.shape, k)
         quad = pv.PolyData(np.zeros((4, 3)), faces=[4, 0, 1, 2, 3])
@@ -626,8 +998,8 @@ def _add_slices(pv, scene, ct, bounds) -> None:
         scene.slice_images[axis] = image
         scene._plane_grids[axis] = grid
         scene.slice_ranges[axis] = (float(lo[k]), float(hi[k]))
-        scene._positions[axis] = float(center[k])
-        _show_plane(scene, axis, float(center[k]))
+        scene._positions[axis] = position
+        _show_plane(scene, axis, position)
     bounds.append(tuple(ct.world_bounds().T.ravel()))
 
 
@@ -649,46 +1021,108 @@ def _show_plane(scene, axis: str, position: float) -> None:
     quad.Modified()
 
 
-def _add_legend(pv, scene, label_meshes, size) -> None:
-    """Name and colour of each label in a box at the upper right (first entries + "+k more")."""
-    vtk = _vtk()
+def _add_legend(pv, scene, label_meshes) -> None:
+    """A picture naming every label with its colour, at the upper right (see `legend_picture`)."""
+    from vtkmodules.vtkRenderingCore import vtkActor2D, vtkCoordinate, vtkImageMapper
 
     if not label_meshes:
         return
-    entries = [(m.name, tuple(float(c) for c in m.color)) for m in label_meshes]
-    if len(entries) > MAX_LEGEND_ENTRIES:
-        shown = entries[: MAX_LEGEND_ENTRIES - 1]
-        entries = shown + [(f"+{len(entries) - len(shown)} more", None)]
-    legend = vtk.vtkLegendBoxActor()
-    legend.SetNumberOfEntries(len(entries))
-    for i, (name, color) in enumerate(entries):
-        # The swatch is a small RGB image: the entry colour then only sets the text colour
-        # (a coloured text on the dark box would be unreadable for dark label colours).
-        icon = pv.ImageData(dimensions=(4, 4, 1))
-        rgb = BACKGROUND if color is None else color
-        icon.point_data["rgb"] = np.tile(np.round(np.array(rgb) * 255).astype(np.uint8), (16, 1))
-        legend.SetEntry(i, icon, f" {name}", TEXT_COLOR)
-    # vtkLegendBoxActor fits the font to the box: size the box for rows of 12-20 px
-    # (smaller when there are many labels) and about half a row per character.
-    width_px, height_px = size
-    row = min(max(0.55 * height_px / len(entries), 12.0), 20.0)
-    longest = max(len(name) for name, _ in entries) + 1
-    width = min(max((0.5 * row * longest + 1.6 * row + 10) / width_px, 0.08), 0.4)
-    height = min((row * len(entries) + 10) / height_px, 0.75)
-    top = 0.985
-    legend.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
-    legend.GetPositionCoordinate().SetValue(0.995 - width, top - height)
-    legend.GetPosition2Coordinate().SetValue(width, height)
-    legend.UseBackgroundOn()
-    legend.SetBackgroundColor(0.04, 0.04, 0.06)
-    legend.SetBackgroundOpacity(0.7)
-    legend.BorderOn()  # lets the box shrink to its text
-    legend.GetProperty().SetColor(0.35, 0.35, 0.4)
-    legend.SetPadding(4)
+    scene.legend_entries = [(m.name, tuple(float(c) for c in m.color)) for m in label_meshes]
+    scene.legend_labels = [name for name, _ in scene.legend_entries]
+    mapper = vtkImageMapper()
+    mapper.SetColorWindow(255.0)
+    mapper.SetColorLevel(127.5)
+    legend = vtkActor2D()
+    legend.SetMapper(mapper)
+    # anchored to the window's upper right corner: its lower left at (-w, -h) pixels from there
+    corner = vtkCoordinate()
+    corner.SetCoordinateSystemToNormalizedViewport()
+    corner.SetValue(1.0, 1.0)
+    legend.GetPositionCoordinate().SetCoordinateSystemToDisplay()
+    legend.GetPositionCoordinate().SetReferenceCoordinate(corner)
     legend.PickableOff()
-    scene.plotter.add_actor(legend, reset_camera=False, name="legend", pickable=False)
     scene.legend = legend
-    scene.legend_labels = [name for name, _ in entries]
+    scene._legend_corner = corner  # kept alive with the actor
+    scene._layout_legend()
+    scene.plotter.add_actor(legend, reset_camera=False, name="legend", pickable=False)
+
+
+def _set_legend_image(actor, image) -> None:
+    """Show a Pillow RGB picture in the legend's actor, its upper right corner at the window's."""
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+
+    vtk = _vtk()
+    pixels = np.asarray(image.convert("RGB"))[::-1]  # VTK's rows go up
+    h, w = pixels.shape[:2]
+    data = vtk.vtkImageData()
+    data.SetDimensions(w, h, 1)
+    scalars = numpy_to_vtk(pixels.reshape(-1, 3).copy(), deep=True)
+    scalars.SetName("legend")
+    data.GetPointData().SetScalars(scalars)
+    actor.GetMapper().SetInputData(data)
+    actor.GetPositionCoordinate().SetValue(-(w + LEGEND_MARGIN_PX), -(h + LEGEND_MARGIN_PX))
+
+
+def legend_picture(entries, max_width: float, max_height: float):
+    """A Pillow RGB picture of the legend: a swatch and the name of every ``(name, rgb)`` entry.
+
+    It fits ``max_height`` pixels when it can: the largest type from `LEGEND_FONT_PX` for which
+    the entries, in as many columns as needed (column by column), are no wider than ``max_width``;
+    when none is, the narrowest layout at the smallest type. Every entry is named.
+    """
+    from PIL import Image, ImageDraw
+
+    entries = list(entries)
+    layouts = []
+    for px in range(LEGEND_FONT_PX[0], LEGEND_FONT_PX[1] - 1, -1):
+        font = _legend_font(px)
+        row = int(math.ceil(px * 1.3))
+        pad = max(3, px // 3)
+        names = [font.getlength(name) for name, _ in entries]
+        for columns in range(1, max(len(entries), 1) + 1):  # the fewest columns that fit the height
+            rows = math.ceil(len(entries) / columns)
+            height = rows * row + 2 * pad
+            if height <= max_height or rows == 1:
+                break
+        widths = [max(names[c * rows:(c + 1) * rows], default=0) + row + pad for c in range(columns)]
+        layouts.append((px, font, row, pad, rows, widths, int(math.ceil(sum(widths) + pad * (columns + 1))), height))
+    # as few columns as readable type needs, in the largest type that keeps to max_width;
+    # else the narrowest layout
+    fewest = min(len(layout[5]) for layout in layouts if layout[0] >= LEGEND_READABLE_PX)
+    fitting = [layout for layout in layouts if len(layout[5]) == fewest and layout[6] <= max_width]
+    best = fitting[0] if fitting else min(layouts, key=lambda layout: (layout[6], -layout[0]))
+    px, font, row, pad, rows, widths, width, height = best
+    image = Image.new("RGB", (max(width, 8), max(height, 8)), LEGEND_BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, 0, image.width - 1, image.height - 1], outline=LEGEND_BORDER)
+    text = tuple(int(round(c * 255)) for c in TEXT_COLOR)
+    swatch = max(4, int(row * 0.62))
+    x = pad
+    for column, column_width in enumerate(widths):
+        for i, (name, color) in enumerate(entries[column * rows:(column + 1) * rows]):
+            y = pad + i * row
+            rgb = tuple(int(round(c * 255)) for c in color)
+            top = y + (row - swatch) // 2
+            draw.rectangle([x, top, x + swatch - 1, top + swatch - 1], fill=rgb)
+            draw.text((x + swatch + max(3, px // 3), y + row / 2), name, fill=text, font=font, anchor="lm")
+        x += int(column_width) + pad
+    return image
+
+
+_FONTS: dict = {}
+
+
+def _legend_font(px: int):
+    font = _FONTS.get(px)
+    if font is None:
+        from PIL import ImageFont
+
+        try:
+            font = ImageFont.load_default(size=px)  # Pillow >= 10.1 with FreeType
+        except (TypeError, OSError, ImportError):
+            font = ImageFont.load_default()
+        _FONTS[px] = font
+    return font
 
 
 def _add_orientation_cube(plotter, scene) -> None:

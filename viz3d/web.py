@@ -69,7 +69,7 @@ def serve(
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    title: str = "viz3d",
+    title: str | None = None,
     announce=None,
     quiet: bool = False,
 ) -> int:
@@ -80,9 +80,11 @@ def serve(
     (`Scene.begin_interaction`) and the full frame follows on release. ``port=0`` picks a free port. ``announce(url, port)`` is called once the
     server listens (default: print the URL on stdout and, unless ``quiet``, the SSH tunnel hint
     on stderr). Blocks in the calling thread, which also does the rendering; SIGINT and SIGTERM
-    stop the server and return normally.
+    stop the server and return normally. ``title``: the page's title and heading (default
+    ``viz3d — <case name>``, `page_title`).
     """
     _require_web_packages("the web view")
+    title = page_title(scene) if title is None else str(title)
     if not (0 <= int(port) <= 65535):
         raise Viz3dError(f"port must be between 0 and 65535, got {port}")
     from trame.app import get_server
@@ -93,6 +95,7 @@ def serve(
 
     server = get_server(f"viz3d-{id(scene)}", client_type="vue3")
     state, ctrl = server.state, server.controller
+    state.trame__title = title  # the browser tab's title (trame's own default is "Trame")
     window = scene.plotter.render_window
     if window is None:
         raise Viz3dError("this scene's window has been closed; build the scene again")
@@ -132,10 +135,18 @@ def serve(
 
     def on_slice(axis, value):
         try:
-            scene.set_slice(axis, float(value))
+            value = float(value)
         except (TypeError, ValueError):
             return
+        if abs(value - scene.slice_positions.get(axis, value + 1)) < 1e-6:
+            return  # the page showing where the scene put the plane (auto placement), not a move
+        scene.set_slice(axis, value)
         push()
+
+    def sync_slices():
+        for axis, where in scene.slice_positions.items():
+            if state[f"slice_{axis}"] != where:
+                state[f"slice_{axis}"] = where
 
     for axis in SLICE_AXES:
         if axis in scene.slice_ranges:
@@ -151,6 +162,7 @@ def serve(
     def set_view(name):
         scene.set_view(name)
         state.view = name
+        sync_slices()  # the auto planes moved for the new camera
         push()
 
     # cheap drawing while the browser drags the camera or a slider (see Scene.begin_interaction)
@@ -164,6 +176,7 @@ def serve(
     def end_interaction(*_, **__):
         scene.end_interaction()
         state.drawing = "full"
+        sync_slices()
         push()
 
     ctrl.apply_preset = apply_preset
@@ -272,10 +285,12 @@ def _preset_of(window, presets) -> str | None:
 
 # --------------------------------------------------------------------------- the HTML file
 def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = True, show_bone: bool = True,
-               view: str = "iso", size=(1024, 768), title: str = "viz3d") -> Path:
+               view: str = "iso", size=(1024, 768), title: str | None = None, slices=None,
+               colors: str = "table") -> Path:
     """Build the scene for ``meshes`` / ``ct`` and write it as one self-contained HTML file at ``path``.
 
-    The arguments are those of `viz3d.scene.build_scene`. See `scene_to_html`.
+    The arguments are those of `viz3d.scene.build_scene` (the planes ``auto``-placed for ``view``,
+    the camera framing the surfaces). See `scene_to_html`.
     """
     from .render import configure_offscreen
 
@@ -283,14 +298,19 @@ def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = Tr
     from .scene import build_scene
 
     scene = build_scene(meshes, ct, window=window, show_slices=show_slices, show_bone=show_bone, view=view,
-                        off_screen=True, size=size, interactive=False)
+                        off_screen=True, size=size, interactive=False, slices=slices, colors=colors)
     try:
         return scene_to_html(scene, path, title=title)
     finally:
         scene.close()
 
 
-def scene_to_html(scene, path, *, title: str = "viz3d") -> Path:
+def page_title(scene) -> str:
+    """``viz3d — <case name>``: the title of the web view and of the HTML export."""
+    return f"viz3d — {getattr(scene, 'case_name', None) or 'scene'}"
+
+
+def scene_to_html(scene, path, *, title: str | None = None) -> Path:
     """Write ``scene`` as one HTML file that shows it in a browser with vtk.js, offline.
 
     What shows: every mesh in its colour and opacity, the camera of the scene, and (when the
@@ -300,6 +320,7 @@ def scene_to_html(scene, path, *, title: str = "viz3d") -> Path:
     HTML box over the view. Hidden groups are left out. The file is written atomically.
     """
     _require_web_packages("the HTML export")
+    title = page_title(scene) if title is None else str(title)
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise Viz3dError(f"{path}: the HTML export writes an .html file; use a .html file name")
@@ -312,7 +333,8 @@ def scene_to_html(scene, path, *, title: str = "viz3d") -> Path:
     added = _add_html_slices(scene) if scene.slice_planes and scene.is_visible("slices") else []
     hidden = []
     try:
-        for actor in scene.slice_actors.values():  # vtk.js cannot run their shader; the grids above stand in
+        # vtk.js cannot run the planes' shader (the grids above stand in) nor draw the legend's picture
+        for actor in list(scene.slice_actors.values()) + ([scene.legend] if scene.legend is not None else []):
             if actor.GetVisibility():
                 actor.SetVisibility(False)
                 hidden.append(actor)
