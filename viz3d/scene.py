@@ -526,17 +526,19 @@ class Scene:
         return row0, row0 + h, col1 - w, col1
 
     def _layout_legend(self) -> None:
-        """Draw the legend picture again for the window's size when that has changed."""
+        """Draw the legend picture again for the window's size (and controls) when they have changed."""
         if self.legend is None:
             return
         size = tuple(self.plotter.window_size)
-        if size == self._legend_layout_size:
+        if (size, bool(self.sliders)) == self._legend_layout_size:
             return
-        self._legend_layout_size = size
+        self._legend_layout_size = (size, bool(self.sliders))
         max_width = LEGEND_MAX_WIDTH * size[0] - 2 * LEGEND_MARGIN_PX
         image = legend_picture(self.legend_entries, max_width, LEGEND_MAX_HEIGHT * size[1] - LEGEND_MARGIN_PX)
         marker = ORIENTATION_VIEWPORT
-        if image.width > max_width / 2:  # in columns: the whole height in one column is narrower
+        # in columns: the whole height in one column is narrower (not with the window's sliders and
+        # help line, which the marker would then cover)
+        if image.width > max_width / 2 and not self.sliders:
             tall = legend_picture(self.legend_entries, max_width, size[1] - 2 * LEGEND_MARGIN_PX)
             if tall.width < image.width:
                 image = tall  # and the orientation marker goes to the lower left
