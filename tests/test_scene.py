@@ -720,9 +720,16 @@ def test_coarse_meshes_only_while_interacting(scenes, monkeypatch):
     still = render_image(scene, size=SIZE)
     scene.begin_interaction()
     assert all(actor.GetMapper() is not full[name] for name, actor in scene.label_actors.items())
-    # clustering flips a few small triangles: the coarse copies are drawn from both sides
-    assert all(actor.prop.culling == "none" for actor in scene.label_actors.values())
+    # the coarse copies stay culled (half the fragments once the surfaces fill the picture): the
+    # few triangles clustering flips are turned back, so culling opens no hole
+    assert all(actor.prop.culling == "back" for actor in scene.label_actors.values())
     moving = render_image(scene, size=SIZE)
+    for actor in scene.label_actors.values():
+        actor.prop.culling = "none"
+    both_sides = render_image(scene, size=SIZE)
+    for actor in scene.label_actors.values():
+        actor.prop.culling = "back"
+    assert (np.abs(both_sides.astype(int) - moving).max(axis=-1) > 30).sum() < 0.001 * moving.shape[0] * moving.shape[1]
     scene.end_interaction()
     assert all(actor.GetMapper() is full[name] for name, actor in scene.label_actors.items())
     assert all(actor.prop.culling == "back" for actor in scene.label_actors.values())
@@ -730,6 +737,21 @@ def test_coarse_meshes_only_while_interacting(scenes, monkeypatch):
     for colour in (RED, BLUE):
         assert abs(colour_mask(moving, colour).sum() - colour_mask(still, colour).sum()) < 0.1 * colour_mask(still, colour).sum()
     assert np.array_equal(render_image(scene, size=SIZE), still)
+
+
+def test_coarse_copies_wound_against_their_neighbours_are_turned_over():
+    from viz3d.polydata import polydata_arrays, to_polydata
+    from viz3d.scene import _consistently_wound
+
+    ball = sphere("ball", (0, 0, 0), 10, RED, n=12)
+    faces = np.array(ball.faces)
+    broken = faces.copy()
+    broken[[3, 40, 41, 100]] = broken[[3, 40, 41, 100]][:, ::-1]
+    poly = to_polydata(ball.vertices, broken)
+    _, repaired = polydata_arrays(_consistently_wound(poly))
+    np.testing.assert_array_equal(repaired, faces)
+    whole = to_polydata(ball.vertices, faces)
+    assert _consistently_wound(whole) is whole  # nothing to turn: the same surface
 
 
 @pytest.mark.parametrize("kind", ["axis-aligned", "oblique"])

@@ -223,7 +223,7 @@ class Scene:
         self._plane_grids: dict = {}  # axis -> viz3d.slices.PlaneGrid
         self._codes = (0.0, 1.0)  # CT value = offset + scale * texture code
         self._oit = True  # the renderer's order-independent transparency, off while dragging
-        self._culling: list = []  # each _lod actor's face culling, off while its coarse copy is drawn
+        self._culling: list = []  # each _lod actor's face culling, restored after a drag
         self.interacting = False
 
     # ----------------------------------------------------------------- window / level
@@ -463,7 +463,9 @@ class Scene:
         Software OpenGL on two cores draws 1.5-3 M triangles/s, so a clinical-size scene (5 M
         triangles) turns at about 1 frame/s. When the scene has more than ``max_triangles``,
         each mesh gets a copy simplified by quadric clustering to about ``max_triangles`` in all
-        (default `LOD_TRIANGLES`). They are shown only between `begin_interaction` and
+        (default `LOD_TRIANGLES`); a copy of a back-face-culled surface has the few triangles
+        clustering flips turned back, so it is culled too (half the fragments of a drag once the
+        surfaces fill the picture). They are shown only between `begin_interaction` and
         `end_interaction`; still frames, screenshots and exports always use the full meshes.
         The CT planes need no copy: each is one textured quad. Built once; cheap to call again.
         """
@@ -479,7 +481,10 @@ class Scene:
         for actor in actors:
             full = actor.GetMapper()
             coarse = type(full)()
-            coarse.SetInputData(_clustered(full.GetInput(), cell))
+            simplified = _clustered(full.GetInput(), cell)
+            if actor.prop.culling == "back":  # a culled surface: no coarse triangle may face inward
+                simplified = _consistently_wound(simplified)
+            coarse.SetInputData(simplified)
             coarse.ScalarVisibilityOff()
             self._lod.append((actor, full, coarse))
             count += coarse.GetInput().GetNumberOfPolys()
@@ -497,8 +502,7 @@ class Scene:
         self.interacting = True
         self._culling = [actor.prop.culling for actor, _, _ in self._lod]
         for actor, _, coarse in self._lod:
-            actor.SetMapper(coarse)
-            actor.prop.culling = "none"  # clustering flips a few small triangles: culled, they are holes
+            actor.SetMapper(coarse)  # culled surfaces stay culled: their copies face outward (_consistently_wound)
         self._oit = self.plotter.renderer.GetUseOIT()
         self.plotter.renderer.SetUseOIT(False)
 
@@ -1232,6 +1236,33 @@ def _clustering_cell(actors, total: int, target: int) -> float:
         a, b, c = (points[sample[:, i]].astype(np.float64) for i in range(3))
         area += np.linalg.norm(np.cross(b - a, c - a), axis=1).mean() / 2 * len(faces)
     return max(float(np.sqrt(2.8 * area / target)), 1e-3)
+
+
+def _consistently_wound(coarse):
+    """``coarse`` with its triangles that are wound against their neighbours turned over.
+
+    Quadric clustering flips a few small triangles; drawn with back faces culled they were holes
+    while the camera moved (culling halves the fragments a drag draws once the surfaces fill the
+    picture). In a consistently wound surface each edge shared by two triangles is walked in
+    opposite directions; a triangle that walks two or three of its edges the same way as the
+    neighbour across them is turned over.
+    """
+    from .polydata import polydata_arrays, to_polydata
+
+    points, faces = polydata_arrays(coarse)
+    if len(faces) < 2:
+        return coarse
+    n = int(points.shape[0])
+    edges = np.stack([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], axis=1).reshape(-1, 2).astype(np.int64)
+    directed = edges[:, 0] * n + edges[:, 1]
+    unique, counts = np.unique(directed, return_counts=True)
+    same_way = counts[np.searchsorted(unique, directed)] > 1  # another triangle walks this edge this way too
+    flipped = same_way.reshape(-1, 3).sum(axis=1) >= 2
+    if not flipped.any():
+        return coarse
+    faces = faces.copy()
+    faces[flipped] = faces[flipped][:, ::-1]
+    return to_polydata(points, faces, dtype=None)
 
 
 def _clustered(poly, cell: float):
