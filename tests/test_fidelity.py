@@ -16,6 +16,7 @@ from viz3d.quality import mesh_report
 GRIDS = {
     "RAS": {},
     "LPS": {"flip_lr_ap": True},
+    "LAS (left-handed)": {"turn": np.diag([-1.0, 1.0, 1.0])},
     "oblique": {"turn": fidelity.rotation([1, 2, 3], 20)},
 }
 SHAPES = {
@@ -146,3 +147,26 @@ def test_an_unknown_method_is_refused_with_the_choices():
     label = fidelity.voxelise([fidelity.sphere(3.0)], spacing=(1.0, 1.0, 1.0))
     with pytest.raises(Viz3dError, match="flying-edges, surface-nets, lewiner"):
         label_meshes(label, method="cubes")
+
+
+@pytest.mark.parametrize("slice_mm", [3.0, 5.0])
+@pytest.mark.parametrize("extent", [(3, 3, 1), (8, 8, 2), (8, 8, 3)])
+def test_structures_a_few_slices_thick_keep_their_voxel_volume(extent, slice_mm):
+    from viz3d.volume import Volume
+
+    array = np.zeros((20, 20, 9), np.uint8)
+    array[6:6 + extent[0], 6:6 + extent[1], 3:3 + extent[2]] = 1
+    label = Volume(array, np.diag([0.7, 0.7, slice_mm, 1.0]))
+    (mesh,) = label_meshes(label)
+    report = mesh_report(mesh)
+    assert report.printable
+    assert report.volume_mm3 == pytest.approx(array.sum() * label.voxel_volume_mm3, rel=0.02)
+
+
+@pytest.mark.parametrize("grid", ["RAS", "oblique"])
+def test_a_five_millimetre_tube_on_five_millimetre_slices_keeps_its_voxel_volume(grid):
+    tube = fidelity.torus(20.0, 2.5, tilt=30.0)
+    label = fidelity.voxelise([tube], affine=fidelity.grid_affine((0.8, 0.8, 5.0), **GRIDS[grid]))
+    (mesh,) = label_meshes(label)
+    assert mesh_report(mesh).printable
+    assert mesh_report(mesh).volume_mm3 == pytest.approx(np.count_nonzero(label.array) * label.voxel_volume_mm3, rel=0.02)

@@ -12,7 +12,8 @@ against the true surface:
 - closedness and orientation (every edge shared by two faces running along it in opposite
   directions, positive enclosed volume).
 
-Pure numpy: nothing here renders or reads a file. `scripts/bench.py` prints the fidelity
+numpy, and VTK for 3D Slicer's pipeline and the distance between two surfaces: nothing here
+renders or reads a file. `scripts/bench.py` prints the fidelity
 table from these functions; the tests hold the default surfaces to thresholds with them.
 
 >>> shape = sphere(radius=6.0)
@@ -286,7 +287,8 @@ def penetration_mm(vertices: np.ndarray, faces: np.ndarray, other_vertices: np.n
                    other_faces: np.ndarray) -> float:
     """How deep the first surface reaches inside the closed second one (mm; 0 when it stays out).
 
-    Signed distances from VTK's vtkImplicitPolyDataDistance (negative inside the second surface).
+    Signed distances from VTK's vtkImplicitPolyDataDistance (negative inside the second surface,
+    which must be wound outward).
     """
     from vtkmodules.util.numpy_support import numpy_to_vtk
     from vtkmodules.vtkFiltersCore import vtkImplicitPolyDataDistance

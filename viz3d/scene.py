@@ -887,11 +887,11 @@ def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFF
     if not changes:
         return meshes, {}, None
     names = {i: meshes[i].name for i in index}
-    listed = ", ".join(f"{names[a]} ~ {names[b]} ({d:.1f})" for a, b, d in pairs[:12])
-    if len(pairs) > 12:
-        listed += f" and {len(pairs) - 12} more pairs"
-    message = (f"colours too close to tell apart (CIEDE2000 < {threshold:g}): {listed}; drawn in distinct colours "
-               f"instead: {', '.join(changes)} (--colors distinct recolours every structure)")
+    listed = ", ".join(f"{names[a]} ~ {names[b]} ({d:.1f})" for a, b, d in pairs[:6])
+    if len(pairs) > 6:
+        listed += f" and {len(pairs) - 6} more"
+    message = (f"colours too close to tell apart (CIEDE2000 < {threshold:g}): {listed}; {len(changes)} structure(s) "
+               f"drawn in distinct colours instead (--colors distinct recolours every structure)")
     return meshes, changes, message
 
 
