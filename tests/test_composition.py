@@ -6,6 +6,7 @@ table colours are made distinct with one warning, and `--slices` / `--colors` on
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -312,8 +313,9 @@ def test_slices_and_colors_options_on_the_command_line(tmp_path, sample_dir, tab
          "--label-table", "totalsegmentator", "--no-bone", "--out", str(out), "--size", "160x120", "-q"],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stderr
+    # the built-in TotalSegmentator colours are viz3d's own generated ones: replaced without a word
     lines = [line for line in run.stderr.splitlines() if line.startswith("viz3d: warning: colours")]
-    assert len(lines) == 1 and "colon" in lines[0]
+    assert lines == []
     run = subprocess.run(
         [sys.executable, "-m", "viz3d", "screenshot", str(sample_dir / "ct.nii.gz"), "--label", str(sample_dir / "label.nii.gz"),
          "--label-table", "totalsegmentator", "--no-bone", "--colors", "distinct", "--out", str(out), "--size", "160x120",
@@ -363,3 +365,16 @@ def test_turntable_frames_show_the_surfaces_large(tmp_path, scenes):
     colourful[:, int(scene._free_area()[1] * 160):] = False
     rows, cols = np.nonzero(colourful)
     assert len(cols) > 200 and (cols.max() - cols.min()) > 0.6 * scene._free_area()[1] * 160
+
+
+def test_generated_colours_too_close_are_replaced_without_a_warning():
+    from viz3d.labels import default_color
+    from viz3d.scene import MIN_COLOR_DIFFERENCE, assign_colors
+
+    close = [v for v in range(2, 118) if lab_distance(default_color(1), default_color(v)) < MIN_COLOR_DIFFERENCE]
+    assert close, "the generated palette has close pairs: the case this test is about"
+    meshes = [dataclasses.replace(uv_sphere(f"s{v}", (30 * i, 0, 0), 5, default_color(v), "label", 8), label=v)
+              for i, v in enumerate([1, close[0]])]
+    drawn, changes, message = assign_colors(meshes)
+    assert message is None and list(changes) == [f"s{close[0]}"]
+    assert lab_distance(drawn[0].color, drawn[1].color) >= MIN_COLOR_DIFFERENCE

@@ -156,7 +156,7 @@ def _add_scene_options(parser):
                         "or a drawn structure's name (axial=L3: through its middle)")
     parser.add_argument("--colors", choices=("table", "distinct"), default="table",
                         help="table (default: the table's colours; ones too close to tell apart are replaced, with a "
-                        "warning) or distinct (a perceptually distinct palette for every structure)")
+                        "warning unless they are viz3d's generated ones) or distinct (a perceptually distinct palette for every structure)")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ their posterior edge for an anterior view), and a plane seen edge-on passes thro
 eye, so it shows as a line; `build_scene`'s ``slices`` sets positions (`parse_slices`).
 
 Colours. Table colours closer than `MIN_COLOR_DIFFERENCE` (CIEDE2000) to another drawn structure's
-are replaced by distinct ones with one warning; ``colors="distinct"`` gives every structure a colour
+are replaced by distinct ones with one warning (silently where they are viz3d's own generated ones); ``colors="distinct"`` gives every structure a colour
 of a perceptually distinct palette (`viz3d.labels.distinct_colors`).
 
 Camera presets (radiological convention; each one refits the camera to the drawn surfaces):
@@ -838,14 +838,16 @@ def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFF
     ``mode="table"``: each label surface keeps its colour unless it lies within ``threshold``
     (CIEDE2000) of an earlier surface's; such a surface gets the candidate colour nearest its
     own that is at least twice the threshold from every other one (else the farthest). The
-    warning names the close pairs and the recoloured structures. ``mode="distinct"``: every label
+    warning names the close pairs whose second colour was chosen by a table; viz3d's own
+    generated colours (`viz3d.labels.default_color`, the built-in TotalSegmentator table's) are
+    replaced without a word. ``mode="distinct"``: every label
     surface gets a colour of `viz3d.labels.distinct_colors`, in order. ``changes`` maps a
     recoloured surface's name to (old, new) RGB. Bone surfaces are left as they are; the meshes
     given are not modified (changed ones are copies).
     """
     import dataclasses
 
-    from .labels import _palette_candidates, delta_e_ciede2000, distinct_colors, srgb_to_lab
+    from .labels import _palette_candidates, default_color, delta_e_ciede2000, distinct_colors, srgb_to_lab
 
     if mode not in COLOR_MODES:
         raise Viz3dError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
@@ -886,11 +888,18 @@ def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFF
         meshes[index[j]] = dataclasses.replace(meshes[index[j]], color=color)
     if not changes:
         return meshes, {}, None
+    # viz3d's own generated colours (labels.default_color: the built-in TotalSegmentator table's)
+    # are nobody's choice: replacing them needs no word; a table's chosen colours do
+    chosen = {j for j, i in enumerate(index) if tuple(round(c, 4) for c in old[j]) != default_color(meshes[i].label or 0)}
+    pairs = [(a, b, d) for a, b, d in pairs if index.index(b) in chosen]
+    if not pairs:
+        return meshes, changes, None
     names = {i: meshes[i].name for i in index}
     listed = ", ".join(f"{names[a]} ~ {names[b]} ({d:.1f})" for a, b, d in pairs[:6])
     if len(pairs) > 6:
         listed += f" and {len(pairs) - 6} more"
-    message = (f"colours too close to tell apart (CIEDE2000 < {threshold:g}): {listed}; {len(changes)} structure(s) "
+    message = (f"colours too close to tell apart (CIEDE2000 < {threshold:g}): {listed}; {len({b for _, b, _ in pairs})} "
+               f"structure(s) "
                f"drawn in distinct colours instead (--colors distinct recolours every structure)")
     return meshes, changes, message
 
