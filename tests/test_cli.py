@@ -904,3 +904,18 @@ def test_an_html_export_to_an_empty_or_root_path_is_refused(capsys, tmp_path, mo
     assert status == 2
     assert_one_error(err, "root" if out else "empty")
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_the_html_export_takes_the_scene_options_and_mesh_exports_refuse_them(capsys, tmp_path):
+    ct, label = write_box_case(tmp_path, shape=(16, 16, 8), bone=(slice(2, 6),) * 3,
+                               label=(slice(8, 13), slice(8, 13), slice(2, 6)), value=1, affine=VOXEL)
+    page = tmp_path / "page.html"
+    status, _, err = run_cli(capsys, "export", ct, "--label", label, "--format", "html", "--out", page, "--view", "left",
+                             "--window", "bone", "--slices", "axial=off", "--colors", "distinct")
+    assert status == 0, err
+    assert "OfflineLocalView" in page.read_text(encoding="utf-8")
+    status, _, err = run_cli(capsys, "export", ct, "--label", label, "--out", tmp_path / "stl", "--view", "left",
+                             "--colors", "distinct")
+    assert status == 2
+    assert_one_error(err, "--view", "--colors", "only for --format html")
+    assert not (tmp_path / "stl").exists()

@@ -246,3 +246,21 @@ def test_a_series_that_is_not_ct_still_loading_in_the_background_gets_no_bone_su
                                bone_hu=None, smooth=True, smoothing=0.5, method="flying-edges", progress=None)
     assert meshes == [] and any("not Hounsfield units" in str(w.message) for w in caught)
     assert not any("reaches" in str(w.message) for w in caught)
+
+
+def test_bone_only_in_specks_is_said_as_such_not_as_no_voxel_reaching_the_threshold():
+    import warnings
+
+    import viz3d
+
+    array = np.full((16, 16, 16), -1000, np.int16)
+    array[4:8, 4:8, 4:8] = 800  # 0.5 mL of voxels, a smaller surface: a speck
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert viz3d.build_meshes(Volume(array, np.diag([2.0, 2.0, 2.0, 1.0]), source="ct.nii.gz")) == []
+    messages = [str(w.message) for w in caught]
+    assert any("specks" in m and "200 HU" in m for m in messages) and not any("no voxel" in m for m in messages)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        viz3d.build_meshes(Volume(np.full((8, 8, 8), -1000, np.int16), np.eye(4), source="air.nii.gz"))
+    assert any("no voxel of air.nii.gz reaches 200 HU" in str(w.message) for w in caught)

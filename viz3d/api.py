@@ -15,7 +15,7 @@ import concurrent.futures
 import numpy as np
 
 from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
-from .meshing import DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_SMOOTHING, Mesh, _factor, label_boxes, surfaces
+from .meshing import DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE_COMPONENT_MM3, DEFAULT_SMOOTHING, Mesh, _factor, label_boxes, surfaces
 from .dicom import is_dicom_path, list_series, load_dicom
 from .volume import Volume, forget_inflated, inflate_soon, load_label
 from .volume import load_ct as _load_nifti_ct
@@ -110,7 +110,11 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
         _warn_alignment(ct, label)
         build_bone = build_bone and _hounsfield_or_asked(ct, bone_hu)
     if build_bone and not any(mesh.kind == "bone" for mesh in meshes):
-        warn(f"no voxel of {ct.source or 'the CT'} reaches {threshold:g} HU: no bone surface", stacklevel=3)
+        if ct.array.size and np.nanmax(ct.array) >= threshold:  # voxels do: every piece was a speck
+            warn(f"{ct.source or 'the CT'}: what reaches {threshold:g} HU is only in pieces under "
+                 f"{DEFAULT_MIN_BONE_COMPONENT_MM3 / 1000:g} mL (specks, dropped): no bone surface", stacklevel=3)
+        else:
+            warn(f"no voxel of {ct.source or 'the CT'} reaches {threshold:g} HU: no bone surface", stacklevel=3)
     built = {mesh.label for mesh in meshes if mesh.kind == "label"}
     absent = sorted(set(singles) - built)
     if absent and built:  # none at all: the command says so (export refuses: nothing to export)

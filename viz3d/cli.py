@@ -223,6 +223,12 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("--bone-only", action="store_true", help="only the bone surface (needs a CT), no label surfaces")
     export.add_argument("--largest-component", action="store_true",
                         help="keep only each surface's largest piece (drops specks and the scanner table from the bone)")
+    page = export.add_argument_group("with --format html: the page's scene, as for screenshot")
+    page.add_argument("--window", type=_window, default=None, metavar="PRESET|C,W", help="CT window (default soft)")
+    page.add_argument("--view", choices=VIEWS, default=None, help="camera preset (default iso)")
+    page.add_argument("--no-slices", action="store_true", help="hide the three CT slice planes")
+    page.add_argument("--slices", default=None, metavar="AXIS=POS,...", help="where the CT planes go (see screenshot --help)")
+    page.add_argument("--colors", choices=("table", "distinct"), default=None, help="table (default) or distinct")
     export.add_argument("--force", action="store_true", help="replace a different export already in the output folder")
 
     demo = commands.add_parser("demo", help="the shipped real sample: window, or viz3d-demo.png without a display")
@@ -515,7 +521,7 @@ def cmd_export_html(args, console) -> None:
         out = check_output_folder(args.out) / "scene.html"  # --out names a folder (not '' nor /): the page goes in it
     folder = out.parent if out.parent != Path("") else Path(".")
     check_writable_dir(folder)
-    window = getattr(args, "window", "soft")
+    window = getattr(args, "window", None) or "soft"
     if isinstance(window, str):
         window = WINDOW_PRESETS.get(window, WINDOW_PRESETS["soft"])
     configure_offscreen()
@@ -523,8 +529,9 @@ def cmd_export_html(args, console) -> None:
     if not meshes and ct is None:
         raise Viz3dError("nothing to export: no label of the selection is present and no CT")
     folder.mkdir(parents=True, exist_ok=True)
-    path = write_html(meshes, ct, out, window=window, view=getattr(args, "view", "iso"),
-                      show_slices=not getattr(args, "no_slices", False))
+    path = write_html(meshes, ct, out, window=window, view=getattr(args, "view", None) or "iso",
+                      show_slices=not getattr(args, "no_slices", False), slices=getattr(args, "slices", None),
+                      colors=getattr(args, "colors", None) or "table")
     console.say(f"wrote {path} ({len(meshes)} surfaces{', CT planes' if ct is not None else ''}; opens offline in a browser)")
 
 
@@ -535,6 +542,11 @@ def cmd_export(args, console) -> None:
     if args.format == "html":
         cmd_export_html(args, console)
         return
+    page_only = [flag for flag, given in (("--window", args.window is not None), ("--view", args.view is not None),
+                                          ("--no-slices", args.no_slices), ("--slices", args.slices is not None),
+                                          ("--colors", args.colors is not None)) if given]
+    if page_only:
+        raise Viz3dError(f"{', '.join(page_only)}: only for --format html (mesh files carry no view, window or planes)")
     if args.bone_only:
         if args.no_bone:
             raise Viz3dError("--bone-only and --no-bone exclude each other")

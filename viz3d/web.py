@@ -369,9 +369,10 @@ def _add_html_slices(scene) -> list:
     ct = scene.ct
     center, width = scene.window
     actors = []
-    for axis in SLICE_AXES:
+    positions = scene.slice_positions  # the planes turned off (--slices axial=off) are not in it
+    for axis in (axis for axis in SLICE_AXES if axis in positions):
         grid = plane_grid(ct.affine, ct.array.shape, _AXIS_INDEX[axis], max_samples=HTML_SLICE_MAX_SAMPLES)
-        position = scene.slice_positions[axis]
+        position = positions[axis]
         points = plane_points(grid, position)
         hu, inside = (values.ravel() for values in sample_plane(ct.array, ct.affine, grid, position))
         grey = np.clip((hu - (center - width / 2.0)) / width, 0.0, 1.0)
