@@ -378,3 +378,23 @@ def test_generated_colours_too_close_are_replaced_without_a_warning():
     drawn, changes, message = assign_colors(meshes)
     assert message is None and list(changes) == [f"s{close[0]}"]
     assert lab_distance(drawn[0].color, drawn[1].color) >= MIN_COLOR_DIFFERENCE
+
+
+def test_the_legend_says_where_the_names_came_from(sample_dir, scenes):
+    import argparse
+
+    from viz3d.cli import _names_source
+    from viz3d.scene import legend_picture
+
+    entries = [("liver", (0.8, 0.45, 0.04)), ("spleen", (0.3, 0.5, 0.9))]
+    plain = legend_picture(entries, 400, 400)
+    titled = legend_picture(entries, 400, 400, title="names: NIfTI header (TotalSegmentator)")
+    assert titled.height > plain.height and titled.width >= plain.width
+    args = argparse.Namespace(label=str(sample_dir / "label.nii.gz"), label_table=None)
+    assert _names_source(args) == "NIfTI header (TotalSegmentator)"  # the sample carries TotalSegmentator's table
+    args.label_table = "spinopelvic10"
+    assert "spinopelvic10" in _names_source(args)
+    meshes = [uv_sphere("liver", (0, 0, 0), 10, entries[0][1], "label", 12)]
+    scene = build_scene(meshes, None, off_screen=True, interactive=False, size=SIZE, names_source="sidecar label.json")
+    scenes.append(scene)
+    assert scene.legend_title == "names: sidecar label.json"

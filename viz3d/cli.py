@@ -409,10 +409,20 @@ def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024
         meshes, ct, window=window, show_slices=not args.no_slices, show_bone=not getattr(args, "no_bone", False),
         view=args.view, off_screen=off_screen, size=size, interactive=interactive,
         slices=getattr(args, "slices", None), colors=getattr(args, "colors", "table"),
+        names_source=_names_source(args) if any(mesh.kind == "label" for mesh in meshes) else None,
     )
     if runs_on:
         _collect_garbage_again()
     return scene
+
+
+def _names_source(args) -> str | None:
+    """Where the label names came from, for the legend (`viz3d.labels.resolve_label_table`'s source)."""
+    from .labels import resolve_label_table
+
+    if getattr(args, "label", None) is None:
+        return None
+    return resolve_label_table(args.label_table, args.label).source
 
 
 def cmd_view(args, console) -> None:

@@ -241,11 +241,13 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
     panels_width, panels_height = columns * width, rows * (height + SHEET_CAPTION_HEIGHT)
     if legend == "side" and legend_shown and scene.legend_entries:
         max_width = max(panels_width * 0.45, 160)
-        side = legend_picture(scene.legend_entries, max_width, panels_height - SHEET_CAPTION_HEIGHT - SHEET_LEGEND_PAD)
+        side = legend_picture(scene.legend_entries, max_width, panels_height - SHEET_CAPTION_HEIGHT - SHEET_LEGEND_PAD,
+                              title=scene.legend_title)
         if side.width > max_width:  # too many names for the sheet's height: a band under the panels
             side = None
             for band in range(60, 4000, 20):
-                below = legend_picture(scene.legend_entries, panels_width - 2 * SHEET_LEGEND_PAD, band)
+                below = legend_picture(scene.legend_entries, panels_width - 2 * SHEET_LEGEND_PAD, band,
+                                       title=scene.legend_title)
                 if below.width <= panels_width - 2 * SHEET_LEGEND_PAD:
                     break
     side_width = side.width + 2 * SHEET_LEGEND_PAD if side is not None else 0

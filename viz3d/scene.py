@@ -202,6 +202,7 @@ class Scene:
         self.legend = None
         self.legend_labels: list[str] = []
         self.legend_entries: list = []
+        self.legend_title: str | None = None  # "names: <where they came from>", the legend's first line
         self._legend_layout_size = None  # the window size the legend picture was drawn for
         self._legend_px = (0, 0)
         self._marker_viewport = ORIENTATION_VIEWPORT
@@ -538,12 +539,13 @@ class Scene:
             return
         self._legend_layout_size = (size, bool(self.sliders))
         max_width = LEGEND_MAX_WIDTH * size[0] - 2 * LEGEND_MARGIN_PX
-        image = legend_picture(self.legend_entries, max_width, LEGEND_MAX_HEIGHT * size[1] - LEGEND_MARGIN_PX)
+        image = legend_picture(self.legend_entries, max_width, LEGEND_MAX_HEIGHT * size[1] - LEGEND_MARGIN_PX,
+                               title=self.legend_title)
         marker = ORIENTATION_VIEWPORT
         # in columns: the whole height in one column is narrower (not with the window's sliders and
         # help line, which the marker would then cover)
         if image.width > max_width / 2 and not self.sliders:
-            tall = legend_picture(self.legend_entries, max_width, size[1] - 2 * LEGEND_MARGIN_PX)
+            tall = legend_picture(self.legend_entries, max_width, size[1] - 2 * LEGEND_MARGIN_PX, title=self.legend_title)
             if tall.width < image.width:
                 image = tall  # and the orientation marker goes to the lower left
                 marker = (0.0, ORIENTATION_VIEWPORT[1], ORIENTATION_VIEWPORT[2] - ORIENTATION_VIEWPORT[0],
@@ -625,6 +627,7 @@ def build_scene(
     slices=None,
     colors: str = "table",
     name: str | None = None,
+    names_source: str | None = None,
 ) -> Scene:
     """Build the scene for a list of `Mesh` and an optional CT `Volume`.
 
@@ -644,8 +647,9 @@ def build_scene(
     own colours; a structure whose colour is within `MIN_COLOR_DIFFERENCE` CIEDE2000 of an
     earlier one's is given a distinct colour, with one `Viz3dWarning` naming them) or
     ``"distinct"`` (every label surface coloured from `viz3d.labels.distinct_colors`). The
-    legend names every label surface drawn. ``name``: the case's name (web page titles);
-    default: from the CT's file name.
+    legend names every label surface drawn, under a first line ``names: <names_source>`` when
+    ``names_source`` says where the names came from (`viz3d.labels.LabelTable.source`).
+    ``name``: the case's name (web page titles); default: from the CT's file name.
 
     ``off_screen`` renders without a window (forced when there is no display). With
     ``interactive`` the window gets sliders, the `KEYMAP` keys and a help line; an orientation
@@ -682,6 +686,7 @@ def build_scene(
     scene = Scene(plotter, ct)
     scene.color_changes = changes
     scene.case_name = name or case_name(ct)
+    scene.legend_title = f"names: {names_source}" if names_source else None
     try:
         scene._syncing = True  # no slider callbacks while building
         bounds = []
@@ -1078,8 +1083,9 @@ def _set_legend_image(actor, image) -> None:
     actor.GetPositionCoordinate().SetValue(-(w + LEGEND_MARGIN_PX), -(h + LEGEND_MARGIN_PX))
 
 
-def legend_picture(entries, max_width: float, max_height: float):
-    """A Pillow RGB picture of the legend: a swatch and the name of every ``(name, rgb)`` entry.
+def legend_picture(entries, max_width: float, max_height: float, title: str | None = None):
+    """A Pillow RGB picture of the legend: a swatch and the name of every ``(name, rgb)`` entry,
+    after ``title`` (a line without swatch, e.g. where the names came from) when given.
 
     It fits ``max_height`` pixels when it can: the largest type from `LEGEND_FONT_PX` for which
     the entries, in as many columns as needed (column by column), are no wider than ``max_width``;
@@ -1087,7 +1093,7 @@ def legend_picture(entries, max_width: float, max_height: float):
     """
     from PIL import Image, ImageDraw
 
-    entries = list(entries)
+    entries = ([(title, None)] if title else []) + list(entries)
     layouts = []
     for px in range(LEGEND_FONT_PX[0], LEGEND_FONT_PX[1] - 1, -1):
         font = _legend_font(px)
@@ -1116,6 +1122,9 @@ def legend_picture(entries, max_width: float, max_height: float):
     for column, column_width in enumerate(widths):
         for i, (name, color) in enumerate(entries[column * rows:(column + 1) * rows]):
             y = pad + i * row
+            if color is None:  # the title line: no swatch, dimmer
+                draw.text((x, y + row / 2), name, fill=tuple(int(0.7 * c) for c in text), font=font, anchor="lm")
+                continue
             rgb = tuple(int(round(c * 255)) for c in color)
             top = y + (row - swatch) // 2
             draw.rectangle([x, top, x + swatch - 1, top + swatch - 1], fill=rgb)
