@@ -29,3 +29,12 @@ def tables_dir() -> Path:
     """Real label-table files (ITK-SNAP, TotalSegmentator JSON)."""
     assert TABLES.is_dir(), f"real label tables missing: {TABLES}"
     return TABLES
+
+
+@pytest.fixture
+def scenes():
+    """Collects built scenes and closes them after the test."""
+    made = []
+    yield made
+    for scene in made:
+        scene.close()

@@ -87,13 +87,6 @@ def unchanged(a, b, mask):
     return same[mask].mean()
 
 
-@pytest.fixture
-def scenes():
-    made = []
-    yield made
-    for scene in made:
-        scene.close()
-
 
 @pytest.fixture(scope="module")
 def sample_meshes(sample_dir):

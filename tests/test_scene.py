@@ -106,14 +106,6 @@ def world_to_pixel(scene, point, image):
     return x, image.shape[0] - 1 - y
 
 
-@pytest.fixture
-def scenes():
-    """Collects built scenes and closes them after the test."""
-    made = []
-    yield made
-    for scene in made:
-        scene.close()
-
 
 # --------------------------------------------------------------------------- offscreen plumbing
 def test_importing_scene_and_render_is_cheap():
