@@ -15,7 +15,8 @@ import concurrent.futures
 import numpy as np
 
 from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
-from .meshing import DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE_COMPONENT_MM3, DEFAULT_SMOOTHING, Mesh, _factor, label_boxes, surfaces
+from .meshing import (DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE_COMPONENT_MM3, DEFAULT_SMOOTHING, Mesh,
+                      label_boxes, smoothing_factor, surfaces)
 from .dicom import is_dicom_path, list_series, load_dicom
 from .volume import Volume, forget_inflated, inflate_soon, load_label
 from .volume import load_ct as _load_nifti_ct
@@ -73,8 +74,9 @@ def build_meshes(
     ``table`` is a `LabelTable`, a built-in table name or a label-table file (default: the
     table the label map's file carries or has beside it, else the workshop's ``spinopelvic10``;
     see `label_table_for`). ``labels`` selects structures: values (``[1, 2, 7]``) or a
-    selection such as ``"L1-L5,sacrum"`` or ``"1,3-5"`` (see `viz3d.labels.select_labels`). ``smoothing`` (0-1, 3D Slicer's factor) and ``method`` (the
-    surface extractor) are as in `viz3d.meshing.label_meshes`. Grid mismatches between ``ct`` and ``label`` are reported
+    selection such as ``"L1-L5,sacrum"`` or ``"1,3-5"`` (see `viz3d.labels.select_labels`).
+    ``smoothing`` (0-1, 3D Slicer's factor) and ``method`` (the surface extractor) are as in
+    `viz3d.meshing.label_meshes`. Grid mismatches between ``ct`` and ``label`` are reported
     with `Viz3dWarning`. ``progress``, if given, is called as ``progress(stage, done, total,
     item)`` as each stage starts, advances and ends.
     """
@@ -294,7 +296,7 @@ def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smoo
     table_file = label_table_file(table, label_path)  # --label-table's file, or one found beside the label map
     table_file = table_file if table_file is not None and table_file.is_file() else None
     params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,
-                  bone_hu=bone_hu, smoothing=_factor(smoothing, smooth), method=method)
+                  bone_hu=bone_hu, smoothing=smoothing_factor(smoothing, smooth), method=method)
     return cache.content_key([ct_path, label_path, table_file], params)
 
 

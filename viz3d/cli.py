@@ -566,9 +566,10 @@ def cmd_export(args, console) -> None:
             raise Viz3dError("--bone-only needs a CT: the bone surface comes from the CT's Hounsfield units")
         args.label = None  # not loaded: no label surface is wanted
     from .labels import resolve_label_table
+    from .meshing import DEFAULT_BONE_HU
 
     meshing = {"labels": args.labels, "bone": _bone_wanted(args), "bone_only": args.bone_only,
-               "bone_hu": 200.0 if args.bone_hu is None else args.bone_hu,
+               "bone_hu": DEFAULT_BONE_HU if args.bone_hu is None else args.bone_hu,
                "label_table": args.label_table, "smoothing": 0.0 if args.no_smooth else args.smoothing,
                "method": args.method, "label_table_source": resolve_label_table(args.label_table, args.label).source}
     options = dict(format=args.format, coords=args.coords, combine=args.combine, max_triangles=args.max_triangles,

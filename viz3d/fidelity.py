@@ -228,26 +228,20 @@ class SurfaceError:
 
 
 def closed_and_outward(faces: np.ndarray, vertices: np.ndarray) -> bool:
-    """Every directed edge appears once and its reverse once (closed, 2-manifold edges,
-    consistently wound), and the enclosed volume is positive (outward).
+    """Closed, consistently wound and outward (`viz3d.quality.inspect_surface`: every edge
+    has two faces running along it in opposite directions, and the enclosed volume is positive).
 
     >>> v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
     >>> f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
     >>> closed_and_outward(f, v), closed_and_outward(f[:, ::-1], v), closed_and_outward(f[:3], v)
     (True, False, False)
     """
-    faces = np.asarray(faces, np.int64)
+    from .quality import inspect_surface
+
     if not len(faces):
         return False
-    n = int(faces.max()) + 1
-    edges = np.stack([faces, np.roll(faces, -1, axis=1)], -1).reshape(-1, 2)
-    directed = edges[:, 0] * n + edges[:, 1]
-    reverse = edges[:, 1] * n + edges[:, 0]
-    if len(np.unique(directed)) != len(directed):
-        return False
-    if not np.array_equal(np.sort(directed), np.sort(reverse)):
-        return False
-    return float(face_volumes_and_areas(vertices, faces)[0].sum()) > 0
+    check = inspect_surface(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
+    return check.watertight and check.winding_consistent and check.volume_mm3 > 0
 
 
 def surface_error(vertices: np.ndarray, faces: np.ndarray, shape: Shape) -> SurfaceError:
@@ -290,7 +284,7 @@ def penetration_mm(vertices: np.ndarray, faces: np.ndarray, other_vertices: np.n
     Signed distances from VTK's vtkImplicitPolyDataDistance (negative inside the second surface,
     which must be wound outward).
     """
-    from vtkmodules.util.numpy_support import numpy_to_vtk
+    from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
     from vtkmodules.vtkFiltersCore import vtkImplicitPolyDataDistance
 
     from .polydata import to_polydata
@@ -300,8 +294,6 @@ def penetration_mm(vertices: np.ndarray, faces: np.ndarray, other_vertices: np.n
     points = np.ascontiguousarray(vertices, np.float64)
     out = numpy_to_vtk(np.zeros(len(points)), deep=True)
     implicit.FunctionValue(numpy_to_vtk(points, deep=True), out)
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-
     return float(max(0.0, -vtk_to_numpy(out).min()))
 
 

@@ -138,8 +138,8 @@ def label_meshes(
     at 0.5; on a grid whose slices are thicker than its in-plane voxels (3-5 mm CT), the mask's
     signed distance (mm) is interpolated between slices first (shape-based interpolation) and
     contoured at 0, so the surface passes through each slice's outline instead of stepping
-    from one to the next. Then windowed-sinc smoothing, and a uniform offset along the normals
-    that restores the voxel volume (see `smoothing_parameters`).
+    from one to the next. Then windowed-sinc smoothing (see `smoothing_parameters`), and an
+    offset along the normals that restores the voxel volume (see `restore_volume`).
 
     Parameters
     ----------
@@ -196,7 +196,7 @@ def bone_mesh(
     the threshold.
     """
     with _vtk_threads(None):
-        return _bone_surface(ct, hu, min_component_mm3, _factor(smoothing, smooth))
+        return _bone_surface(ct, hu, min_component_mm3, smoothing_factor(smoothing, smooth))
 
 
 def surfaces(
@@ -219,10 +219,11 @@ def surfaces(
     single-threaded steps (masks, volumes, normals) with the rest. ``bone_hu=None`` (or no
     ``ct``) builds no bone surface; an empty threshold gives none either. ``ct`` may also be
     a function returning the CT (or None: no bone surface): the bone job calls it, so a CT
-    still being read does not hold up the labels. ``progress`` is called as ``progress(done, total, name)`` after each
-    surface, in output order. ``smoothing``, ``method`` and ``smooth`` are as in `label_meshes`.
+    still being read does not hold up the labels. ``progress`` is called as
+    ``progress(done, total, name)`` after each surface, in output order. ``smoothing``,
+    ``method`` and ``smooth`` are as in `label_meshes`.
     """
-    factor = _factor(smoothing, smooth)
+    factor = smoothing_factor(smoothing, smooth)
     method = _checked_method(method)
     if names is None:
         from .labels import load_label_table
@@ -301,8 +302,13 @@ def upsampling_factors(affine: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(min(round(r), MAX_UPSAMPLING)) if r >= THICK_SLICE_RATIO else 1 for r in ratio)
 
 
-def _factor(smoothing: float, smooth: bool = True) -> float:
-    """The checked smoothing factor (0 when ``smooth`` is False)."""
+def smoothing_factor(smoothing: float, smooth: bool = True) -> float:
+    """The checked smoothing factor (0 when ``smooth`` is False): what the meshing uses and the
+    mesh cache is keyed by.
+
+    >>> smoothing_factor(0.5), smoothing_factor(0.5, smooth=False)
+    (0.5, 0.0)
+    """
     from .errors import Viz3dError
 
     try:
@@ -408,7 +414,7 @@ def _smoothed(poly, factor: float, voxel_sizes=(1.0, 1.0, 1.0)):
         back = np.unique(faces[kept[piece] < COLLAPSED_PIECE])  # whole pieces: no crease where one meets the rest
         if len(back):
             moved[back] = raw[back]
-        smoothed.GetPoints().Modified()
+            smoothed.GetPoints().Modified()
     return smoothed
 
 
@@ -524,9 +530,8 @@ def _outward(poly):
     """``poly`` with its winding reversed if it encloses a negative volume (a closed surface
     wound inward as a whole: one extractor's convention, not a defect of some faces)."""
     if poly.GetNumberOfPolys() and _enclosed_volume(poly) < 0:
-        _, faces = polydata_arrays(poly)
-        flipped = faces[:, ::-1].copy()
-        poly = to_polydata(polydata_arrays(poly)[0], flipped, dtype=None)
+        vertices, faces = polydata_arrays(poly)
+        poly = to_polydata(vertices, faces[:, ::-1], dtype=None)
     return poly
 
 
@@ -609,7 +614,7 @@ def flying_edges(array: np.ndarray, origin: np.ndarray, iso: float, discrete: bo
 
 
 def windowed_sinc(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float = SMOOTHING_PASSBAND,
-            nonmanifold: bool = False):
+                  nonmanifold: bool = False):
     """Windowed-sinc smoothing (a low-pass filter: no Laplacian shrinkage); topology unchanged.
 
     Flying-edges surfaces are manifold, so the non-manifold analysis (a third of the filter's
@@ -659,7 +664,7 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_o
     """
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
-    direction, total, vertex_area = None, 0.0, None
+    direction, width, total = None, None, 0.0
     for _ in range(RESTORE_STEPS):
         signed, double_area = face_volumes_and_areas(vertices, faces)
         volume, area = float(signed.sum()), float(double_area.sum()) / 2.0
@@ -668,15 +673,16 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_o
         if direction is None:
             direction = vtk_to_numpy(point_normals(to_polydata(vertices, faces)).GetPointData().GetNormals())
             if voxel_axes is not None:  # half the voxel's width along each normal
-                direction = direction * (0.5 * np.abs(direction @ np.asarray(voxel_axes, float)).sum(axis=1))[:, None]
+                width = 0.5 * np.abs(direction @ np.asarray(voxel_axes, float)).sum(axis=1)
+                direction = direction * width[:, None]
                 cap = 1.0
             else:
                 cap = 0.5 * volume / area if max_offset is None else max_offset
-        if voxel_axes is not None:  # the volume one unit of the step sweeps: sum of width x area
-            vertex_area = np.bincount(faces.ravel(), weights=np.repeat(double_area / 6.0, 3), minlength=len(vertices))
-            swept = float(vertex_area @ np.linalg.norm(direction, axis=1))
-        else:
+        if width is None:
             swept = area
+        else:  # the volume one unit of the step sweeps: each vertex's width x its share of the faces' area
+            vertex_area = np.bincount(faces.ravel(), weights=np.repeat(double_area / 6.0, 3), minlength=len(vertices))
+            swept = float(vertex_area @ width)
         step = float(np.clip((target - volume) / swept, -cap - total, cap - total))
         if abs(step) < 1e-9:
             break  # at the cap

@@ -895,8 +895,8 @@ def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFF
         return meshes, {}, None
     # viz3d's own generated colours (labels.default_color: the built-in TotalSegmentator table's)
     # are nobody's choice: replacing them needs no word; a table's chosen colours do
-    chosen = {j for j, i in enumerate(index) if tuple(round(c, 4) for c in old[j]) != default_color(meshes[i].label or 0)}
-    pairs = [(a, b, d) for a, b, d in pairs if index.index(b) in chosen]
+    chosen = {i for i, color in zip(index, old) if tuple(round(c, 4) for c in color) != default_color(meshes[i].label or 0)}
+    pairs = [(a, b, d) for a, b, d in pairs if b in chosen]
     if not pairs:
         return meshes, changes, None
     names = {i: meshes[i].name for i in index}
@@ -904,8 +904,7 @@ def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFF
     if len(pairs) > 6:
         listed += f" and {len(pairs) - 6} more"
     message = (f"colours too close to tell apart (CIEDE2000 < {threshold:g}): {listed}; {len({b for _, b, _ in pairs})} "
-               f"structure(s) "
-               f"drawn in distinct colours instead (--colors distinct recolours every structure)")
+               f"structure(s) drawn in distinct colours instead (--colors distinct recolours every structure)")
     return meshes, changes, message
 
 
