@@ -919,3 +919,14 @@ def test_the_html_export_takes_the_scene_options_and_mesh_exports_refuse_them(ca
     assert status == 2
     assert_one_error(err, "--view", "--colors", "only for --format html")
     assert not (tmp_path / "stl").exists()
+
+
+def test_the_lewiner_method_without_scikit_image_is_one_error_line(capsys, tmp_path, monkeypatch):
+    ct, label = write_box_case(tmp_path, shape=(12, 12, 6), bone=(slice(2, 5),) * 3,
+                               label=(slice(5, 9), slice(5, 9), slice(1, 4)), value=1, affine=VOXEL)
+    monkeypatch.setitem(sys.modules, "skimage.measure", None)  # as if scikit-image were not installed
+    status, _, err = run_cli(capsys, "export", ct, "--label", label, "--out", tmp_path / "out", "--no-bone",
+                             "--method", "lewiner", "--no-cache")
+    assert status == 2
+    assert_one_error(err, "lewiner", "scikit-image")
+    assert not (tmp_path / "out").exists()

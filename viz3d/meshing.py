@@ -508,14 +508,13 @@ def _surface_nets(mask: np.ndarray, origin: np.ndarray, factor: float):
 
 def _lewiner(mask: np.ndarray, origin: np.ndarray):
     """scikit-image's Lewiner marching cubes of a 0/1 mask at 0.5 (index coordinates), wound outward."""
-    from skimage.measure import marching_cubes
-
     from .errors import Viz3dError
 
     try:
-        vertices, faces, _, _ = marching_cubes(mask, 0.5, method="lewiner", allow_degenerate=False)
-    except ImportError:  # pragma: no cover - scikit-image is optional
-        raise Viz3dError("the lewiner method needs scikit-image: pip install scikit-image") from None
+        from skimage.measure import marching_cubes
+    except ImportError:  # scikit-image is not a dependency of viz3d (the workshop installs it)
+        raise Viz3dError("--method lewiner needs scikit-image: pip install scikit-image") from None
+    vertices, faces, _, _ = marching_cubes(mask, 0.5, method="lewiner", allow_degenerate=False)
     return _outward(to_polydata(vertices + origin, faces.astype(np.int64)))
 
 
