@@ -21,7 +21,7 @@ Builds (and caches, in the git-ignored ``bench-cases/``) a case with
   torus tilted like a rib, a 5 mm tube, two half-balls touching along an oblique plane) voxelised on
   0.8 mm grids with 0.8, 3 and 5 mm between slices under RAS, LPS-stored and oblique affines, meshed by
   each of viz3d's methods, raw marching cubes, and 3D Slicer's default closed-surface pipeline rebuilt
-  from its parameters (`viz3d.fidelity.slicer_surface`); each row gives the worst of the three affines:
+  from its parameters (`viz3d.surfaces.fidelity.slicer_surface`); each row gives the worst of the three affines:
   area-weighted normal error, RMS and max vertex distance, volume error (and the voxels' own), time;
 * frames per second while rotating the camera (full meshes, and the cheap interaction drawing
   the window switches to while the mouse drags) and while changing window/level (as a slider
@@ -72,7 +72,7 @@ def build_dicom_case(case: Path) -> Path:
 DICOM_SCRIPT = r"""
 import json, sys, time
 import numpy as np
-import viz3d.dicom as dicom
+import viz3d.io.dicom as dicom
 if sys.argv[2] == "serial":
     dicom.POOL_MIN_SLICES = 10**9  # every slice decoded in this process
 start = time.perf_counter()
@@ -122,8 +122,8 @@ def naive_meshes(label: np.ndarray, spacing) -> list:
 
 
 def write_stls(meshes, folder: Path) -> None:
-    from viz3d.export import write_stl
-    from viz3d.meshing import Mesh
+    from viz3d.outputs.export import write_stl
+    from viz3d.surfaces.meshing import Mesh
 
     for index, (vertices, faces) in enumerate(meshes):
         write_stl(Mesh(str(index), "label", index, (1, 1, 1), vertices, faces.astype(np.int64)), folder / f"{index}.stl")
@@ -158,10 +158,10 @@ def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, f
 
 FPS_SCRIPT = r"""
 import json, sys, time
-from viz3d.render import configure_offscreen
+from viz3d.outputs.render import configure_offscreen
 configure_offscreen()
 import viz3d
-from viz3d.labels import load_label_table
+from viz3d.io.labels import load_label_table
 ct, label = viz3d.load_ct(sys.argv[1]), viz3d.load_label(sys.argv[2])
 meshes = viz3d.build_meshes(ct, label, table="totalsegmentator")
 scene = viz3d.build_scene(meshes, ct, off_screen=True, size=(1024, 768), interactive=False)
@@ -223,7 +223,7 @@ for mesh in meshes:
         actor = plotter.add_mesh(poly, color=mesh.color, opacity=0.35 if mesh.kind == "bone" else 1.0, reset_camera=False)
         actor.prop.culling = "none" if mesh.kind == "bone" else "back"
 plotter.view_xz()
-plotter.render_window.Render()  # drawn once and read back, as viz3d.render.render_image does
+plotter.render_window.Render()  # drawn once and read back, as viz3d.outputs.render.render_image does
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
 grab = vtkWindowToImageFilter()
@@ -242,8 +242,8 @@ FIDELITY_METHODS = ("viz3d flying-edges", "viz3d surface-nets", "viz3d lewiner",
 
 def fidelity_rows(spacings=(0.8, 3.0, 5.0)) -> list[dict]:
     """The fidelity table: one row per shape, slice spacing and method, worst over the affines."""
-    from viz3d import fidelity
-    from viz3d.meshing import label_meshes
+    from viz3d.surfaces import fidelity
+    from viz3d.surfaces.meshing import label_meshes
 
     halves = fidelity.ball_halves(14.0, tilt=35.0)
     shapes = {"ball r18": [fidelity.sphere(18.0)], "ellipsoid 24/16/11": [fidelity.ellipsoid()],
@@ -322,7 +322,7 @@ def main() -> None:
     import nibabel as nib
 
     import viz3d
-    from viz3d.labels import load_label_table
+    from viz3d.io.labels import load_label_table
 
     case = build_case(args.zoom, args.cache)
     ct_path, label_path = case / "ct.nii.gz", case / "label.nii.gz"
@@ -360,7 +360,7 @@ def main() -> None:
     results.update(dicom_loads(build_dicom_case(case), args.repeat))
 
     load_s, (ct, label) = timed(lambda: (viz3d.load_ct(ct_path), viz3d.load_label(label_path)))
-    results.update(shape=list(label.shape), labels=len(viz3d.meshing.present_labels(label.array)), load_s=load_s,
+    results.update(shape=list(label.shape), labels=len(viz3d.surfaces.meshing.present_labels(label.array)), load_s=load_s,
                    input_mb=(ct.array.nbytes + label.array.nbytes) / 2**20)
 
     spacing = label.voxel_sizes
@@ -381,7 +381,7 @@ def main() -> None:
         seconds, bone = timed(viz3d.bone_mesh, ct)
         bone_times.append(seconds)
     mesh_s, bone_s = float(np.median(mesh_times)), float(np.median(bone_times))
-    from viz3d.quality import inspect_surface
+    from viz3d.surfaces.quality import inspect_surface
 
     surfaces = meshes + ([bone] if bone else [])
     check_times = [timed(lambda: [inspect_surface(m.vertices, m.faces) for m in surfaces])[0] for _ in range(args.repeat)]

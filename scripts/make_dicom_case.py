@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
-from viz3d.dicom import LPS_TO_RAS
+from viz3d.io.dicom import LPS_TO_RAS
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_SERIES = ROOT.parent / "shared" / "data" / "totalseg_example" / "ct_dicom"

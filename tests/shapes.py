@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from viz3d.meshing import Mesh
+from viz3d.surfaces.meshing import Mesh
 
 
 def uv_sphere(name, center, radius, color, kind="label", n=16):

@@ -157,8 +157,8 @@ def test_scene_commands_import_pyvista_first_only_when_meshes_are_cached(case, m
     hold other threads' imports up while they load); a cached run starts with PyVista."""
     import argparse
 
-    import viz3d.cli as cli
-    import viz3d.render as render
+    import viz3d.cli.main as cli
+    import viz3d.outputs.render as render
 
     firsts = []
     monkeypatch.setattr(render, "import_pyvista_soon", lambda first=(): firsts.append(first))
@@ -176,7 +176,7 @@ def test_files_decompressed_early_are_all_taken(case, monkeypatch):
     """The label map (on a mesh-cache miss) and the CT (unless its decoded array is cached) start
     decompressing early; every buffer started is used, none is left behind (a CT whose array is
     in the cache is not decompressed at all)."""
-    import viz3d.volume as volume
+    import viz3d.io.volume as volume
 
     started = []
     real = volume.inflate_soon
@@ -197,7 +197,7 @@ def test_files_decompressed_early_are_all_taken(case, monkeypatch):
 def test_nothing_decompressed_early_is_left_behind(case, monkeypatch):
     """A CT whose cached array turns up after the check (another run wrote it meanwhile), and a
     label map whose load an error pre-empts, leave no decompressed buffer held."""
-    import viz3d.volume as volume
+    import viz3d.io.volume as volume
 
     api.load_and_mesh(*case)  # the CT's array is cached now
     monkeypatch.setattr(cache, "has_array", lambda key: False)  # as if written just after the check
@@ -311,7 +311,7 @@ def test_no_digest_file_without_the_cache(digests, monkeypatch):
 
 
 def run_cli(capsys, *args):
-    from viz3d.cli import main
+    from viz3d.cli.main import main
 
     status = main([str(a) for a in args])
     return status, capsys.readouterr().err

@@ -3,7 +3,7 @@
 The contract for bad input: exit status 2, exactly one line on stderr starting
 ``viz3d: error:`` that says what is wrong and names the file, no traceback, and no partial
 output (a failed export leaves the output folder as it was; a failed screenshot leaves no PNG
-or temporary file). Most runs call `viz3d.cli.main` in-process; a few run ``python -m viz3d``
+or temporary file). Most runs call `viz3d.cli.main.main` in-process; a few run ``python -m viz3d``
 as a real subprocess to prove the exit status and stderr end to end.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from shapes import write_box_case
 
-import viz3d.export
-from viz3d.cli import main
+import viz3d.outputs.export
+from viz3d.cli.main import main
 
 VOXEL = np.diag([2.0, 2.0, 2.0, 1.0])
 
@@ -361,7 +361,7 @@ def test_failure_while_writing_leaves_existing_folder_unchanged(tmp_path, capsys
     (out / "1_L1.stl").write_bytes(b"old bytes")
     before_out, before_parent = snapshot(out), sorted(os.listdir(tmp_path))
 
-    real_write = viz3d.export.write_stl
+    real_write = viz3d.outputs.export.write_stl
     calls = []
 
     def failing_write(mesh, path):
@@ -370,7 +370,7 @@ def test_failure_while_writing_leaves_existing_folder_unchanged(tmp_path, capsys
             raise OSError(28, "No space left on device")
         return real_write(mesh, path)
 
-    monkeypatch.setattr(viz3d.export, "write_stl", failing_write)
+    monkeypatch.setattr(viz3d.outputs.export, "write_stl", failing_write)
     status, _, err = run_cli(capsys, "export", ct, "--label", label, "--out", out, "--no-smooth")
     assert "bone.stl" in calls and len(calls) >= 2
     assert status == 2
@@ -452,7 +452,7 @@ def _cli_env(**extra) -> dict:
 
 def test_command_line_module_loads_no_numpy():
     """`viz3d` can set up the process (BLAS threads) before numpy loads: importing the CLI loads none."""
-    code = "import sys, viz3d.cli; print(sorted(m for m in ('numpy', 'scipy', 'nibabel', 'vtkmodules') if m in sys.modules))"
+    code = "import sys, viz3d.cli.main; print(sorted(m for m in ('numpy', 'scipy', 'nibabel', 'vtkmodules') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_cli_env())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -464,7 +464,7 @@ def test_public_names_resolve_lazily(monkeypatch):
 
     for name in viz3d.__all__:
         assert getattr(viz3d, name) is not None, name
-    assert viz3d.export.write_stl is not None  # submodules too
+    assert viz3d.outputs.export.write_stl is not None  # submodules too
     with pytest.raises(AttributeError, match="no_such_name"):
         viz3d.no_such_name
     assert not hasattr(viz3d, "pyvista")  # only viz3d's own submodules are imported on demand
@@ -491,7 +491,7 @@ def test_command_line_process_keeps_blas_on_one_thread():
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: BLAS is single-threaded anyway")
     code = (
-        "import json, viz3d.cli as cli\n"
+        "import json, viz3d.cli.main as cli\n"
         "def main(argv=None):\n"
         "    import numpy, threadpoolctl\n"
         "    print(json.dumps([lib['num_threads'] for lib in threadpoolctl.threadpool_info() if lib['user_api'] == 'blas']))\n"
@@ -509,7 +509,7 @@ def test_command_line_process_collects_garbage_again_once_its_scene_is_built():
     """Loading and meshing run without the cycle collector; a scene that runs on (window, web
     view, turntable) turns it back on, a screenshot's does not (the process ends)."""
     code = (
-        "import argparse, gc, json, viz3d.cli as cli, viz3d.scene as scene\n"
+        "import argparse, gc, json, viz3d.cli.main as cli, viz3d.scene.scene as scene\n"
         "scene.build_scene = lambda *a, **k: 'scene'\n"
         "def main(argv=None):\n"
         "    loading = gc.isenabled()\n"
@@ -531,7 +531,7 @@ def test_garbage_collection_a_program_turned_off_stays_off():
     """`cli.main` in a program of one's own leaves the program's collector settings alone."""
     import gc
 
-    import viz3d.cli as cli
+    import viz3d.cli.main as cli
 
     gc.disable()
     try:
@@ -799,7 +799,7 @@ def test_failed_export_into_new_nested_folder_leaves_nothing(tmp_path, capsys, m
     def failing_write(mesh, path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(viz3d.export, "write_stl", failing_write)
+    monkeypatch.setattr(viz3d.outputs.export, "write_stl", failing_write)
     status, _, err = run_cli(capsys, "export", ct, "--out", tmp_path / "new" / "deeper" / "out", "--no-smooth")
     assert status == 2
     assert_one_error(err, "No space left")

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from shapes import uv_sphere
 
-from viz3d.render import configure_offscreen, render_image
+from viz3d.outputs.render import configure_offscreen, render_image
 
 configure_offscreen()  # before anything here creates a VTK window
 
 from viz3d.errors import Viz3dError, Viz3dWarning  # noqa: E402
-from viz3d.scene import BACKGROUND, VIEWS, build_scene  # noqa: E402
-from viz3d.volume import Volume  # noqa: E402
+from viz3d.scene.scene import BACKGROUND, VIEWS, build_scene  # noqa: E402
+from viz3d.io.volume import Volume  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (320, 240)
@@ -176,7 +176,7 @@ def test_legend_names_all_41_structures_of_the_sample_and_never_covers_them(samp
 
 
 def test_legend_uses_columns_and_smaller_type_for_large_sets():
-    from viz3d.scene import legend_picture
+    from viz3d.scene.scene import legend_picture
 
     entries = [(f"structure_number_{i}", (0.5, 0.2 + i / 200, 0.3)) for i in range(120)]
     few = legend_picture(entries[:4], 300, 400)
@@ -195,7 +195,7 @@ def lab_distance(a, b):
 
 
 def test_close_table_colours_are_made_distinct_with_one_warning(tables_dir, scenes):
-    from viz3d.labels import builtin_table, load_label_table
+    from viz3d.io.labels import builtin_table, load_label_table
 
     spine = load_label_table(tables_dir / "ctspinopelvic1k_v4_itksnap.txt")
     values = {spine.name_of(v): v for v in spine.names}
@@ -227,7 +227,7 @@ def test_close_table_colours_are_made_distinct_with_one_warning(tables_dir, scen
 def test_distinct_palette_for_a_hundred_classes(scenes):
     from skimage.color import deltaE_ciede2000, rgb2lab
 
-    from viz3d.labels import delta_e_ciede2000, distinct_colors, srgb_to_lab
+    from viz3d.io.labels import delta_e_ciede2000, distinct_colors, srgb_to_lab
 
     palette = distinct_colors(120)
     assert palette == distinct_colors(120) and len(set(palette)) == 120
@@ -257,7 +257,7 @@ def test_distinct_palette_for_a_hundred_classes(scenes):
 
 # --------------------------------------------------------------------------- --slices
 def test_slice_positions_by_mm_index_off_and_structure_name(scenes):
-    from viz3d.scene import parse_slices
+    from viz3d.scene.scene import parse_slices
 
     assert parse_slices("axial=120,coronal=off,sagittal=i40") == {"axial": 120.0, "coronal": "off", "sagittal": ("index", 40)}
     assert parse_slices({"axial": "L3", "coronal": "auto"}) == {"axial": "L3", "coronal": "auto"}
@@ -321,7 +321,7 @@ def test_slices_and_colors_options_on_the_command_line(tmp_path, sample_dir, tab
 def test_sheet_panels_are_not_squeezed_by_the_legend(tmp_path, scenes):
     from PIL import Image
 
-    from viz3d.motion import SHEET_CAPTION_HEIGHT, view_sheet
+    from viz3d.outputs.motion import SHEET_CAPTION_HEIGHT, view_sheet
 
     meshes = [uv_sphere(f"organ number {i}", (40.0 * (i % 4) - 60, 0, 30.0 * (i // 4) - 45), 12,
                         (1.0, 0.1 + 0.07 * i, 0.0) if i % 2 else (0.0, 0.2 + 0.06 * i, 1.0), "label", 12) for i in range(12)]
@@ -344,7 +344,7 @@ def test_sheet_panels_are_not_squeezed_by_the_legend(tmp_path, scenes):
 def test_turntable_frames_show_the_surfaces_large(tmp_path, scenes):
     from PIL import Image
 
-    from viz3d.motion import turntable
+    from viz3d.outputs.motion import turntable
 
     meshes = [uv_sphere("a", (30, 20, 0), 12, RED, "label", 16), uv_sphere("b", (-10, 40, 10), 12, BLUE, "label", 16)]
     scene = build_scene(meshes, big_ct(), off_screen=True, interactive=False, size=(160, 120), view="anterior")
@@ -361,8 +361,8 @@ def test_turntable_frames_show_the_surfaces_large(tmp_path, scenes):
 
 
 def test_generated_colours_too_close_are_replaced_without_a_warning():
-    from viz3d.labels import default_color
-    from viz3d.scene import MIN_COLOR_DIFFERENCE, assign_colors
+    from viz3d.io.labels import default_color
+    from viz3d.scene.scene import MIN_COLOR_DIFFERENCE, assign_colors
 
     close = [v for v in range(2, 118) if lab_distance(default_color(1), default_color(v)) < MIN_COLOR_DIFFERENCE]
     assert close, "the generated palette has close pairs: the case this test is about"
@@ -376,8 +376,8 @@ def test_generated_colours_too_close_are_replaced_without_a_warning():
 def test_the_legend_says_where_the_names_came_from(sample_dir, scenes):
     import argparse
 
-    from viz3d.cli import _names_source
-    from viz3d.scene import legend_picture
+    from viz3d.cli.main import _names_source
+    from viz3d.scene.scene import legend_picture
 
     entries = [("liver", (0.8, 0.45, 0.04)), ("spleen", (0.3, 0.5, 0.9))]
     plain = legend_picture(entries, 400, 400)

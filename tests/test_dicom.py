@@ -25,11 +25,11 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from viz3d.api import Viz3dWarning
-from viz3d.dicom import SeriesInfo, is_dicom_path, list_series, load_dicom
+from viz3d.io.dicom import SeriesInfo, is_dicom_path, list_series, load_dicom
 from viz3d.errors import Viz3dError
-from viz3d.meshing import bone_mesh
-from viz3d.quality import to_trimesh
-from viz3d.volume import Volume, load_label
+from viz3d.surfaces.meshing import bone_mesh
+from viz3d.surfaces.quality import to_trimesh
+from viz3d.io.volume import Volume, load_label
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
@@ -532,7 +532,7 @@ def test_a_single_slice_takes_its_thickness_with_a_warning(tmp_path):
 
 
 def run_viz3d(capsys, *args):
-    from viz3d.cli import main
+    from viz3d.cli.main import main
 
     status = main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -577,9 +577,9 @@ def test_label_meshes_of_the_real_series_sit_on_its_bone(real, sample_dir):
     """Vertebra surfaces from the dcm2niix-grid label map lie on the bone surface of the DICOM CT."""
     from scipy.spatial import cKDTree
 
-    from viz3d.labels import builtin_table
-    from viz3d.meshing import bone_mesh, label_meshes
-    from viz3d.volume import load_label
+    from viz3d.io.labels import builtin_table
+    from viz3d.surfaces.meshing import bone_mesh, label_meshes
+    from viz3d.io.volume import load_label
 
     label = load_label(sample_dir / "label_for_ct_dicom.nii.gz")
     vertebrae = label_meshes(label, builtin_table("totalsegmentator"), labels=list(range(26, 51)))
@@ -603,7 +603,7 @@ def pooled(monkeypatch, tmp_path):
     """Any compressed series of 2+ slices goes to the pool; each decode notes its process id."""
     import os
 
-    import viz3d.dicom as dicom
+    import viz3d.io.dicom as dicom
 
     monkeypatch.setattr(dicom, "POOL_MIN_SLICES", 2)
     log = tmp_path / "decoded-by"
@@ -626,7 +626,7 @@ def decoded_by(log):
 def test_a_pooled_jpeg2000_series_equals_the_serial_one(real, sample_dir, pooled, monkeypatch):
     import os
 
-    import viz3d.dicom as dicom
+    import viz3d.io.dicom as dicom
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # 3 workers even on one core
     counted = []
@@ -646,7 +646,7 @@ def test_an_undecodable_slice_is_the_same_error_with_or_without_the_pool(sample_
     import multiprocessing
     import os
 
-    import viz3d.dicom as dicom
+    import viz3d.io.dicom as dicom
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # a pool even on one core
 
@@ -673,7 +673,7 @@ def test_a_pool_that_breaks_or_cannot_start_leaves_the_work_to_this_process(real
     import concurrent.futures
     import os
 
-    import viz3d.dicom as dicom
+    import viz3d.io.dicom as dicom
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     parent, noting = os.getpid(), dicom._read_pixels
@@ -702,7 +702,7 @@ def test_a_pool_that_breaks_or_cannot_start_leaves_the_work_to_this_process(real
                                               (1, 2**30), (70000, 2**31)])
 def test_integer_hu_is_exact_for_any_stored_type(dtype, slope, intercept):
     """HU = stored x slope + intercept in integers, checked against Python's unbounded integers."""
-    from viz3d.dicom import _integer_hu
+    from viz3d.io.dicom import _integer_hu
 
     info = np.iinfo(dtype)
     stored = np.random.default_rng(0).integers(info.min, info.max, size=(32, 32), endpoint=True).astype(dtype)
@@ -766,7 +766,7 @@ def test_the_command_line_leaves_no_worker_behind(sample_dir, tmp_path):
 def test_workers_exit_when_their_process_is_killed(sample_dir, tmp_path):
     folder = real_slices_repeated(sample_dir, tmp_path / "killed-series", copies=20)[0].parent
     script = ("import os, signal, threading, time, sys\n"
-              "import viz3d.dicom as dicom\n"
+              "import viz3d.io.dicom as dicom\n"
               "threading.Thread(target=dicom.load_dicom, args=(sys.argv[1],), daemon=True).start()\n"
               "time.sleep(1.5)\n"
               "os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -781,7 +781,7 @@ def test_workers_exit_when_their_process_is_killed(sample_dir, tmp_path):
 def test_a_stuck_worker_leaves_the_rest_to_this_process(real, sample_dir, pooled, monkeypatch):
     import os
 
-    import viz3d.dicom as dicom
+    import viz3d.io.dicom as dicom
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(dicom, "SLICE_TIMEOUT_S", 1.0)
@@ -807,7 +807,7 @@ def test_a_program_that_catches_failed_loads_still_exits(sample_dir, tmp_path):
     corrupt_pixel_data(files[21])
     script = ("import os, sys\n"
               "os.sched_getaffinity = lambda pid: {0, 1}\n"
-              "import viz3d.dicom as dicom\n"
+              "import viz3d.io.dicom as dicom\n"
               "from viz3d.errors import Viz3dError\n"
               "for _ in range(6):\n"
               "    try:\n"
@@ -824,8 +824,8 @@ def test_the_command_lines_ctrl_c_stops_a_load_in_any_thread(sample_dir, monkeyp
     """The CLI's Ctrl-C handler sets dicom.STOP; a load (in the CLI, a thread beside the meshing) stops at its next slice."""
     import threading
 
-    import viz3d.cli as cli
-    import viz3d.dicom as dicom
+    import viz3d.cli.main as cli
+    import viz3d.io.dicom as dicom
 
     monkeypatch.setattr(dicom, "STOP", threading.Event())
     with pytest.raises(KeyboardInterrupt):
@@ -998,7 +998,7 @@ def test_compressed_slices_with_a_corrupt_size_are_refused_as_corrupt_not_as_out
         set_tags(tmp_path / path.name, Rows=60000, Columns=60000)
     limit = 2**31  # the child's address space: the 21 GB array must never be asked for
     code = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
-            f"from viz3d.cli import main; raise SystemExit(main(['info', {str(tmp_path)!r}]))\n")
+            f"from viz3d.cli.main import main; raise SystemExit(main(['info', {str(tmp_path)!r}]))\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     named = run.stderr.split(": cannot decode")[0].removeprefix("viz3d: error: ")
@@ -1009,7 +1009,7 @@ def test_compressed_slices_with_a_corrupt_size_are_refused_as_corrupt_not_as_out
 
 def test_a_folder_with_more_files_than_one_study_is_refused_before_reading_them(tmp_path, monkeypatch, capsys):
     """`viz3d info /` scanned the whole disk (and stopped on /proc with a PermissionError, exit 1)."""
-    import viz3d.dicom as dicom
+    import viz3d.io.dicom as dicom
 
     small_series(tmp_path)
     monkeypatch.setattr(dicom, "MAX_SCAN_FILES", 5)

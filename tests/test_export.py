@@ -19,12 +19,12 @@ import pytest
 from scipy import ndimage
 
 import viz3d
-import viz3d.export
-from viz3d.cli import main
-from viz3d.export import export_settings, prepare_mesh
-from viz3d.meshing import Mesh
-from viz3d.quality import inspect_surface, make_printable
-from viz3d.simplify import decimate, largest_component
+import viz3d.outputs.export
+from viz3d.cli.main import main
+from viz3d.outputs.export import export_settings, prepare_mesh
+from viz3d.surfaces.meshing import Mesh
+from viz3d.surfaces.quality import inspect_surface, make_printable
+from viz3d.surfaces.simplify import decimate, largest_component
 
 TABLE = "totalsegmentator"
 FORMATS = ["stl", "obj", "ply", "vtp", "glb"]
@@ -389,7 +389,7 @@ def test_bone_only_and_largest_component(sample, tmp_path, capsys):
 
 def test_largest_component_keeps_cavities(tmp_path):
     """A hollow ball with a speck beside it: the speck goes, the ball keeps its inner wall."""
-    from viz3d.volume import Volume
+    from viz3d.io.volume import Volume
 
     grid = np.indices((40, 40, 40)).transpose(1, 2, 3, 0) - 20
     radius = np.linalg.norm(grid, axis=-1)
@@ -496,7 +496,7 @@ def test_failed_combined_write_leaves_the_folder_as_it_was(sample, tmp_path, cap
         Path(path).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setitem(viz3d.export._WRITERS_COMBINED, "glb", full_disk)
+    monkeypatch.setitem(viz3d.outputs.export._WRITERS_COMBINED, "glb", full_disk)
     ct_path, label_path = sample[0], sample[1]
     status, _, err = run_cli(capsys, "export", ct_path, "--label", label_path, "--label-table", TABLE, "--out", out,
                              "--format", "glb", "--combine", "--force")
@@ -556,12 +556,12 @@ def test_stl_records_hold_outward_unit_normals_and_the_space(tmp_path):
     """Binary STL layout read back with plain numpy: header, count, 50-byte facets, normals."""
     vertices, faces = _cube()
     faces = np.vstack([faces, [[0, 0, 1]]])  # one degenerate facet: its normal must be zero, not NaN
-    path = viz3d.export.write_stl(_mesh(vertices, faces), tmp_path / "cube.stl")
+    path = viz3d.outputs.export.write_stl(_mesh(vertices, faces), tmp_path / "cube.stl")
     raw = path.read_bytes()
     assert len(raw) == 84 + 50 * len(faces)
     assert raw[:80].startswith(b"viz3d SPACE=RAS units=mm") and not raw[:5].lower() == b"solid"
     assert int(np.frombuffer(raw[80:84], "<u4")[0]) == len(faces)
-    records = np.frombuffer(raw[84:], viz3d.export.STL_RECORD)
+    records = np.frombuffer(raw[84:], viz3d.outputs.export.STL_RECORD)
     np.testing.assert_allclose(records["corners"], np.asarray(vertices, np.float32)[faces])
     normals = records["normal"][:-1]
     np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1, rtol=1e-6)
@@ -604,7 +604,7 @@ def test_check_counts_pieces_as_trimesh_does_with_vertices_shuffled_and_unused()
     numbering shuffled and unused vertices mixed in, against trimesh's face-adjacency split."""
     import trimesh
 
-    from viz3d.volume import Volume
+    from viz3d.io.volume import Volume
 
     grid = np.indices((44, 40, 36)).transpose(1, 2, 3, 0)
     array = np.zeros((44, 40, 36), np.uint8)
@@ -730,7 +730,7 @@ def test_an_empty_output_path_or_a_file_is_refused_before_meshing(sample, tmp_pa
     """`--out ''` wrote the export's files into the current folder with exit 0."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("mine\n")
-    monkeypatch.setattr(viz3d.export, "_write_staged", lambda *a, **k: pytest.fail("the export was written"))
+    monkeypatch.setattr(viz3d.outputs.export, "_write_staged", lambda *a, **k: pytest.fail("the export was written"))
     out = "" if where == "empty" else str(tmp_path / "notes.txt")
     ct_path, label_path = sample[0], sample[1]
     status, _, err = run_cli(capsys, "export", ct_path, "--label", label_path, "--label-table", TABLE, "--labels", "2",
@@ -742,21 +742,21 @@ def test_an_empty_output_path_or_a_file_is_refused_before_meshing(sample, tmp_pa
 
 @pytest.mark.parametrize("root", ["/", "//", "/tmp/.."])
 def test_the_root_folder_is_refused_as_an_output_folder(sample, monkeypatch, root):
-    monkeypatch.setattr(viz3d.export, "_write_staged", lambda *a, **k: pytest.fail("the export was written"))
+    monkeypatch.setattr(viz3d.outputs.export, "_write_staged", lambda *a, **k: pytest.fail("the export was written"))
     with pytest.raises(viz3d.Viz3dError, match="is the root folder; give the export a folder of its own"):
         viz3d.export_meshes(sample[3][:1], root)
 
 
 def _full_disk_temporaries(monkeypatch):
     """Every file written through `atomic_path` goes to /dev/full (each write: ENOSPC)."""
-    import viz3d.atomic
+    import viz3d.outputs.atomic
 
     def to_dev_full(folder, name, suffix):
         tmp = Path(folder) / f".{name}.tmp-full{suffix}"
         tmp.symlink_to("/dev/full")
         return tmp
 
-    monkeypatch.setattr(viz3d.atomic, "_create_temporary", to_dev_full)
+    monkeypatch.setattr(viz3d.outputs.atomic, "_create_temporary", to_dev_full)
 
 
 @pytest.mark.parametrize("fmt", ["stl", "obj", "glb", "ply", "vtp"])

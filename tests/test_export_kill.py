@@ -1,5 +1,5 @@
 """An export is atomic for the folder as a whole: killed at any moment (SIGKILL), the folder is
-exactly the old export or exactly the new one once viz3d opens it again (`viz3d.export.recover`),
+exactly the old export or exactly the new one once viz3d opens it again (`viz3d.outputs.export.recover`),
 and no staging folder of a dead export is left beside it. Two exports into one folder at once
 leave exactly one of them.
 
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 import viz3d
-import viz3d.export
-from viz3d.export import recover
+import viz3d.outputs.export
+from viz3d.outputs.export import recover
 
 OLD = ["--labels", "1,2"]  # 1_L1.stl, 2_L2.stl, manifest.json
 NEW = ["--labels", "2,3", "--decimate", "0.5", "--force"]  # 2_L2.stl changes, 3_L3.stl new, 1_L1.stl removed
@@ -122,7 +122,7 @@ def _dying_at(step: int, counter: list[int]):
 @pytest.fixture(scope="module")
 def meshes(case):
     """The new export's surfaces, and each one prepared for writing (checked, decimated by half)."""
-    from viz3d.export import export_settings, prepare_mesh
+    from viz3d.outputs.export import export_settings, prepare_mesh
 
     meshes = viz3d.build_meshes(None, viz3d.load_label(case), labels=[2, 3])
     settings = export_settings(decimate=0.5)
@@ -140,7 +140,7 @@ def _export_in_child(out: Path, meshes, step: int) -> int:
     pid = os.fork()
     if pid == 0:
         try:
-            viz3d.export.prepare_mesh = lambda mesh, settings: prepared[mesh.name]
+            viz3d.outputs.export.prepare_mesh = lambda mesh, settings: prepared[mesh.name]
             wrap = _dying_at(step, [0])
             for name in ("replace", "rename", "unlink", "rmdir"):
                 setattr(os, name, wrap(getattr(os, name)))
@@ -257,7 +257,7 @@ def test_a_swap_that_fails_half_way_is_completed_by_the_next_export(meshes, refe
     with pytest.raises(viz3d.Viz3dError, match="writing failed"):
         viz3d.export_meshes(meshes[0], out, decimate=0.5, force=True)
     monkeypatch.setattr(os, "replace", real)
-    assert (out / viz3d.export.JOURNAL_NAME).exists()
+    assert (out / viz3d.outputs.export.JOURNAL_NAME).exists()
     with pytest.warns(viz3d.Viz3dWarning, match="completed an export that was interrupted"):
         assert recover(out)
     assert snapshot(out) == new and os.listdir(tmp_path / "work") == ["out"]

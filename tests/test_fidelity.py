@@ -9,9 +9,9 @@ had a mean normal error of 16-30 degrees here.
 import numpy as np
 import pytest
 
-from viz3d import fidelity
-from viz3d.meshing import label_meshes, upsampling_factors
-from viz3d.quality import mesh_report
+from viz3d.surfaces import fidelity
+from viz3d.surfaces.meshing import label_meshes, upsampling_factors
+from viz3d.surfaces.quality import mesh_report
 
 GRIDS = {
     "RAS": {},
@@ -124,7 +124,7 @@ def test_a_single_voxel_stays_a_closed_piece_with_volume():
     array = np.zeros((9, 9, 9), np.uint8)
     array[4, 4, 4] = 1
     array[1:4, 1:4, 1:4] = 1  # and a small cube beside it
-    from viz3d.volume import Volume
+    from viz3d.io.volume import Volume
 
     (mesh,) = label_meshes(Volume(array, np.diag([3.0, 3.0, 3.0, 1.0])))
     report = mesh_report(mesh)
@@ -152,7 +152,7 @@ def test_an_unknown_method_is_refused_with_the_choices():
 @pytest.mark.parametrize("slice_mm", [3.0, 5.0])
 @pytest.mark.parametrize("extent", [(3, 3, 1), (8, 8, 2), (8, 8, 3)])
 def test_structures_a_few_slices_thick_keep_their_voxel_volume(extent, slice_mm):
-    from viz3d.volume import Volume
+    from viz3d.io.volume import Volume
 
     array = np.zeros((20, 20, 9), np.uint8)
     array[6:6 + extent[0], 6:6 + extent[1], 3:3 + extent[2]] = 1

@@ -4,7 +4,7 @@ A seeded mutator corrupts the header of a small NIfTI cut from the real sample C
 datatype, pixdim, vox_offset, qform/sform, scl_slope/scl_inter, magic, truncation) and the
 tags of a few real DICOM slices (Rows, Columns, bits, rescale values, geometry, frames, pixel
 data, transfer syntax). Every mutated input goes through ``viz3d info`` in one child process
-(`viz3d.cli.main` per case) under an address-space limit and a time limit, which reports per
+(`viz3d.cli.main.main` per case) under an address-space limit and a time limit, which reports per
 case its exit status, stderr and time. Each must be loaded (exit 0, with finite HU values) or
 refused (exit 2, one ``viz3d: error:`` line, nothing but ``viz3d:`` lines on stderr): never an
 internal error, a traceback, an out-of-memory refusal (the header must be refused before
@@ -253,7 +253,7 @@ RUNNER = textwrap.dedent("""
     import io, json, os, resource, sys, tempfile, time
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
     import nibabel, pydicom  # now: a library handler bound to a case's sys.stderr would hide later cases' lines
-    from viz3d.cli import main
+    from viz3d.cli.main import main
     cases = json.load(open(sys.argv[1]))
     saved = os.dup(2)
     for number, argv in enumerate(cases):

@@ -1,4 +1,4 @@
-"""Tests for viz3d.labels: built-in tables, the three file formats, errors, default colours."""
+"""Tests for viz3d.io.labels: built-in tables, the three file formats, errors, default colours."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from viz3d.errors import Viz3dError
-from viz3d.labels import (
+from viz3d.io.labels import (
     BUILTIN_TABLES,
     LabelTable,
     builtin_table,
@@ -287,7 +287,7 @@ def _in_a_child(code: str, memory_bytes: int = 2**30, timeout: float = 60):
 
 def test_error_device_is_refused_before_reading_it():
     """/dev/zero never ends: reading it grew to 8 GB. Refused by what it is, in a memory-capped child."""
-    run = _in_a_child("from viz3d.labels import load_label_table\n"
+    run = _in_a_child("from viz3d.io.labels import load_label_table\n"
                       "from viz3d.errors import Viz3dError\n"
                       "try:\n    load_label_table('/dev/zero')\nexcept Viz3dError as exc:\n    print(exc)\n")
     assert run.stdout == ("/dev/zero: is a character device, not a regular file; expected a label table file "
@@ -300,7 +300,7 @@ def test_error_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     fifo = tmp_path / "table.json"
     os.mkfifo(fifo)
     try:
-        run = _in_a_child(f"from viz3d.cli import main\nraise SystemExit(main(['info', '--label-table', {str(fifo)!r}, "
+        run = _in_a_child(f"from viz3d.cli.main import main\nraise SystemExit(main(['info', '--label-table', {str(fifo)!r}, "
                           f"{str(tmp_path / 'missing.nii.gz')!r}]))\n", timeout=30)
     finally:
         try:  # a reader stuck opening it (a regression) is let go
@@ -313,7 +313,7 @@ def test_error_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
 
 
 def test_error_file_over_the_size_limit_is_refused_unread(tmp_path):
-    from viz3d.labels import MAX_TABLE_BYTES
+    from viz3d.io.labels import MAX_TABLE_BYTES
 
     path = tmp_path / "huge.json"
     with open(path, "wb") as f:

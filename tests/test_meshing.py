@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import trimesh
 
-import viz3d.meshing as meshing
-from viz3d.labels import builtin_table
-from viz3d.meshing import bone_mesh, label_meshes, present_labels
-from viz3d.quality import mesh_report, to_trimesh
-from viz3d.volume import Volume, load_label
+import viz3d.surfaces.meshing as meshing
+from viz3d.io.labels import builtin_table
+from viz3d.surfaces.meshing import bone_mesh, label_meshes, present_labels
+from viz3d.surfaces.quality import mesh_report, to_trimesh
+from viz3d.io.volume import Volume, load_label
 
 
 def rotation(axis, degrees):
@@ -172,7 +172,7 @@ def test_label_boxes_found_on_slabs_equal_scipys(order, corners, monkeypatch):
     and negative values around them)."""
     from scipy import ndimage
 
-    import viz3d.meshing as meshing
+    import viz3d.surfaces.meshing as meshing
 
     monkeypatch.setattr(meshing, "PARALLEL_BOXES_VOXELS", 1)
     monkeypatch.setattr("viz3d.parallel.os.cpu_count", lambda: 3)  # three slabs
@@ -198,7 +198,7 @@ def test_label_boxes_found_on_slabs_equal_scipys(order, corners, monkeypatch):
 
 @pytest.mark.parametrize("block", [1, 1000, 1 << 14])
 def test_face_volumes_and_areas_block_by_block_equal_direct_formula(monkeypatch, block):
-    import viz3d.meshing as meshing
+    import viz3d.surfaces.meshing as meshing
 
     monkeypatch.setattr(meshing, "FACE_BLOCK", block)
     rng = np.random.default_rng(5)

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from shapes import uv_sphere
 
-from viz3d.render import configure_offscreen
+from viz3d.outputs.render import configure_offscreen
 
 configure_offscreen()
 
 from viz3d.errors import Viz3dError  # noqa: E402
-from viz3d.meshing import Mesh  # noqa: E402
-from viz3d.motion import SHEET_CAPTION_HEIGHT, turntable, turntable_cameras, view_sheet  # noqa: E402
-from viz3d.scene import build_scene  # noqa: E402
-from viz3d.volume import Volume  # noqa: E402
+from viz3d.surfaces.meshing import Mesh  # noqa: E402
+from viz3d.outputs.motion import SHEET_CAPTION_HEIGHT, turntable, turntable_cameras, view_sheet  # noqa: E402
+from viz3d.scene.scene import build_scene  # noqa: E402
+from viz3d.io.volume import Volume  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RED, BLUE, GREEN = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 0.8, 0.0)
@@ -141,7 +141,7 @@ def test_turntable_errors_leave_nothing_behind(tmp_path, scene, monkeypatch):
 
     target = tmp_path / "spin.gif"
     target.write_bytes(b"old")
-    import viz3d.motion as motion
+    import viz3d.outputs.motion as motion
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -13,9 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from viz3d.cli import main, make_parser
+from viz3d.cli.main import main, make_parser
 from viz3d.errors import Viz3dError
-from viz3d.labels import builtin_table, resolve_label_table, select_labels, table_from_nifti_header
+from viz3d.io.labels import builtin_table, resolve_label_table, select_labels, table_from_nifti_header
 
 ITKSNAP_REAL = "ctspinopelvic1k_v4_itksnap.txt"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import viz3d.parallel as parallel
-from viz3d.meshing import surfaces
-from viz3d.volume import Volume
+from viz3d.surfaces.meshing import surfaces
+from viz3d.io.volume import Volume
 
 
 def test_results_come_in_input_order_whatever_finishes_first():

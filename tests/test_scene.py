@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from shapes import oblique_affine, uv_sphere
 
-from viz3d.render import configure_offscreen, has_display, render_image, screenshot
+from viz3d.outputs.render import configure_offscreen, has_display, render_image, screenshot
 
 configure_offscreen()  # before anything here creates a VTK window
 
 from viz3d.errors import Viz3dError  # noqa: E402
-from viz3d.meshing import Mesh  # noqa: E402
-from viz3d.scene import (  # noqa: E402
+from viz3d.surfaces.meshing import Mesh  # noqa: E402
+from viz3d.scene.scene import (  # noqa: E402
     GROUPS,
     KEYMAP,
     ORIENTATION_VIEWPORT,
@@ -34,7 +34,7 @@ from viz3d.scene import (  # noqa: E402
     WINDOW_PRESETS,
     build_scene,
 )
-from viz3d.volume import Volume  # noqa: E402
+from viz3d.io.volume import Volume  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (480, 360)
@@ -109,7 +109,7 @@ def world_to_pixel(scene, point, image):
 
 # --------------------------------------------------------------------------- offscreen plumbing
 def test_importing_scene_and_render_is_cheap():
-    code = "import sys, viz3d.scene, viz3d.render; print(sorted(m for m in ('pyvista', 'vtk', 'vtkmodules') if m in sys.modules))"
+    code = "import sys, viz3d.scene.scene, viz3d.outputs.render; print(sorted(m for m in ('pyvista', 'vtk', 'vtkmodules') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -117,7 +117,7 @@ def test_importing_scene_and_render_is_cheap():
 
 def test_pyvista_imported_in_the_background_is_whole_when_used():
     """The scene waits for the background import: using PyVista mid-import broke its lazy modules."""
-    code = ("import time; from viz3d.render import import_pyvista, import_pyvista_soon; import_pyvista_soon(); "
+    code = ("import time; from viz3d.outputs.render import import_pyvista, import_pyvista_soon; import_pyvista_soon(); "
             "time.sleep(0.2); pv = import_pyvista(); print(pv.Plotter.__name__, pv.OFF_SCREEN)")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
@@ -489,7 +489,7 @@ def test_screenshot_errors_leave_nothing_behind(tmp_path, scenes, monkeypatch):
     # an existing picture survives a failed write, and no temporary file is left
     target = tmp_path / "out.png"
     target.write_bytes(b"old")
-    import viz3d.render as render
+    import viz3d.outputs.render as render
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -533,7 +533,7 @@ RESERVED_KEYS = set("qebvwsrfpumijtca3C") | {"Up", "Down", "plus", "minus"}
 
 
 def test_key_map_is_the_documented_one():
-    from viz3d.scene import HELP_TEXT
+    from viz3d.scene.scene import HELP_TEXT
 
     for key, action in DOCUMENTED_KEYS.items():
         assert KEYMAP[key] == action, key
@@ -592,10 +592,10 @@ DRIVER = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from viz3d.meshing import Mesh
-    from viz3d.render import render_image
-    from viz3d.scene import KEYMAP, build_scene
-    from viz3d.volume import Volume
+    from viz3d.surfaces.meshing import Mesh
+    from viz3d.outputs.render import render_image
+    from viz3d.scene.scene import KEYMAP, build_scene
+    from viz3d.io.volume import Volume
 
     array = np.full((30, 20, 10), -1000, np.int16)
     array[10:20, 5:15, 3:7] = 300
@@ -698,7 +698,7 @@ def test_interactive_window_keys_and_sliders(xvfb_display, tmp_path):
 # --------------------------------------------------------------------------- level of detail
 def test_coarse_meshes_only_while_interacting(scenes, monkeypatch):
     """Above the triangle budget the camera drags draw simplified copies; still frames the full meshes."""
-    import viz3d.scene as scene_module
+    import viz3d.scene.scene as scene_module
 
     big = sphere("big", (0, 0, 0), 30, RED, n=120)  # ~57 k triangles
     other = sphere("other", (70, 0, 0), 20, BLUE, n=80)
@@ -732,8 +732,8 @@ def test_coarse_meshes_only_while_interacting(scenes, monkeypatch):
 
 
 def test_coarse_copies_wound_against_their_neighbours_are_turned_over():
-    from viz3d.polydata import polydata_arrays, to_polydata
-    from viz3d.scene import _consistently_wound
+    from viz3d.surfaces.polydata import polydata_arrays, to_polydata
+    from viz3d.scene.scene import _consistently_wound
 
     ball = sphere("ball", (0, 0, 0), 10, RED, n=12)
     faces = np.array(ball.faces)

@@ -1,4 +1,4 @@
-"""Tests for the 2-D slice picture (`viz3d.slice2d`, `viz3d slice`), checked by the pictures' content.
+"""Tests for the 2-D slice picture (`viz3d.outputs.slice2d`, `viz3d slice`), checked by the pictures' content.
 
 Synthetic CTs carry markers whose place in the picture is known from the radiological
 convention (axial: the patient's right on the viewer's left, anterior up; coronal: superior up;
@@ -16,11 +16,11 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from PIL import Image
 from scipy import ndimage
 
-from viz3d.cli import main
+from viz3d.cli.main import main
 from viz3d.errors import Viz3dError, Viz3dWarning
-from viz3d.labels import LabelTable, load_label_table
-from viz3d.slice2d import mosaic_image, save_slice, slice_image
-from viz3d.volume import Volume
+from viz3d.io.labels import LabelTable, load_label_table
+from viz3d.outputs.slice2d import mosaic_image, save_slice, slice_image
+from viz3d.io.volume import Volume
 
 TABLE = LabelTable("test", {1: "alpha", 2: "beta", 5: "Liver"}, {1: (1.0, 0.0, 0.0), 2: (0.0, 0.0, 1.0), 5: (0.0, 1.0, 0.0)})
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
@@ -359,8 +359,8 @@ def test_the_command_writes_the_png_it_describes(capsys, small_case):
 @pytest.fixture(scope="module")
 def real_case():
     from viz3d.api import load_ct
-    from viz3d.labels import load_label_table
-    from viz3d.volume import load_label
+    from viz3d.io.labels import load_label_table
+    from viz3d.io.volume import load_label
 
     sample = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg_example"
     return load_ct(sample / "ct.nii.gz"), load_label(sample / "label.nii.gz"), load_label_table("totalsegmentator")

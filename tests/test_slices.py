@@ -1,4 +1,4 @@
-"""The CT on world-axis planes (viz3d.slices) against scipy's trilinear sampling of world points."""
+"""The CT on world-axis planes (viz3d.scene.slices) against scipy's trilinear sampling of world points."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 from shapes import oblique_affine
 
-from viz3d import slices
+from viz3d.scene import slices
 
 
 def _reference(array, affine, grid, position):

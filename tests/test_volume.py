@@ -1,4 +1,4 @@
-"""Tests for viz3d.volume: the Volume type's geometry and NIfTI loading with validation.
+"""Tests for viz3d.io.volume: the Volume type's geometry and NIfTI loading with validation.
 
 Every file is written here with nibabel/numpy (or is the real TotalSegmentator sample);
 expected values are computed independently of viz3d (nibabel, numpy, explicit corners).
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from viz3d.errors import Viz3dError, Viz3dWarning
-from viz3d.meshing import bone_mesh
-from viz3d.volume import AIR_HU, Volume, inflate_soon, load_ct, load_label
+from viz3d.surfaces.meshing import bone_mesh
+from viz3d.io.volume import AIR_HU, Volume, inflate_soon, load_ct, load_label
 
 
 # ------------------------------------------------------------------ helpers
@@ -436,7 +436,7 @@ def test_absurd_affines_are_refused_naming_what_is_wrong(tmp_path, affine, fragm
 
 
 def test_info_on_a_sheared_nifti_is_one_error_line_not_an_internal_error(tmp_path, capsys):
-    from viz3d.cli import main
+    from viz3d.cli.main import main
 
     path = tmp_path / "sheared.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), SHEARED), str(path))
@@ -447,7 +447,7 @@ def test_info_on_a_sheared_nifti_is_one_error_line_not_an_internal_error(tmp_pat
 
 def test_nibabel_header_fixes_come_out_as_viz3d_warning_lines(tmp_path, capfd):
     """nibabel logs its fixes through a stderr handler of its own; the command line prefixes them."""
-    from viz3d.cli import main
+    from viz3d.cli.main import main
 
     path = _with_header(tmp_path / "fixed.nii", qform_code=99)
     assert main(["info", str(path)]) == 0
@@ -510,7 +510,7 @@ def test_real_sample_matches_nibabel(sample_dir):
 @pytest.mark.parametrize("variant", ["plain", "scaled", "big-endian", "nifti2", "extension"])
 def test_gzipped_nifti_reads_exactly_as_nibabel(tmp_path, variant, monkeypatch):
     """The fast .nii.gz path gives nibabel's values and affine, writable; odd files take nibabel's path."""
-    import viz3d.volume as volume_module
+    import viz3d.io.volume as volume_module
 
     rng = np.random.default_rng(3)
     data = rng.integers(-1000, 2000, size=(23, 17, 11)).astype(np.int16)
@@ -542,7 +542,7 @@ def test_gzipped_nifti_reads_exactly_as_nibabel(tmp_path, variant, monkeypatch):
 def test_inflated_in_the_background_loads_the_same_and_holds_nothing_after(tmp_path):
     import os
 
-    import viz3d.volume as volume
+    import viz3d.io.volume as volume
 
     affine = np.diag([0.8, 0.8, 2.0, 1.0])
     first = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
@@ -572,7 +572,7 @@ def test_inflated_chunk_by_chunk_equals_nibabel(tmp_path, monkeypatch, cut):
     """The stream goes into the array in chunks (here 4099 bytes, so many and a ragged last one)
     from reads of the file in pieces (1000 bytes); a truncated file (``cut`` bytes short) gives
     None and nibabel's path reports it."""
-    import viz3d.volume as volume
+    import viz3d.io.volume as volume
 
     monkeypatch.setattr(volume, "_INFLATE_CHUNK", 4099)
     monkeypatch.setattr(volume, "_INFLATE_READ", 1000)

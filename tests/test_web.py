@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 from shapes import uv_sphere
 
-from viz3d.render import configure_offscreen
+from viz3d.outputs.render import configure_offscreen
 
 configure_offscreen()
 
 from viz3d.errors import Viz3dError  # noqa: E402
-from viz3d.meshing import Mesh  # noqa: E402
-from viz3d.volume import Volume  # noqa: E402
+from viz3d.surfaces.meshing import Mesh  # noqa: E402
+from viz3d.io.volume import Volume  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -147,7 +147,7 @@ def network_requests(driver) -> list[str]:
 # --------------------------------------------------------------------------- HTML export
 @needs_browser
 def test_html_export_opens_offline_with_meshes_slices_and_legend(tmp_path, browser):
-    from viz3d.web import write_html
+    from viz3d.outputs.web import write_html
 
     meshes = [sphere("left organ", (-40, 0, 0), 12, RED), sphere("right organ", (40, 0, 0), 12, BLUE),
               sphere("front organ", (0, 40, 10), 10, GREEN)]
@@ -189,8 +189,8 @@ def test_html_export_opens_offline_with_meshes_slices_and_legend(tmp_path, brows
 
 def test_page_titles_name_the_case(tmp_path):
     """The web view's and the HTML export's title: "viz3d — <case name>" (trame's default was "Trame")."""
-    from viz3d.scene import build_scene, case_name
-    from viz3d.web import page_title, write_html
+    from viz3d.scene.scene import build_scene, case_name
+    from viz3d.outputs.web import page_title, write_html
 
     assert case_name(Volume(np.zeros((2, 2, 2), np.int16), np.eye(4), source="/data/case_0042/ct.nii.gz")) == "case_0042"
     assert case_name(Volume(np.zeros((2, 2, 2), np.int16), np.eye(4), source="/data/patient7_abdomen.nii.gz")) == "patient7_abdomen"
@@ -208,7 +208,7 @@ def test_page_titles_name_the_case(tmp_path):
 
 
 def test_html_export_errors(tmp_path):
-    from viz3d.web import write_html
+    from viz3d.outputs.web import write_html
 
     with pytest.raises(Viz3dError, match="html"):
         write_html([sphere("a", (0, 0, 0), 5, RED)], None, tmp_path / "scene.png")
@@ -286,7 +286,7 @@ def served(sample_dir):
 def test_web_view_serves_the_scene_and_its_controls_work(browser, served):
     from selenium.webdriver.common.keys import Keys
 
-    from viz3d.labels import load_label_table
+    from viz3d.io.labels import load_label_table
 
     server = served()
     assert server.url.startswith("http://127.0.0.1:")  # localhost only, by default
@@ -378,7 +378,7 @@ def test_web_view_stops_on_sigterm(served):
 
 
 def test_view_without_display_points_to_the_web_view(sample_dir, monkeypatch, capsys):
-    from viz3d.cli import main, make_parser
+    from viz3d.cli.main import main, make_parser
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -390,7 +390,7 @@ def test_view_without_display_points_to_the_web_view(sample_dir, monkeypatch, ca
 
 
 def test_ssh_hint():
-    from viz3d.web import ssh_hint
+    from viz3d.outputs.web import ssh_hint
 
     assert ssh_hint(8080) == "ssh -L 8080:localhost:8080 user@server"
 
@@ -400,7 +400,7 @@ def test_notebook_falls_back_to_a_static_picture(monkeypatch):
     from PIL import Image
 
     import viz3d
-    import viz3d.notebook as notebook
+    import viz3d.outputs.notebook as notebook
 
     meshes = [sphere("left organ", (-40, 0, 0), 12, RED), sphere("right organ", (40, 0, 0), 12, BLUE)]
     # as in a notebook without PyVista's trame backend installed
@@ -446,7 +446,7 @@ def test_notebook_uses_pyvistas_trame_backend_in_a_kernel(monkeypatch):
     import types
 
     import viz3d
-    import viz3d.notebook as notebook
+    import viz3d.outputs.notebook as notebook
 
     scene = viz3d.build_scene([sphere("organ", (0, 0, 0), 10, RED)], None, off_screen=True, interactive=False,
                               size=(120, 90))

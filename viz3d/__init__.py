@@ -9,7 +9,7 @@ The public API, in the order the data flows::
     viz3d.export_meshes(meshes, "out/")               # binary STL per mesh + manifest.json
     scene = viz3d.build_scene(meshes, ct, off_screen=True)
     viz3d.screenshot(scene, "scene.png")
-    viz3d.save_slice("slice.png", ct, label, plane="axial", at="L3")   # the 2-D picture: viz3d.slice2d
+    viz3d.save_slice("slice.png", ct, label, plane="axial", at="L3")   # the 2-D picture: viz3d.outputs.slice2d
 """
 from importlib import import_module
 
@@ -19,20 +19,19 @@ __version__ = "0.1.0"
 # start stay cheap, and the command line can configure the process before numpy loads.
 _LAZY = {
     "Viz3dWarning": "api", "alignment_warnings": "api", "build_meshes": "api", "label_statistics": "api",
-    "load_ct": "api", "list_series": "dicom", "load_dicom": "dicom", "Viz3dError": "errors",
-    "export_meshes": "export", "Mesh": "meshing", "bone_mesh": "meshing", "label_meshes": "meshing",
-    "Volume": "volume", "load_label": "volume",
-    "slice_image": "slice2d", "mosaic_image": "slice2d", "save_slice": "slice2d",
+    "load_ct": "api", "list_series": "io.dicom", "load_dicom": "io.dicom", "Viz3dError": "errors",
+    "export_meshes": "outputs.export", "Mesh": "surfaces.meshing", "bone_mesh": "surfaces.meshing",
+    "label_meshes": "surfaces.meshing", "Volume": "io.volume", "load_label": "io.volume",
+    "slice_image": "outputs.slice2d", "mosaic_image": "outputs.slice2d", "save_slice": "outputs.slice2d",
 }
-_SUBMODULES = {
-    "api", "atomic", "cache", "cli", "dicom", "errors", "export", "labels", "meshing", "motion", "notebook",
-    "parallel", "polydata", "quality", "render", "scene", "simplify", "slice2d", "slices", "volume", "web",
-}
+# The stages of the flow, as subpackages: viz3d.io -> viz3d.surfaces -> viz3d.scene -> viz3d.outputs (see
+# docs/architecture.md); viz3d.cli calls viz3d.api.
+_SUBMODULES = {"api", "cache", "cli", "errors", "io", "outputs", "parallel", "scene", "surfaces"}
 
 
 def __getattr__(name):
     """The public names above, looked up in their modules at each use (so they always are those
-    modules' own), and the submodules (``viz3d.export``), imported when first used."""
+    modules' own), and the subpackages (``viz3d.surfaces``), imported when first used."""
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     if name in _SUBMODULES:
@@ -46,53 +45,53 @@ def __dir__():
 
 
 def build_scene(*args, **kwargs):
-    """Build the PyVista scene (see `viz3d.scene.build_scene`); imports PyVista on first use."""
-    from .render import configure_offscreen
-    from .scene import build_scene as _build_scene
+    """Build the PyVista scene (see `viz3d.scene.scene.build_scene`); imports PyVista on first use."""
+    from .outputs.render import configure_offscreen
+    from .scene.scene import build_scene as _build_scene
 
     configure_offscreen()
     return _build_scene(*args, **kwargs)
 
 
 def screenshot(scene, out_path, **kwargs):
-    """Render a scene offscreen to a PNG, atomically (see `viz3d.render.screenshot`)."""
-    from .render import screenshot as _screenshot
+    """Render a scene offscreen to a PNG, atomically (see `viz3d.outputs.render.screenshot`)."""
+    from .outputs.render import screenshot as _screenshot
 
     return _screenshot(scene, out_path, **kwargs)
 
 
 def show_in_notebook(scene, ct=None, **kwargs):
     """Show a scene (or meshes + CT) inline in Jupyter; a static picture without the trame backend
-    (see `viz3d.notebook.show_in_notebook`)."""
-    from .notebook import show_in_notebook as _show
+    (see `viz3d.outputs.notebook.show_in_notebook`)."""
+    from .outputs.notebook import show_in_notebook as _show
 
     return _show(scene, ct, **kwargs)
 
 
 def write_html(meshes, ct, path, **kwargs):
-    """Write the scene as one self-contained HTML file that opens offline (see `viz3d.web.write_html`)."""
-    from .web import write_html as _write_html
+    """Write the scene as one self-contained HTML file that opens offline (see `viz3d.outputs.web.write_html`)."""
+    from .outputs.web import write_html as _write_html
 
     return _write_html(meshes, ct, path, **kwargs)
 
 
 def turntable(scene, out_path, **kwargs):
-    """Write one turn of the camera about the S-I axis as MP4 or GIF (see `viz3d.motion.turntable`)."""
-    from .motion import turntable as _turntable
+    """Write one turn of the camera about the S-I axis as MP4 or GIF (see `viz3d.outputs.motion.turntable`)."""
+    from .outputs.motion import turntable as _turntable
 
     return _turntable(scene, out_path, **kwargs)
 
 
 def view_sheet(scene, out_path, **kwargs):
-    """Write a labelled multi-view PNG sheet (see `viz3d.motion.view_sheet`)."""
-    from .motion import view_sheet as _view_sheet
+    """Write a labelled multi-view PNG sheet (see `viz3d.outputs.motion.view_sheet`)."""
+    from .outputs.motion import view_sheet as _view_sheet
 
     return _view_sheet(scene, out_path, **kwargs)
 
 
 def serve(scene, **kwargs):
-    """Serve the scene to web browsers until Ctrl-C (see `viz3d.web.serve`)."""
-    from .web import serve as _serve
+    """Serve the scene to web browsers until Ctrl-C (see `viz3d.outputs.web.serve`)."""
+    from .outputs.web import serve as _serve
 
     return _serve(scene, **kwargs)
 

@@ -1,4 +1,4 @@
 """``python -m viz3d``: the same command line as ``viz3d``."""
-from .cli import main_entry
+from .cli.main import main_entry
 
 main_entry()

@@ -15,11 +15,11 @@ import concurrent.futures
 import numpy as np
 
 from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
-from .meshing import (DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE_COMPONENT_MM3, DEFAULT_SMOOTHING, Mesh,
+from .surfaces.meshing import (DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE_COMPONENT_MM3, DEFAULT_SMOOTHING, Mesh,
                       label_boxes, smoothing_factor, surfaces)
-from .dicom import is_dicom_path, list_series, load_dicom
-from .volume import Volume, forget_inflated, inflate_soon, load_label
-from .volume import load_ct as _load_nifti_ct
+from .io.dicom import is_dicom_path, list_series, load_dicom
+from .io.volume import Volume, forget_inflated, inflate_soon, load_label
+from .io.volume import load_ct as _load_nifti_ct
 
 
 # what loading and meshing import (DICOM's pydicom comes with nibabel)
@@ -29,7 +29,7 @@ MESHING_MODULES = ("nibabel", "isal.isal_zlib", "scipy.ndimage", "vtkmodules.vtk
 def load_ct(path, series=None, progress=None) -> Volume:
     """A CT in Hounsfield units from a NIfTI file, or from a DICOM folder or any file of a series.
 
-    ``series`` picks one of several DICOM series (see `viz3d.dicom.load_dicom`). ``progress``,
+    ``series`` picks one of several DICOM series (see `viz3d.io.dicom.load_dicom`). ``progress``,
     if given, is called as ``progress(done, total)`` as a DICOM series' slices are decoded.
     """
     return load_dicom(path, series=series, progress=progress) if is_dicom_path(path) else _load_nifti_ct(path)
@@ -74,9 +74,9 @@ def build_meshes(
     ``table`` is a `LabelTable`, a built-in table name or a label-table file (default: the
     table the label map's file carries or has beside it, else the workshop's ``spinopelvic10``;
     see `label_table_for`). ``labels`` selects structures: values (``[1, 2, 7]``) or a
-    selection such as ``"L1-L5,sacrum"`` or ``"1,3-5"`` (see `viz3d.labels.select_labels`).
+    selection such as ``"L1-L5,sacrum"`` or ``"1,3-5"`` (see `viz3d.io.labels.select_labels`).
     ``smoothing`` (0-1, 3D Slicer's factor) and ``method`` (the surface extractor) are as in
-    `viz3d.meshing.label_meshes`. Grid mismatches between ``ct`` and ``label`` are reported
+    `viz3d.surfaces.meshing.label_meshes`. Grid mismatches between ``ct`` and ``label`` are reported
     with `Viz3dWarning`. ``progress``, if given, is called as ``progress(stage, done, total,
     item)`` as each stage starts, advances and ends.
     """
@@ -120,7 +120,7 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
     built = {mesh.label for mesh in meshes if mesh.kind == "label"}
     absent = sorted(set(singles) - built)
     if absent and built:  # none at all: the command says so (export refuses: nothing to export)
-        from .labels import format_values
+        from .io.labels import format_values
 
         warn(f"label value(s) {format_values(absent)} not in {label.source or 'the label map'}: no surface for them",
              stacklevel=3)
@@ -130,11 +130,11 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
 def label_table_for(label: Volume | None, table=None):
     """The `LabelTable` naming ``label``'s values: ``table`` (a `LabelTable`, built-in name or
     file) or else the one the label map's file carries or has beside it, or the default (see
-    `viz3d.labels.resolve_label_table`), checked against the values present: one
-    `Viz3dWarning` when it does not name them all (`viz3d.labels.check_coverage`). Its
+    `viz3d.io.labels.resolve_label_table`), checked against the values present: one
+    `Viz3dWarning` when it does not name them all (`viz3d.io.labels.check_coverage`). Its
     ``source`` says where the names came from.
     """
-    from .labels import check_coverage, resolve_label_table, values_present
+    from .io.labels import check_coverage, resolve_label_table, values_present
 
     names = resolve_label_table(table, label.source if label is not None else None)
     if label is None:
@@ -149,7 +149,7 @@ def label_table_for(label: Volume | None, table=None):
 def _names_and_selection(label, table, labels):
     """(table for ``label`` as `label_table_for` gives it, label values ``labels`` selects in it or
     None for all, values selected one by one rather than by a range)."""
-    from .labels import label_selection, parse_label_selection
+    from .io.labels import label_selection, parse_label_selection
 
     names = label_table_for(label, table)
     if labels is None or label is None:
@@ -291,7 +291,7 @@ def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smoo
 
     from . import cache, __version__
 
-    from .labels import label_table_file
+    from .io.labels import label_table_file
 
     table_file = label_table_file(table, label_path)  # --label-table's file, or one found beside the label map
     table_file = table_file if table_file is not None and table_file.is_file() else None

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Viz3dError, warn
-from .meshing import Mesh
+from .surfaces.meshing import Mesh
 
 FORMAT_VERSION = 3  # 3: every entry carries CRC-32 checksums
 _CHUNK = 1 << 22

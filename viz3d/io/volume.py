@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Viz3dError, check_regular_file, warn
+from ..errors import Viz3dError, check_regular_file, warn
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 AIR_HU = -1024

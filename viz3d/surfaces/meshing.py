@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .parallel import ordered_map, worker_count
+from ..parallel import ordered_map, worker_count
 from .polydata import compact, polydata_arrays, to_polydata
 
 
@@ -168,7 +168,7 @@ def label_meshes(
 
     Examples
     --------
-    >>> from viz3d.volume import Volume
+    >>> from viz3d.io.volume import Volume
     >>> ball = np.zeros((20, 20, 20), np.uint8)
     >>> ball[np.linalg.norm(np.indices(ball.shape) - 9.5, axis=0) < 7] = 1
     >>> (mesh,) = label_meshes(Volume(ball, np.diag([0.8, 0.8, 0.8, 1.0])))
@@ -226,7 +226,7 @@ def surfaces(
     factor = smoothing_factor(smoothing, smooth)
     method = _checked_method(method)
     if names is None:
-        from .labels import load_label_table
+        from ..io.labels import load_label_table
 
         names = load_label_table(None)
     jobs = []  # (cost estimate, name, build)
@@ -309,7 +309,7 @@ def smoothing_factor(smoothing: float, smooth: bool = True) -> float:
     >>> smoothing_factor(0.5), smoothing_factor(0.5, smooth=False)
     (0.5, 0.0)
     """
-    from .errors import Viz3dError
+    from ..errors import Viz3dError
 
     try:
         factor = float(smoothing)
@@ -321,7 +321,7 @@ def smoothing_factor(smoothing: float, smooth: bool = True) -> float:
 
 
 def _checked_method(method: str) -> str:
-    from .errors import Viz3dError
+    from ..errors import Viz3dError
 
     if method not in METHODS:
         raise Viz3dError(f"unknown surface method {method!r}: choose one of {', '.join(METHODS)}")
@@ -508,7 +508,7 @@ def _surface_nets(mask: np.ndarray, origin: np.ndarray, factor: float):
 
 def _lewiner(mask: np.ndarray, origin: np.ndarray):
     """scikit-image's Lewiner marching cubes of a 0/1 mask at 0.5 (index coordinates), wound outward."""
-    from .errors import Viz3dError
+    from ..errors import Viz3dError
 
     try:
         from skimage.measure import marching_cubes
@@ -653,7 +653,7 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_o
     here) and returns them, moved in place when they moved.
 
     >>> from vtkmodules.vtkFiltersSources import vtkSphereSource
-    >>> from viz3d.polydata import polydata_arrays
+    >>> from viz3d.surfaces.polydata import polydata_arrays
     >>> ball = vtkSphereSource(radius=10.0, theta_resolution=64, phi_resolution=64)
     >>> _ = ball.Update()
     >>> v, f = polydata_arrays(ball.GetOutput())

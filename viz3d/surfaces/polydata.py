@@ -1,13 +1,13 @@
 """numpy <-> VTK triangle surfaces: (vertices (N, 3), faces (M, 3)) to vtkPolyData and back.
 
 Importing this module is cheap: only numpy at module level, VTK inside the functions, so
-`viz3d.meshing` stays importable without any rendering module.
+`viz3d.surfaces.meshing` stays importable without any rendering module.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import Viz3dError
+from ..errors import Viz3dError
 
 
 def to_polydata(vertices: np.ndarray, faces: np.ndarray, *, dtype=np.float64):

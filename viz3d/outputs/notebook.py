@@ -16,7 +16,7 @@ import io
 import warnings
 from importlib.util import find_spec
 
-from .errors import Viz3dError
+from ..errors import Viz3dError
 
 NOTEBOOK_SIZE = (900, 600)
 # module -> package to install, for the interactive notebook backend
@@ -47,7 +47,7 @@ def show_in_notebook(scene, ct=None, *, backend: str = "trame", size=NOTEBOOK_SI
     """Show a scene in the notebook cell; return what the cell displays.
 
     ``scene`` is a `Scene` or a list of `Mesh` (then the scene is built here from ``scene`` and
-    ``ct`` with ``scene_kwargs`` for `viz3d.scene.build_scene`). With ``interactive`` None
+    ``ct`` with ``scene_kwargs`` for `viz3d.scene.scene.build_scene`). With ``interactive`` None
     (default) the view is interactive when PyVista's trame backend is installed and this runs
     in a Jupyter kernel, and a static PNG otherwise; True insists on the interactive view
     (an error says what is missing), False always gives the picture. ``backend`` is PyVista's
@@ -88,13 +88,13 @@ def show_in_notebook(scene, ct=None, *, backend: str = "trame", size=NOTEBOOK_SI
 
 
 def _as_scene(scene, ct, size, scene_kwargs):
-    from .scene import Scene
+    from ..scene.scene import Scene
 
     if isinstance(scene, Scene):
         if ct is not None or scene_kwargs:
             raise Viz3dError("give either a built Scene, or meshes (and a CT and scene options), not both")
         return scene
-    from . import build_scene
+    from .. import build_scene
 
     scene_kwargs.setdefault("interactive", False)
     scene_kwargs.setdefault("view", "iso")

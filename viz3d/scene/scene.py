@@ -1,12 +1,12 @@
 """The one scene builder: label meshes, bone, three CT slice planes, window/level, legend, cameras.
 
 `build_scene` returns a `Scene`; the interactive window (`Scene.show`), screenshots
-(`viz3d.render.screenshot`) and anything else that draws start from it. The `Scene` methods are
+(`viz3d.outputs.render.screenshot`) and anything else that draws start from it. The `Scene` methods are
 the whole control surface: keys and sliders call them, and so do tests and notebooks.
 
 Coordinates are RAS millimetres throughout (+x patient's Right, +y Anterior, +z Superior).
 The CT is drawn as three world-axis-aligned planes (axial: normal z, coronal: normal y,
-sagittal: normal x), each one textured quad. `viz3d.slices` samples the CT on the plane through
+sagittal: normal x), each one textured quad. `viz3d.scene.slices` samples the CT on the plane through
 the affine (flipped, anisotropic and oblique grids land where they belong) and stores the values
 as 16-bit codes in the texture; a fragment shader interpolates them and maps them to grey. A
 window/level change sets two numbers of that shader: no texture is re-coloured or re-uploaded
@@ -24,7 +24,7 @@ eye, so it shows as a line; `build_scene`'s ``slices`` sets positions (`parse_sl
 
 Colours. Table colours closer than `MIN_COLOR_DIFFERENCE` (CIEDE2000) to another drawn structure's
 are replaced by distinct ones with one warning (silently where they are viz3d's own generated ones); ``colors="distinct"`` gives every structure a colour
-of a perceptually distinct palette (`viz3d.labels.distinct_colors`).
+of a perceptually distinct palette (`viz3d.io.labels.distinct_colors`).
 
 Camera presets (radiological convention; each one refits the camera to the drawn surfaces):
 
@@ -60,8 +60,8 @@ from functools import partial
 
 import numpy as np
 
-from .errors import Viz3dError
-from .render import DEFAULT_SIZE, _check_size, has_display, import_pyvista
+from ..errors import Viz3dError
+from ..outputs.render import DEFAULT_SIZE, _check_size, has_display, import_pyvista
 
 WINDOW_PRESETS = {
     "soft": (40.0, 400.0),
@@ -221,7 +221,7 @@ class Scene:
         self._slice_step = 1.0
         self._syncing = False
         self._lod: list = []  # (actor, full-resolution mapper, interaction mapper)
-        self._plane_grids: dict = {}  # axis -> viz3d.slices.PlaneGrid
+        self._plane_grids: dict = {}  # axis -> viz3d.scene.slices.PlaneGrid
         self._codes = (0.0, 1.0)  # CT value = offset + scale * texture code
         self._oit = True  # the renderer's order-independent transparency, off while dragging
         self._culling: list = []  # each _lod actor's face culling, restored after a drag
@@ -646,9 +646,9 @@ def build_scene(
     none of the surfaces (see `Scene.place_auto_slices`). ``colors``: ``"table"`` (the meshes'
     own colours; a structure whose colour is within `MIN_COLOR_DIFFERENCE` CIEDE2000 of an
     earlier one's is given a distinct colour, with one `Viz3dWarning` naming them) or
-    ``"distinct"`` (every label surface coloured from `viz3d.labels.distinct_colors`). The
+    ``"distinct"`` (every label surface coloured from `viz3d.io.labels.distinct_colors`). The
     legend names every label surface drawn, under a first line ``names: <names_source>`` when
-    ``names_source`` says where the names came from (`viz3d.labels.LabelTable.source`).
+    ``names_source`` says where the names came from (`viz3d.io.labels.LabelTable.source`).
     ``name``: the case's name (web page titles); default: from the CT's file name.
 
     ``off_screen`` renders without a window (forced when there is no display). With
@@ -673,7 +673,7 @@ def build_scene(
     if message:
         import warnings
 
-        from .errors import Viz3dWarning
+        from ..errors import Viz3dWarning
 
         warnings.warn(message, Viz3dWarning, stacklevel=2)
 
@@ -844,15 +844,15 @@ def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFF
     (CIEDE2000) of an earlier surface's; such a surface gets the candidate colour nearest its
     own that is at least twice the threshold from every other one (else the farthest). The
     warning names the close pairs whose second colour was chosen by a table; viz3d's own
-    generated colours (`viz3d.labels.default_color`, the built-in TotalSegmentator table's) are
+    generated colours (`viz3d.io.labels.default_color`, the built-in TotalSegmentator table's) are
     replaced without a word. ``mode="distinct"``: every label
-    surface gets a colour of `viz3d.labels.distinct_colors`, in order. ``changes`` maps a
+    surface gets a colour of `viz3d.io.labels.distinct_colors`, in order. ``changes`` maps a
     recoloured surface's name to (old, new) RGB. Bone surfaces are left as they are; the meshes
     given are not modified (changed ones are copies).
     """
     import dataclasses
 
-    from .labels import _palette_candidates, default_color, delta_e_ciede2000, distinct_colors, srgb_to_lab
+    from ..io.labels import _palette_candidates, default_color, delta_e_ciede2000, distinct_colors, srgb_to_lab
 
     if mode not in COLOR_MODES:
         raise Viz3dError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
@@ -974,7 +974,7 @@ def _add_meshes(pv, scene, meshes, bounds, cull_back_faces: bool) -> None:
 
 def _add_slices(pv, scene, ct, bounds, specs=None, meshes=()) -> None:
     from .slices import plane_grid, value_codes
-    from .volume import grid_box
+    from ..io.volume import grid_box
 
     vtk = _vtk()
     specs = specs or {}
@@ -1244,7 +1244,7 @@ def _clustering_cell(actors, total: int, target: int) -> float:
     case), so the cell area is that many times the surface area over the target; the area is
     estimated from a sample of triangles.
     """
-    from .polydata import polydata_arrays
+    from ..surfaces.polydata import polydata_arrays
 
     area = 0.0
     for actor in actors:
@@ -1264,7 +1264,7 @@ def _consistently_wound(coarse):
     opposite directions; a triangle that walks two or three of its edges the same way as the
     neighbour across them is turned over.
     """
-    from .polydata import polydata_arrays, to_polydata
+    from ..surfaces.polydata import polydata_arrays, to_polydata
 
     points, faces = polydata_arrays(coarse)
     if len(faces) < 2:

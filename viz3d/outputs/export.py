@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path  # also re-exported here: viz3d.export.atomic_path
-from .errors import Viz3dError, warn
-from .meshing import Mesh
-from .parallel import ordered_map
+from .atomic import atomic_path  # also re-exported here: viz3d.outputs.export.atomic_path
+from ..errors import Viz3dError, warn
+from ..surfaces.meshing import Mesh
+from ..parallel import ordered_map
 
 try:
     import fcntl
@@ -126,8 +126,8 @@ def export_settings(
 
 def prepare_mesh(mesh: Mesh, settings: dict) -> tuple[PlacedMesh, dict]:
     """One surface made ready to write: (mesh in the output coordinates, its manifest facts)."""
-    from .quality import make_printable
-    from .simplify import decimate, largest_component, to_coordinates
+    from ..surfaces.quality import make_printable
+    from ..surfaces.simplify import decimate, largest_component, to_coordinates
 
     notes: dict = {}
     if settings["largest_component"]:
@@ -265,7 +265,7 @@ def export_meshes(
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -671,7 +671,7 @@ def _color_polydata(meshes: list[Mesh]):
     """One vtkPolyData of all meshes with per-point ``RGB`` colours and per-cell ``label`` / ``part``."""
     from vtkmodules.util.numpy_support import numpy_to_vtk
 
-    from .polydata import to_polydata
+    from ..surfaces.polydata import to_polydata
 
     merged = _merged(meshes)
     poly = to_polydata(merged.vertices, merged.faces)
@@ -831,7 +831,7 @@ def _write_glb(meshes: list[Mesh], path: Path) -> None:
     from trimesh.visual.material import PBRMaterial
     from trimesh.visual.texture import TextureVisuals
 
-    from .simplify import vertex_normals
+    from ..surfaces.simplify import vertex_normals
 
     scene = trimesh.Scene()
     scene.graph.update(frame_from=scene.graph.base_frame, frame_to=GLTF_ROOT, matrix=_gltf_root_matrix(_space(meshes[0])))

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .meshing import face_volumes_and_areas
-from .volume import Volume
+from ..io.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ class SurfaceError:
 
 
 def closed_and_outward(faces: np.ndarray, vertices: np.ndarray) -> bool:
-    """Closed, consistently wound and outward (`viz3d.quality.inspect_surface`: every edge
+    """Closed, consistently wound and outward (`viz3d.surfaces.quality.inspect_surface`: every edge
     has two faces running along it in opposite directions, and the enclosed volume is positive).
 
     >>> v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
@@ -249,7 +249,7 @@ def surface_error(vertices: np.ndarray, faces: np.ndarray, shape: Shape) -> Surf
 
     >>> s = sphere(10.0)
     >>> import vtkmodules.vtkFiltersSources as src
-    >>> from viz3d.polydata import polydata_arrays
+    >>> from viz3d.surfaces.polydata import polydata_arrays
     >>> ball = src.vtkSphereSource(radius=10.0, theta_resolution=200, phi_resolution=200)
     >>> _ = ball.Update()
     >>> e = surface_error(*polydata_arrays(ball.GetOutput()), s)

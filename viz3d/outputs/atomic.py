@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .errors import Viz3dError
+from ..errors import Viz3dError
 
 
 @contextlib.contextmanager

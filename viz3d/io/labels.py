@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from .errors import Viz3dError, check_regular_file
+from ..errors import Viz3dError, check_regular_file
 
 __all__ = [
     "BUILTIN_TABLES",
@@ -690,7 +690,7 @@ def check_coverage(table: LabelTable, present, where: str = "the label map") -> 
         nothing more; for the default table, a table naming every value ``label_<N>``, whose
         source says why.
     """
-    from .errors import warn
+    from ..errors import warn
 
     present = sorted({int(v) for v in present} - {0})
     missing = [v for v in present if v not in table.names]

@@ -1,6 +1,6 @@
 """Pictures from one scene for galleries and QC: a turntable movie and a labelled multi-view sheet.
 
-Both render off screen from one built `viz3d.scene.Scene` (meshes are built once; only the
+Both render off screen from one built `viz3d.scene.scene.Scene` (meshes are built once; only the
 camera moves), with the same colours, window and overlays as a screenshot, and write their file
 atomically (a hidden temporary file in the same folder, renamed when complete).
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Viz3dError
+from ..errors import Viz3dError
 from .atomic import atomic_path
 from .render import _check_size, render_image
 
@@ -209,7 +209,7 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
     frames the drawn surfaces and places the ``auto`` planes for its view. The scene's camera,
     planes and legend are restored afterwards. Returns the path.
     """
-    from .scene import VIEW_DIRECTIONS, VIEWS
+    from ..scene.scene import VIEW_DIRECTIONS, VIEWS
 
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".png":
@@ -233,7 +233,7 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
 
     from PIL import Image, ImageDraw
 
-    from .scene import legend_picture
+    from ..scene.scene import legend_picture
 
     box = scene.legend
     legend_shown = bool(box is not None and box.GetVisibility())

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .errors import Viz3dError
+from ..errors import Viz3dError
 from .meshing import Mesh, face_volumes_and_areas
 from .polydata import compact, from_polydata, to_polydata  # numpy <-> VTK (also importable from here)
 
@@ -135,7 +135,7 @@ def decimate(
     one edge) or has lost or flattened a piece, libigl's ``qslim``, which refuses collapses that
     change the topology, does it again from the input. The budget is a hard limit: when even
     ``qslim`` cannot meet it without changing the topology, the fast result is kept and repaired
-    (`viz3d.quality.make_printable`), and ``notes["repairs"]`` says what was done.
+    (`viz3d.surfaces.quality.make_printable`), and ``notes["repairs"]`` says what was done.
     With ``smooth``, windowed-sinc smoothing removes the facets decimation leaves and a uniform
     normal offset restores the enclosed volume of the input (so thin ribs keep their thickness).
 

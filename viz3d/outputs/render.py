@@ -1,10 +1,10 @@
-"""Headless plumbing and picture output for a `viz3d.scene.Scene`.
+"""Headless plumbing and picture output for a `viz3d.scene.scene.Scene`.
 
 Importing this module is cheap: PyVista and VTK are imported inside the functions that use them.
 
 Without a display (no ``DISPLAY`` and no ``WAYLAND_DISPLAY``), `configure_offscreen` must run
 before VTK is first imported: it selects VTK's EGL render window (Mesa EGL, no X server needed,
-no "bad X server connection" warning) and makes PyVista plot off screen. `viz3d.scene` calls it
+no "bad X server connection" warning) and makes PyVista plot off screen. `viz3d.scene.scene` calls it
 before its own imports, so code that only goes through `build_scene` / `screenshot` needs
 nothing else.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import Viz3dError
+from ..errors import Viz3dError
 
 DEFAULT_SIZE = (1024, 768)
 

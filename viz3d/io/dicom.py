@@ -69,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Viz3dError, check_regular_file, warn
+from ..errors import Viz3dError, check_regular_file, warn
 from .volume import MAX_ORIGIN_MM, MAX_SCALED_VALUE, Volume, check_grid
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

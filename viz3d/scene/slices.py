@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .volume import grid_box
+from ..io.volume import grid_box
 
 MAX_PLANE_SAMPLES = 4096  # per side: what current drivers take as a texture (llvmpipe 16384; GL 3.2 promises 1024)
 ALIGNED_TOLERANCE = 1e-3  # voxels a sample may be off a voxel centre and still read it directly

@@ -1,6 +1,6 @@
 """The scene in a web browser: a served interactive view (trame) and a self-contained HTML file.
 
-`serve` shows a `viz3d.scene.Scene` in a browser through trame (the framework behind PyVista's
+`serve` shows a `viz3d.scene.scene.Scene` in a browser through trame (the framework behind PyVista's
 browser and notebook views): the server renders the very same VTK scene off screen (same
 meshes, colours, CT slices, window/level, legend and orientation cube) and streams the frames
 to the page; mouse drags rotate, pan and zoom the camera. A side panel has the controls of the
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import Viz3dError
+from ..errors import Viz3dError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -91,7 +91,7 @@ def serve(
     from trame.ui.vuetify3 import VAppLayout
     from trame.widgets import html, vtk as vtk_widgets, vuetify3 as v
 
-    from .scene import SLICE_AXES, VIEWS, WINDOW_CENTER_RANGE, WINDOW_PRESETS, WINDOW_WIDTH_RANGE
+    from ..scene.scene import SLICE_AXES, VIEWS, WINDOW_CENTER_RANGE, WINDOW_PRESETS, WINDOW_WIDTH_RANGE
 
     server = get_server(f"viz3d-{id(scene)}", client_type="vue3")
     state, ctrl = server.state, server.controller
@@ -289,13 +289,13 @@ def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = Tr
                colors: str = "table") -> Path:
     """Build the scene for ``meshes`` / ``ct`` and write it as one self-contained HTML file at ``path``.
 
-    The arguments are those of `viz3d.scene.build_scene` (the planes ``auto``-placed for ``view``,
+    The arguments are those of `viz3d.scene.scene.build_scene` (the planes ``auto``-placed for ``view``,
     the camera framing the surfaces). See `scene_to_html`.
     """
     from .render import configure_offscreen
 
     configure_offscreen()
-    from .scene import build_scene
+    from ..scene.scene import build_scene
 
     scene = build_scene(meshes, ct, window=window, show_slices=show_slices, show_bone=show_bone, view=view,
                         off_screen=True, size=size, interactive=False, slices=slices, colors=colors)
@@ -363,8 +363,8 @@ def _add_html_slices(scene) -> list:
     """Add the CT planes as RGB-coloured polygon grids; return the actors added."""
     import pyvista as pv
 
-    from .scene import _AXIS_INDEX, SLICE_AXES
-    from .slices import plane_grid, plane_points, sample_plane
+    from ..scene.scene import _AXIS_INDEX, SLICE_AXES
+    from ..scene.slices import plane_grid, plane_points, sample_plane
 
     ct = scene.ct
     center, width = scene.window

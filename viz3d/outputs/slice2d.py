@@ -35,7 +35,7 @@ Labels are never interpolated: each pixel takes the label of the voxel it lies i
 neighbour); the CT is interpolated linearly between voxel centres.
 
 >>> import numpy as np
->>> from viz3d.volume import Volume
+>>> from viz3d.io.volume import Volume
 >>> ct = Volume(np.full((20, 20, 10), 40, np.int16), np.diag([1.0, 1.0, 3.0, 1.0]))
 >>> slice_image(ct, plane="coronal", annotate=False, size=(200, 200)).shape  # 20 mm wide, 30 mm tall
 (200, 133, 3)
@@ -52,8 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Viz3dError, warn
-from .volume import Volume
+from ..errors import Viz3dError, warn
+from ..io.volume import Volume
 
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 """Plane name -> index of the RAS axis normal to it."""
@@ -122,7 +122,7 @@ def slice_image(ct, label=None, table=None, plane="axial", at=None, window="soft
     Examples
     --------
     >>> import numpy as np
-    >>> from viz3d.volume import Volume
+    >>> from viz3d.io.volume import Volume
     >>> ct = Volume(np.full((8, 8, 4), 40, np.int16), np.diag([2.0, 2.0, 2.0, 1.0]))
     >>> picture = slice_image(ct, annotate=False, size=(64, 64))
     >>> picture.shape, int(picture[0, 0, 0])   # 40 HU is the soft window's centre: mid-grey
@@ -149,7 +149,7 @@ def mosaic_image(ct, label=None, table=None, plane="axial", n=9, window="soft", 
     Examples
     --------
     >>> import numpy as np
-    >>> from viz3d.volume import Volume
+    >>> from viz3d.io.volume import Volume
     >>> ct = Volume(np.zeros((8, 8, 12), np.int16), np.eye(4))
     >>> mosaic_image(ct, n=4, size=(32, 32)).ndim
     3
@@ -171,7 +171,7 @@ def save_slice(path, ct, label=None, table=None, *, mosaic=None, **options) -> P
     Examples
     --------
     >>> import numpy as np, tempfile, pathlib
-    >>> from viz3d.volume import Volume
+    >>> from viz3d.io.volume import Volume
     >>> ct = Volume(np.zeros((8, 8, 4), np.int16), np.eye(4))
     >>> out = save_slice(pathlib.Path(tempfile.mkdtemp()) / "slice.png", ct)
     >>> out.read_bytes()[:4]
@@ -229,9 +229,9 @@ def _volume(value, what: str, loader) -> Volume | None:
 
 
 def _inputs(ct, label, table):
-    from .api import label_table_for, load_ct
-    from .labels import LabelTable
-    from .volume import load_label
+    from ..api import label_table_for, load_ct
+    from ..io.labels import LabelTable
+    from ..io.volume import load_label
 
     if ct is None:
         raise Viz3dError("a slice picture needs a CT")
@@ -251,7 +251,7 @@ def _plane(plane) -> str:
 
 def _window(window) -> tuple[tuple[float, float], str]:
     """``(center, width)`` and how the caption names it."""
-    from .scene import WINDOW_PRESETS
+    from ..scene.scene import WINDOW_PRESETS
 
     if isinstance(window, str):
         key = window.strip().lower()

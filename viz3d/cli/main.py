@@ -9,9 +9,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import Viz3dError
+from ..errors import Viz3dError
 
-DEFAULT_SMOOTHING, DEFAULT_METHOD = 0.5, "flying-edges"  # as viz3d.meshing's (not imported here: --help stays fast)
+DEFAULT_SMOOTHING, DEFAULT_METHOD = 0.5, "flying-edges"  # as viz3d.surfaces.meshing's (not imported here: --help stays fast)
 
 VIEWS = ("anterior", "posterior", "left", "right", "superior", "inferior", "iso")
 
@@ -25,8 +25,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _label_selection(text: str) -> str:
     """--labels: values, ranges and names (``1,3-5``, ``L1-L5,sacrum``), checked here, resolved
-    with the label table once it is known (`viz3d.labels.select_labels`)."""
-    from .labels import parse_label_selection
+    with the label table once it is known (`viz3d.io.labels.select_labels`)."""
+    from ..io.labels import parse_label_selection
 
     try:
         return parse_label_selection(text)
@@ -239,7 +239,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _add_slice_parser(commands) -> None:
-    """`viz3d slice`: the tutorial's 2-D picture (see `viz3d.slice2d`)."""
+    """`viz3d slice`: the tutorial's 2-D picture (see `viz3d.outputs.slice2d`)."""
     sheet = commands.add_parser(
         "slice", help="a 2-D picture: the windowed CT slice with the labels on top, a legend and orientation letters",
         description="The CT slice at its true aspect ratio in the radiological convention (axial: the patient's right "
@@ -265,7 +265,7 @@ def _add_slice_parser(commands) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -305,7 +305,7 @@ class _Console:
 
 
 def _load_inputs(args, console):
-    from .api import load_ct, load_label
+    from ..api import load_ct, load_label
 
     if args.ct is None and args.label is None:
         raise Viz3dError("give a CT, --label LABEL, or both")
@@ -322,14 +322,14 @@ def _inputs_and_meshes(args, console, for_scene=True):
     For a scene, PyVista is imported meanwhile and the decoded CT is cached for the next run;
     ``for_scene=False`` (export) does neither.
     """
-    from .api import MESHING_MODULES, load_and_mesh, meshes_cached
+    from ..api import MESHING_MODULES, load_and_mesh, meshes_cached
 
     options = dict(series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
                    bone=_bone_wanted(args), bone_hu=args.bone_hu, smooth=not args.no_smooth,
                    smoothing=getattr(args, "smoothing", DEFAULT_SMOOTHING), method=getattr(args, "method", DEFAULT_METHOD))
     use_cache = not getattr(args, "no_cache", False)
     if for_scene:
-        from .render import import_pyvista_soon
+        from ..outputs.render import import_pyvista_soon
 
         # cached meshes leave only the scene to build: PyVista first; otherwise what meshing uses
         cached = use_cache and meshes_cached(args.ct, args.label, **options)
@@ -342,8 +342,8 @@ def cmd_info(args, console) -> None:
     """Print what the tutorial prints by hand, for the CT and the label map."""
     import numpy as np
 
-    from .api import alignment_warnings, label_statistics, label_table_for
-    from .labels import resolve_label_table
+    from ..api import alignment_warnings, label_statistics, label_table_for
+    from ..io.labels import resolve_label_table
 
     resolve_label_table(args.label_table)  # a bad --label-table is refused before loading
     ct, label = _load_inputs(args, console)
@@ -398,7 +398,7 @@ def _print_dicom_info(meta: dict) -> None:
 def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024, 768), runs_on=True):
     """The scene of the command's options; ``runs_on``: the command goes on with it (a window,
     the web view, a turntable) and collects garbage again from here, unlike a screenshot."""
-    from .scene import WINDOW_PRESETS, build_scene
+    from ..scene.scene import WINDOW_PRESETS, build_scene
 
     window = args.window
     if isinstance(window, str):
@@ -417,8 +417,8 @@ def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024
 
 
 def _names_source(args) -> str | None:
-    """Where the label names came from, for the legend (`viz3d.labels.resolve_label_table`'s source)."""
-    from .labels import resolve_label_table
+    """Where the label names came from, for the legend (`viz3d.io.labels.resolve_label_table`'s source)."""
+    from ..io.labels import resolve_label_table
 
     if getattr(args, "label", None) is None:
         return None
@@ -427,7 +427,7 @@ def _names_source(args) -> str | None:
 
 def cmd_view(args, console) -> None:
     """Open the interactive window (needs a display), or with --web serve the scene to a browser."""
-    from .render import has_display
+    from ..outputs.render import has_display
 
     if getattr(args, "web", False):
         cmd_view_web(args, console)
@@ -444,8 +444,8 @@ def cmd_view(args, console) -> None:
 
 def cmd_screenshot(args, console) -> None:
     """Render the scene offscreen and write a PNG (with --views: a labelled multi-view sheet)."""
-    from .export import check_writable_dir
-    from .render import configure_offscreen, screenshot
+    from ..outputs.export import check_writable_dir
+    from ..outputs.render import configure_offscreen, screenshot
 
     configure_offscreen()
     check_writable_dir(Path(args.out).parent if Path(args.out).parent != Path("") else Path("."))
@@ -456,7 +456,7 @@ def cmd_screenshot(args, console) -> None:
     ct, meshes = _inputs_and_meshes(args, console)
     scene = _scene_for(args, console, meshes, ct, off_screen=True, interactive=False, size=size, runs_on=False)
     if views:
-        from .motion import view_sheet
+        from ..outputs.motion import view_sheet
 
         path = view_sheet(scene, args.out, views=views, size=size)
         console.say(f"wrote {path} ({len(views)} views: {', '.join(views)})")
@@ -467,8 +467,8 @@ def cmd_screenshot(args, console) -> None:
 
 def cmd_view_web(args, console) -> None:
     """Serve the interactive scene to web browsers (trame) until Ctrl-C or SIGTERM."""
-    from .render import configure_offscreen
-    from .web import missing_web_packages, serve
+    from ..outputs.render import configure_offscreen
+    from ..outputs.web import missing_web_packages, serve
 
     missing = missing_web_packages()
     if missing:
@@ -485,9 +485,9 @@ def cmd_view_web(args, console) -> None:
 
 def cmd_turntable(args, console) -> None:
     """Render one turn of the camera about a world axis and write an MP4 or GIF."""
-    from .export import check_writable_dir
-    from .motion import TURNTABLE_FORMATS, turntable
-    from .render import configure_offscreen
+    from ..outputs.export import check_writable_dir
+    from ..outputs.motion import TURNTABLE_FORMATS, turntable
+    from ..outputs.render import configure_offscreen
 
     out = Path(args.out)
     if out.suffix.lower() not in TURNTABLE_FORMATS:
@@ -515,10 +515,10 @@ def cmd_turntable(args, console) -> None:
 
 def cmd_export_html(args, console) -> None:
     """`export --format html`: the scene as one self-contained HTML file (vtk.js, opens offline)."""
-    from .export import check_output_folder, check_writable_dir
-    from .render import configure_offscreen
-    from .scene import WINDOW_PRESETS
-    from .web import write_html
+    from ..outputs.export import check_output_folder, check_writable_dir
+    from ..outputs.render import configure_offscreen
+    from ..scene.scene import WINDOW_PRESETS
+    from ..outputs.web import write_html
 
     unsupported = [flag for flag, given in (("--combine", args.combine), ("--coords lps", args.coords != "ras"),
                                             ("--max-triangles", args.max_triangles is not None),
@@ -547,7 +547,7 @@ def cmd_export_html(args, console) -> None:
 
 def cmd_export(args, console) -> None:
     """Write each structure's checked, repaired surface (or one combined file) and manifest.json."""
-    from .export import check_existing_export, check_writable_dir, export_meshes, export_settings
+    from ..outputs.export import check_existing_export, check_writable_dir, export_meshes, export_settings
 
     if args.format == "html":
         cmd_export_html(args, console)
@@ -565,8 +565,8 @@ def cmd_export(args, console) -> None:
         if args.ct is None:
             raise Viz3dError("--bone-only needs a CT: the bone surface comes from the CT's Hounsfield units")
         args.label = None  # not loaded: no label surface is wanted
-    from .labels import resolve_label_table
-    from .meshing import DEFAULT_BONE_HU
+    from ..io.labels import resolve_label_table
+    from ..surfaces.meshing import DEFAULT_BONE_HU
 
     meshing = {"labels": args.labels, "bone": _bone_wanted(args), "bone_only": args.bone_only,
                "bone_hu": DEFAULT_BONE_HU if args.bone_hu is None else args.bone_hu,
@@ -593,7 +593,7 @@ def cmd_export(args, console) -> None:
 
 def cmd_slice(args, console) -> None:
     """Write the 2-D slice picture (or with --mosaic a sheet of slices) as a PNG."""
-    from .slice2d import check_output, save_slice_summary
+    from ..outputs.slice2d import check_output, save_slice_summary
 
     check_output(args.out)  # before loading
     ct, label = _load_inputs(args, console)
@@ -613,7 +613,7 @@ def demo_paths() -> tuple[Path, Path]:
 
 def cmd_demo(args, console) -> None:
     """The shipped sample with TotalSegmentator names: the window, or a PNG without a display."""
-    from .render import has_display
+    from ..outputs.render import has_display
 
     ct_path, label_path = demo_paths()
     scene_args = argparse.Namespace(
@@ -638,7 +638,7 @@ COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "e
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 1 internal error)."""
-    from .errors import route_library_logs, warning_line
+    from ..errors import route_library_logs, warning_line
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         text = warning_line(message, category, filename)  # one line; other libraries' named, their deprecations dropped
@@ -677,7 +677,7 @@ def main_entry() -> None:
     numpy's and SciPy's, only busy-waited beside them: 10-18 % of an export on two cores), and
     the process ends without tearing itself down once every output is in place.
     """
-    # before numpy loads: `import viz3d.cli` imports no numpy (the package imports lazily)
+    # before numpy loads: `import viz3d.cli.main` imports no numpy (the package imports lazily)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Python's cycle collector scans every object again and again while PyVista, SciPy and
     # nibabel import (2-4 % of a cached screenshot, 1-2 % of an export's CPU time). Loading
@@ -693,7 +693,7 @@ def main_entry() -> None:
 def _interrupted(signum, frame) -> None:
     """Ctrl-C: a DICOM series loading in another thread (beside the meshing) stops at its next
     slice instead of holding the exit until it is done; then Python's KeyboardInterrupt."""
-    dicom = sys.modules.get("viz3d.dicom")
+    dicom = sys.modules.get("viz3d.io.dicom")
     if dicom is not None:
         dicom.STOP.set()
     raise KeyboardInterrupt
