@@ -186,9 +186,7 @@ def _names_source(case: Case, options: BatchOptions, meshes) -> str | None:
 
 def _pictures(case: Case, meshes, ct, options: BatchOptions, folder: Path) -> list[str]:
     """Screenshots, the sheet and the turntable, all from one scene."""
-    from ..outputs.render import configure_offscreen
-
-    configure_offscreen()
+    _offscreen()
     from ..outputs.motion import turntable, view_sheet
     from ..outputs.render import screenshot
     from ..scene.scene import build_scene
@@ -214,6 +212,15 @@ def _pictures(case: Case, meshes, ct, options: BatchOptions, folder: Path) -> li
     finally:
         scene.close()
     return written
+
+
+def _offscreen() -> None:
+    """Headless rendering when there is no display (before VTK is imported in this worker)."""
+    try:
+        from ..runtime import configure_offscreen
+    except ImportError:  # before viz3d.runtime
+        from ..outputs.render import configure_offscreen
+    configure_offscreen()
 
 
 def _html(case: Case, meshes, ct, options: BatchOptions, folder: Path) -> str:

@@ -1,0 +1,299 @@
+"""Running every case of a batch: a pool of local worker processes (default) or a Dask cluster.
+
+Each case runs in `viz3d.batch.case.run_case`, which never raises for a problem of its case;
+the engines only hand the cases out and collect the results in case order. One batch at a
+time writes into an output folder (a lock file in it says so).
+
+- ``local``: ``concurrent.futures.ProcessPoolExecutor`` with spawned workers (a fresh
+  interpreter each: VTK's OpenGL state is never forked), as many as the cores and the memory
+  allow (`default_workers`). A worker that dies (killed for memory, a crash in a library) is
+  not the end: its cases are run again one at a time in a worker of their own, and a case
+  that kills that one too fails with a line saying so.
+- ``dask``: the cases as tasks of a Dask distributed cluster: ``"local"`` starts a
+  ``distributed.LocalCluster`` of worker processes (one thread each), anything else is a
+  scheduler address (``tcp://host:8786``). The workers need viz3d and the data at the same paths.
+- ``inline``: one case after another in this process (for tests and debugging).
+
+Ctrl-C (KeyboardInterrupt) stops the batch at once: workers are ended, what they were writing
+is removed (it was in staging folders), finished cases stay complete, and the interrupt is raised.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import Viz3dError
+from .case import run_case, tidy
+from .layouts import Case
+from .options import BatchOptions
+
+ENGINES = ("local", "dask", "inline")
+LOCK_NAME = ".viz3d-batch.lock"
+BASE_MEMORY = 500 * 2**20  # a worker with numpy, VTK and PyVista loaded and a small case rendered
+BYTES_PER_VOXEL = 12  # CT (int16 -> float32 where needed), label, per-label boxes and distance maps
+MEMORY_SHARE = 0.8  # of the memory available now, leaving room for the rest of the machine
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The records of `run_case`, in case order (``record["case"]`` is the case's row)."""
+
+    records: tuple[dict, ...]
+
+    @property
+    def failed(self) -> list[dict]:
+        """The rows of the cases that failed."""
+        return [r["case"] for r in self.records if r["case"]["status"] == "failed"]
+
+
+def estimate_case_memory(case: Case) -> int:
+    """Bytes one worker needs for ``case``, from its voxel count (NIfTI headers, DICOM file count).
+
+    >>> estimate_case_memory(Case("x", None, None)) == BASE_MEMORY
+    True
+    """
+    voxels = 0
+    for path in (case.ct, case.label):
+        voxels = max(voxels, _voxels(path)) if path is not None else voxels
+    return BASE_MEMORY + BYTES_PER_VOXEL * voxels
+
+
+def _voxels(path: Path) -> int:
+    try:
+        if Path(path).is_dir():  # a DICOM series: slices of 512 x 512 at most, as a rule
+            return sum(1 for p in Path(path).rglob("*") if p.is_file()) * 512 * 512
+        import nibabel as nib
+
+        shape = nib.load(str(path)).header.get_data_shape()
+        count = 1
+        for side in shape[:3]:
+            count *= int(side)
+        return count
+    except Exception:  # noqa: BLE001 - an unreadable file fails in its case, with its own message
+        return 0
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable), or None where it cannot be told."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def default_workers(cases, cores: int | None = None, memory: int | None = None) -> int:
+    """Workers for ``cases``: one per core, at most one per case, and no more than the memory
+    available holds at the largest case's estimate (`estimate_case_memory`), so no worker swaps.
+
+    >>> cases = [Case(f"s{i}", None, None) for i in range(8)]
+    >>> default_workers(cases, cores=4, memory=100 * 2**30), default_workers(cases, cores=4, memory=2**30)
+    (4, 1)
+    """
+    cases = list(cases)
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    memory = available_memory() if memory is None else memory
+    largest = max((estimate_case_memory(case) for case in cases), default=BASE_MEMORY)
+    by_memory = int(memory * MEMORY_SHARE // largest) if memory else cores
+    return max(1, min(cores, len(cases) or 1, by_memory))
+
+
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Hold ``out``'s batch lock for the block; refuse when another batch holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: unguarded
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_NAME, "a")
+    except OSError as exc:
+        raise Viz3dError(f"{out}: cannot write to the output folder ({exc.strerror or exc})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise Viz3dError(f"{out}: another viz3d batch is writing into this folder; wait for it or "
+                             "choose another --out") from None
+        yield
+
+
+def run_batch(cases, options: BatchOptions, out, *, engine: str = "local", workers: int | None = None,
+              scheduler: str = "local", force: bool = False, progress=None) -> BatchResult:
+    """Run every case into ``out``; return their records in case order.
+
+    ``engine`` is one of `ENGINES`; ``workers`` the number of worker processes (default
+    `default_workers`); ``scheduler`` the Dask scheduler's address, or ``"local"`` for a
+    LocalCluster of ``workers`` processes. ``force`` redoes cases already done. ``progress``,
+    if given, is called as ``progress(done, total, record)`` as each case ends.
+    """
+    cases = list(cases)
+    if engine not in ENGINES:
+        raise Viz3dError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if workers is not None and workers < 1:
+        raise Viz3dError(f"--workers must be at least 1, got {workers}")
+    out = Path(out)
+    workers = workers or default_workers(cases)
+    report = progress or (lambda done, total, record: None)
+    with output_lock(out):
+        tidy(out)
+        records = {} if force else _already_done(cases, options, out)
+        for count, case in enumerate(records.values(), start=1):
+            report(count, len(cases), case)
+        todo = [case for case in cases if case.id not in records]
+        tell = lambda done, total, record: report(len(records) + done, len(cases), record)  # noqa: E731
+        try:
+            if not todo:
+                pass
+            elif engine == "inline":
+                records.update(_run_inline(todo, options, out, force, tell))
+            elif engine == "local":
+                records.update(_run_pool(todo, options, out, force, min(workers, len(todo)), tell))
+            else:
+                records.update(_run_dask(todo, options, out, force, workers, scheduler, tell))
+        except BaseException:
+            tidy(out)  # what ended workers were writing
+            raise
+    return BatchResult(tuple(records[case.id] for case in cases))
+
+
+def _already_done(cases, options, out: Path) -> dict:
+    """The records of cases done before with the same inputs and options, found here without
+    starting a worker (only cases that have a done-marker are hashed)."""
+    from .case import MARKER, case_key, done_row
+
+    records = {}
+    for case in cases:
+        if (out / case.id / MARKER).is_file():
+            try:
+                key, _ = case_key(case, options)
+            except Viz3dError:
+                continue  # the case's own run says what is wrong
+            stored = done_row(out, case, key)
+            if stored is not None:
+                stored["case"]["status"] = "reused"
+                records[case.id] = stored
+    return records
+
+
+def _run_inline(cases, options, out, force, report) -> dict:
+    records = {}
+    for case in cases:
+        records[case.id] = run_case(case, options, out, force)
+        report(len(records), len(cases), records[case.id])
+    return records
+
+
+def _worker_init() -> None:
+    """A pool worker: Ctrl-C is the main process's to handle (it ends the workers), and BLAS
+    keeps to one thread (the workers fill the cores)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _run_pool(cases, options, out, force, workers, report) -> dict:
+    """The cases on a local process pool; cases of a worker that died are run again alone."""
+    records: dict = {}
+    total = len(cases)
+
+    def finish(case, record):
+        records[case.id] = record
+        report(len(records), total, record)
+
+    broken = _pool_pass(cases, options, out, force, workers, finish, max_tasks=None)
+    for case in broken:  # alone, in a fresh worker, so a case that kills its worker is found out
+        again = _pool_pass([case], options, out, force, 1, finish, max_tasks=1)
+        if again:
+            finish(case, _died(case))
+    return records
+
+
+def _pool_pass(cases, options, out, force, workers, finish, max_tasks) -> list[Case]:
+    """Run ``cases`` on a pool of ``workers``; return those whose worker died."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(cases)) or 1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, max_tasks_per_child=max_tasks)
+    broken = []
+    try:
+        futures = {pool.submit(run_case, case, options, str(out), force): case for case in cases}
+        for future in as_completed(futures):
+            try:
+                finish(futures[future], future.result())
+            except BrokenProcessPool:
+                broken.append(futures[future])
+    except BaseException:
+        _end_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+    return sorted(broken, key=cases.index)
+
+
+def _end_workers(pool) -> None:
+    """Stop a process pool now: queued cases cancelled, running workers terminated."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=10)
+
+
+def _died(case: Case) -> dict:
+    row = {"case": case.id, "ct": str(case.ct or ""), "label": str(case.label or ""), **dict(case.extra),
+           "status": "failed", "seconds": None, "peak_memory_mb": None,
+           "error": "the worker process died while making this case (killed for lack of memory, or a crash "
+                    "in a library); it died again when run alone"}
+    return {"key": None, "case": row, "structures": []}
+
+
+def _run_dask(cases, options, out, force, workers, scheduler, report) -> dict:
+    """The cases as tasks of a Dask distributed cluster (a LocalCluster for ``"local"``)."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise Viz3dError("the Dask engine needs the 'distributed' package: pip install distributed") from None
+    records: dict = {}
+    with contextlib.ExitStack() as stack:
+        if scheduler == "local":
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None, silence_logs=40))
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="20s"))
+            except (OSError, TimeoutError) as exc:
+                raise Viz3dError(f"--dask {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+        futures = {client.submit(run_case, case, options, str(out), force, pure=False, key=f"viz3d-batch-{case.id}"
+                                 f"-{os.getpid()}"): case for case in cases}
+        try:
+            for future in as_completed(futures):
+                case = futures[future]
+                try:
+                    records[case.id] = future.result()
+                except Exception as exc:  # noqa: BLE001 - the worker died (KilledWorker) or the task was lost
+                    records[case.id] = _lost(case, exc)
+                report(len(records), len(cases), records[case.id])
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+    return records
+
+
+def _lost(case: Case, exc: Exception) -> dict:
+    record = _died(case)
+    record["case"]["error"] = f"the Dask task was lost: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    return record
