@@ -128,8 +128,8 @@ class BatchOptions:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
-        """The options as JSON-ready values (for the summary)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The options as JSON values (tuples as lists), for the summary."""
+        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}))
 
 
 def _check_choice(what: str, value, choices) -> None:
