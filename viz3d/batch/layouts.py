@@ -155,6 +155,9 @@ def discover(root: str | os.PathLike, layout: str | None = None) -> Discovery:
     elif not root.is_dir():
         raise Viz3dError(f"{root}: --layout {chosen} needs a dataset folder" if root.exists()
                          else f"{root}: no such file or folder")
+    needed = {"nnunet": ("imagesTr", "imagesTs"), "ctspinopelvic": ("ct",)}.get(chosen, ())
+    if needed and not any((root / name).is_dir() for name in needed):
+        raise Viz3dError(f"{root}: no {' or '.join(name + '/' for name in needed)} folder, as the {chosen} layout has")
     reader = {"nnunet": _nnunet, "ctspinopelvic": _ctspinopelvic, "folders": _folders, "manifest": _manifest}[chosen]
     cases, skipped = reader(root)
     cases, clashes = _unique(cases)

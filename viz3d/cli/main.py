@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import Viz3dError
+from .batch import add_batch_parser, cmd_batch
 
 DEFAULT_SMOOTHING, DEFAULT_METHOD = 0.5, "flying-edges"  # as viz3d.surfaces.meshing's (not imported here: --help stays fast)
 
@@ -235,6 +236,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="viz3d-demo.png", metavar="PNG", help="PNG written when there is no display")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress or status lines")
     _add_slice_parser(commands)
+    add_batch_parser(commands)
     return parser
 
 
@@ -633,7 +635,7 @@ def cmd_demo(args, console) -> None:
 
 
 COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "export": cmd_export, "demo": cmd_demo,
-            "turntable": cmd_turntable, "slice": cmd_slice}
+            "turntable": cmd_turntable, "slice": cmd_slice, "batch": cmd_batch}
 
 
 def main(argv: list[str] | None = None) -> int:
