@@ -682,7 +682,7 @@ def test_info_shows_bounding_boxes(sample_dir, capsys):
     rows = {}
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) == 7 and parts[0].isdigit() and ".." in parts[4]:
+        if len(parts) >= 7 and parts[0].isdigit() and ".." in parts[4]:  # then the colour
             rows[int(parts[0])] = [tuple(float(x) for x in part.split("..")) for part in parts[4:7]]
     assert sorted(rows) == sorted(set(np.unique(label).tolist()) - {0})
     for value in (2, 5, 101):

@@ -19,7 +19,6 @@ from .surfaces.meshing import (DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE
                       label_boxes, smoothing_factor, surfaces)
 from .io.dicom import is_dicom_path, list_series, load_dicom
 from .io.volume import Volume, forget_inflated, inflate_soon, load_label
-from .io.volume import load_ct as _load_nifti_ct
 
 
 # what loading and meshing import (DICOM's pydicom comes with nibabel)
@@ -27,12 +26,15 @@ MESHING_MODULES = ("nibabel", "isal.isal_zlib", "scipy.ndimage", "vtkmodules.vtk
 
 
 def load_ct(path, series=None, progress=None) -> Volume:
-    """A CT in Hounsfield units from a NIfTI file, or from a DICOM folder or any file of a series.
+    """A CT in Hounsfield units from a NIfTI, NRRD or MetaImage file, or from a DICOM folder or any
+    file of a series (see `viz3d.io.formats`).
 
     ``series`` picks one of several DICOM series (see `viz3d.io.dicom.load_dicom`). ``progress``,
     if given, is called as ``progress(done, total)`` as a DICOM series' slices are decoded.
     """
-    return load_dicom(path, series=series, progress=progress) if is_dicom_path(path) else _load_nifti_ct(path)
+    from .io.formats import load_ct as read_ct  # the format registry: NIfTI, DICOM, NRRD, MetaImage
+
+    return read_ct(path, series=series, progress=progress)
 
 
 def alignment_warnings(ct: Volume, label: Volume) -> list[str]:
@@ -107,6 +109,7 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
     meshes = surfaces(label, bone_ct, names, labels=wanted, smooth=smooth, smoothing=smoothing, method=method,
                       bone_hu=threshold if build_bone else None,
                       progress=lambda done, total, name: report("meshing", done, total, name))
+    meshes = _with_other_layers(meshes, label, names, labels=wanted, smooth=smooth, smoothing=smoothing, method=method)
     if still_loading:  # a CT read in the background: its grid is known now
         ct = ct()
         _warn_alignment(ct, label)
@@ -125,6 +128,19 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
         warn(f"label value(s) {format_values(absent)} not in {label.source or 'the label map'}: no surface for them",
              stacklevel=3)
     return meshes
+
+
+def _with_other_layers(meshes: list[Mesh], label, names, **options) -> list[Mesh]:
+    """``meshes`` with the surfaces of ``label``'s other layers (overlapping segments, see
+    `viz3d.io.formats.Segmentation`) among the label surfaces, by value, before the bone."""
+    from .io.formats import label_layers
+
+    layers = label_layers(label)[1:] if label is not None else ()
+    if not layers:
+        return meshes
+    more = [mesh for layer in layers for mesh in surfaces(layer, None, names, bone_hu=None, **options)]
+    labelled = sorted([mesh for mesh in meshes if mesh.kind == "label"] + more, key=lambda mesh: mesh.label)
+    return labelled + [mesh for mesh in meshes if mesh.kind != "label"]
 
 
 def label_table_for(label: Volume | None, table=None):
@@ -327,19 +343,23 @@ def _load_ct_cached(path, series, use_cache: bool, progress=None) -> Volume:
 
 
 def label_statistics(label: Volume, table=None) -> list[dict]:
-    """Per class present: value, name, voxel count, volume in mL and bounding box in RAS mm.
+    """Per class present (in every layer): value, name, colour (RGB 0..1), voxel count, volume in mL
+    and bounding box in RAS mm.
 
     ``bbox_mm`` is ``[[x0, y0, z0], [x1, y1, z1]]``: the world extent of the class's voxels
     (their outer faces, as the surfaces enclose them, not their centres); counts are made
     inside each class's box.
     """
+    from .io.formats import label_layers
+
     names = label_table_for(label, table)
     rows = []
-    for value, box in label_boxes(label.array):
-        count = int(np.count_nonzero(label.array[box] == value))
-        rows.append({"value": value, "name": names.name_of(value), "voxels": count, "volume_ml": count * label.voxel_volume_mm3 / 1000.0,
-                     "bbox_mm": _box_in_world(box, label.affine)})
-    return rows
+    for layer in label_layers(label):  # one, or a segmentation's layers (each value in one of them)
+        for value, box in label_boxes(layer.array):
+            count = int(np.count_nonzero(layer.array[box] == value))
+            rows.append({"value": value, "name": names.name_of(value), "color": names.color_of(value), "voxels": count,
+                         "volume_ml": count * layer.voxel_volume_mm3 / 1000.0, "bbox_mm": _box_in_world(box, layer.affine)})
+    return sorted(rows, key=lambda row: row["value"])
 
 
 def _box_in_world(box, affine) -> list[list[float]]:

@@ -369,11 +369,14 @@ def cmd_info(args, console) -> None:
         rows = label_statistics(label, table)
         print(f"labels ({len(rows)} present, table {table.name}):")
         print(f"  names from     : {table.source}")
-        print(f"  {'value':>5}  {'name':<28} {'voxels':>10} {'volume mL':>10}   bounding box RAS mm (x, y, z: min..max)")
+        print(f"  {'value':>5}  {'name':<28} {'voxels':>10} {'volume mL':>10}   bounding box RAS mm (x, y, z: min..max)"
+              "   colour")
         for row in rows:
             (x0, y0, z0), (x1, y1, z1) = row["bbox_mm"]
             box = f"{x0:.1f}..{x1:.1f}  {y0:.1f}..{y1:.1f}  {z0:.1f}..{z1:.1f}"
-            print(f"  {row['value']:>5}  {row['name']:<28} {row['voxels']:>10} {row['volume_ml']:>10.2f}   {box}")
+            colour = "#" + "".join(f"{round(255 * c):02x}" for c in row["color"])
+            print(f"  {row['value']:>5}  {row['name']:<28} {row['voxels']:>10} {row['volume_ml']:>10.2f}   {box:<44}"
+                  f"   {colour}")
     if ct is not None and label is not None:
         for message in alignment_warnings(ct, label):
             warnings.warn(message, UserWarning)

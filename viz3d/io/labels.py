@@ -347,7 +347,8 @@ def resolve_label_table(spec=None, label_path: str | os.PathLike | None = None) 
     In this order, the first that exists wins:
 
     1. ``spec``: a `LabelTable` (returned as it is), a built-in name or a table file
-       (source ``"--label-table <spec>"``);
+       (source ``"--label-table <spec>"``); then the table a non-NIfTI input carries itself (a
+       ``.seg.nrrd``'s segments, a mask folder's file names: `viz3d.io.formats.table_in_file`);
     2. a table carried in the label map's NIfTI header (:func:`table_from_nifti_header`:
        TotalSegmentator's ``--ml`` output), source ``"NIfTI header (TotalSegmentator)"``;
     3. a table beside the label map, same stem with ``.json`` (viz3d's JSON), ``.txt``
@@ -389,6 +390,12 @@ def resolve_label_table(spec=None, label_path: str | os.PathLike | None = None) 
     if spec is not None:
         table = load_label_table(spec)
         return replace(table, source=f"--label-table {os.fspath(spec)}")
+    if label_path is not None and not _is_nifti_name(label_path):
+        from .formats import table_in_file  # a .seg.nrrd's segments, a mask folder's file names
+
+        table = table_in_file(label_path)
+        if table is not None:
+            return table
     if label_path is not None and _is_nifti_name(label_path):
         table = table_from_nifti_header(label_path)
         if table is not None:

@@ -440,13 +440,30 @@ def load_ct(path: str | Path) -> Volume:
     """
     path = Path(path)
     array, affine, meta = _read_nifti(path)
+    return Volume(ct_values(path, array, meta), affine, str(path), meta)
+
+
+def ct_values(path, array: np.ndarray, meta: dict) -> np.ndarray:
+    """A CT's voxel array as every reader returns it: integers kept, floats as float32 with NaN and
+    infinite voxels set to air (counted in ``meta["nonfinite_voxels"]``, with a warning).
+
+    ``meta["scaling"]`` (slope, intercept), when the file's header scaled the values, is checked:
+    scaled values beyond +-`MAX_SCALED_VALUE` are refused. Any other type is refused.
+
+    >>> ct_values("ct.nrrd", np.array([[[0.5, -1000.0]]]), {}).dtype
+    dtype('float32')
+    >>> ct_values("ct.nrrd", np.array([[["a"]]]), {})
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: ct.nrrd: unsupported CT data type <U1
+    """
     if array.dtype.kind == "f":
         if "scaling" in meta:
             _check_scaled_range(path, array, meta["scaling"])
-        array = _air_for_nonfinite(path, array, meta)
-    elif array.dtype.kind not in "iub":
+        return _air_for_nonfinite(path, array, meta)
+    if array.dtype.kind not in "iub":
         raise Viz3dError(f"{path}: unsupported CT data type {array.dtype}")
-    return Volume(array, affine, str(path), meta)
+    return array
 
 
 def _check_scaled_range(path: Path, array: np.ndarray, scaling: tuple[float, float]) -> None:
@@ -476,13 +493,37 @@ def _air_for_nonfinite(path: Path, array: np.ndarray, meta: dict) -> np.ndarray:
 
 
 def load_label(path: str | Path) -> Volume:
-    """Load a label map (integer class values) from a NIfTI file.
+    """Load a label map (integer class values) from any file or folder viz3d reads.
 
-    Integer types are kept. Float files are accepted when every value is integral and
-    non-negative; otherwise a `Viz3dError` names the file and the first offending value.
+    NIfTI, NRRD, MetaImage, a 3D Slicer ``.seg.nrrd`` or a TotalSegmentator folder: see
+    `viz3d.io.formats` (its segmentation's first layer, which carries the others in
+    ``meta["layers"]``). Integer types are kept. Float files are accepted when every value is
+    integral and non-negative; otherwise a `Viz3dError` names the file and the first offending
+    value.
     """
+    from .formats import load_segmentation
+
+    return load_segmentation(path).label
+
+
+def load_nifti_label(path: str | Path) -> Volume:
+    """Load a label map from a NIfTI file (see `load_label`)."""
     path = Path(path)
     array, affine, meta = _read_nifti(path)
+    return Volume(label_values(path, array), affine, str(path), meta)
+
+
+def label_values(path, array: np.ndarray) -> np.ndarray:
+    """A label map's voxel array as every reader returns it: whole non-negative numbers in the
+    smallest of uint8, uint16 and uint32 that holds them.
+
+    >>> label_values("seg.nrrd", np.array([[[0.0, 7.0]]])).dtype
+    dtype('uint8')
+    >>> label_values("seg.nrrd", np.array([[[0.5]]]))
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: seg.nrrd: label map has non-integral values (e.g. 0.5); labels must be whole numbers
+    """
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)):
             raise Viz3dError(f"{path}: label map contains NaN or infinite values")
@@ -504,4 +545,4 @@ def load_label(path: str | Path) -> Volume:
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
     if array.dtype != dtype:
         array = array.astype(dtype)
-    return Volume(array, affine, str(path), meta)
+    return array

@@ -1,0 +1,263 @@
+"""The one loading seam: every input format viz3d reads is one `Format` entry in `FORMATS`.
+
+A format says whether a path is one of its files (`Format.claims`, from the name or the first
+bytes) and gives up to three functions: a CT reader returning a `Volume`, a label reader
+returning a `Segmentation`, and the label table (names, colours) its files carry. `load_ct`,
+`load_segmentation` and `table_in_file` pick the first entry that claims the path, so a new
+format is one new entry.
+
+A file that claims a format and is not one of its files is refused by that format's reader
+with one `Viz3dError` naming the file and the reason (never passed on to another reader).
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import Viz3dError
+from .labels import LabelTable
+from .volume import NIFTI_SUFFIXES, Volume
+
+HEAD_BYTES = 1 << 16  # what `Format.claims` sees of a file: magic numbers and a NRRD header's first fields
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Segments on one grid: label-map layers and, where the file carries one, the table naming them.
+
+    Segments that overlap cannot share one label map, so a file may hold several layers (3D
+    Slicer's ``.seg.nrrd``, overlapping TotalSegmentator masks); each is a label map `Volume` on
+    the same grid, and a value means one segment in whichever layer holds it (values are
+    distinct across layers), so each layer is meshed on its own and the surfaces keep apart.
+
+    Parameters
+    ----------
+    layers : tuple of Volume
+        One or more label maps on the same grid.
+    table : LabelTable or None
+        The names and colours the file carries (with its `LabelTable.source`), or None: then
+        they are found as for any label map (`viz3d.io.labels.resolve_label_table`).
+
+    Examples
+    --------
+    >>> a = Volume(np.array([[[0, 1]]], np.uint8), np.eye(4), "seg")
+    >>> b = Volume(np.array([[[2, 2]]], np.uint8), np.eye(4), "seg")
+    >>> seg = Segmentation((a, b))
+    >>> len(label_layers(seg.label)), seg.label.array.tolist()
+    (2, [[[0, 1]]])
+    """
+
+    layers: tuple[Volume, ...]
+    table: LabelTable | None = None
+
+    def __post_init__(self):
+        layers = tuple(self.layers)
+        if not layers:
+            raise Viz3dError("a segmentation needs at least one layer")
+        first = layers[0]
+        for index, layer in enumerate(layers[1:], start=1):
+            if layer.shape != first.shape or not np.allclose(layer.affine, first.affine, atol=1e-4):
+                raise Viz3dError(f"{first.source or 'segmentation'}: layer {index} is not on the grid of layer 0")
+        object.__setattr__(self, "layers", layers)
+
+    @property
+    def label(self) -> Volume:
+        """The first layer as a label map `Volume`; with several, it carries them all in
+        ``meta["layers"]`` (see `label_layers`)."""
+        first = self.layers[0]
+        if len(self.layers) == 1:
+            return first
+        return Volume(first.array, first.affine, first.source, {**first.meta, "layers": self.layers})
+
+
+def label_layers(label: Volume) -> tuple[Volume, ...]:
+    """Every layer of a label map `Volume` (itself alone, unless it came from a layered file).
+
+    >>> label_layers(Volume(np.zeros((1, 1, 1), np.uint8), np.eye(4)))[0].shape
+    (1, 1, 1)
+    """
+    return tuple(label.meta.get("layers") or (label,))
+
+
+@dataclass(frozen=True)
+class Format:
+    """One input format.
+
+    Parameters
+    ----------
+    name : str
+        What it is called in messages (``"NRRD"``).
+    claims : callable
+        ``claims(path, head) -> bool``: whether ``path`` (a file whose first bytes are ``head``,
+        or a folder, with ``head`` empty) is one of its files.
+    read_ct : callable or None
+        ``read_ct(path, series, progress) -> Volume`` for a CT in Hounsfield units.
+    read_segmentation : callable or None
+        ``read_segmentation(path) -> Segmentation`` for a label map or segmentation.
+    names : callable or None
+        ``names(path) -> LabelTable | None``: the table the file carries, read cheaply (a
+        header), for `table_in_file`.
+    """
+
+    name: str
+    claims: Callable[[Path, bytes], bool]
+    read_ct: Callable | None = None
+    read_segmentation: Callable[[Path], Segmentation] | None = None
+    names: Callable[[Path], LabelTable | None] | None = None
+
+
+def _nifti_ct(path, series=None, progress=None) -> Volume:
+    from .volume import load_ct
+
+    return load_ct(path)
+
+
+def _nifti_segmentation(path) -> Segmentation:
+    from .volume import load_nifti_label
+
+    return Segmentation((load_nifti_label(path),))
+
+
+def _dicom_ct(path, series=None, progress=None) -> Volume:
+    from .dicom import load_dicom
+
+    return load_dicom(path, series=series, progress=progress)
+
+
+def _claims_dicom(path: Path, head: bytes) -> bool:
+    from .dicom import is_dicom_path
+
+    return is_dicom_path(path)
+
+
+def _nrrd_ct(path, series=None, progress=None) -> Volume:
+    from .nrrd import nrrd_volume
+
+    return nrrd_volume(path, "ct")
+
+
+def _nrrd_segmentation(path) -> Segmentation:
+    from .nrrd import nrrd_volume, read_header
+    from .slicer_seg import is_slicer_header, read_slicer_segmentation
+
+    if is_slicer_header(read_header(path)):
+        return read_slicer_segmentation(path)
+    return Segmentation((nrrd_volume(path, "label"),))
+
+
+def _nrrd_names(path) -> LabelTable | None:
+    from .nrrd import read_header
+    from .slicer_seg import is_slicer_header, slicer_table
+
+    header = read_header(path)
+    return slicer_table(path, header) if is_slicer_header(header) else None
+
+
+def _claims_nrrd(path: Path, head: bytes) -> bool:
+    from .nrrd import is_nrrd
+
+    return is_nrrd(path, head)
+
+
+def _metaimage_ct(path, series=None, progress=None) -> Volume:
+    from .metaimage import metaimage_volume
+
+    return metaimage_volume(path, "ct")
+
+
+def _metaimage_segmentation(path) -> Segmentation:
+    from .metaimage import metaimage_volume
+
+    return Segmentation((metaimage_volume(path, "label"),))
+
+
+def _claims_metaimage(path: Path, head: bytes) -> bool:
+    from .metaimage import is_metaimage
+
+    return is_metaimage(path, head)
+
+
+def _claims_mask_folder(path: Path, head: bytes) -> bool:
+    return path.is_dir()
+
+
+def _mask_folder_segmentation(path) -> Segmentation:
+    from .totalseg import read_mask_folder
+
+    return read_mask_folder(path)
+
+
+def _mask_folder_names(path) -> LabelTable | None:
+    from .totalseg import mask_folder_table
+
+    return mask_folder_table(path)
+
+
+NIFTI = Format("NIfTI", lambda path, head: path.name.lower().endswith(NIFTI_SUFFIXES),
+               read_ct=_nifti_ct, read_segmentation=_nifti_segmentation)
+
+FORMATS: tuple[Format, ...] = (
+    NIFTI,
+    Format("NRRD", _claims_nrrd, read_ct=_nrrd_ct, read_segmentation=_nrrd_segmentation, names=_nrrd_names),
+    Format("MetaImage", _claims_metaimage, read_ct=_metaimage_ct, read_segmentation=_metaimage_segmentation),
+    Format("DICOM", _claims_dicom, read_ct=_dicom_ct),
+    Format("mask folder (TotalSegmentator)", _claims_mask_folder, read_segmentation=_mask_folder_segmentation,
+           names=_mask_folder_names),
+)
+"""Every format, in the order they are asked whether a path is theirs (NIfTI, the fallback,
+reads whatever no other format claims and says what is wrong with it)."""
+
+
+def format_of(path, role: str) -> Format:
+    """The format that reads ``path`` as a ``role`` (``"ct"`` or ``"label"``).
+
+    >>> format_of("ct.nii.gz", "ct").name, format_of("seg.nrrd", "label").name, format_of("ct.mha", "ct").name
+    ('NIfTI', 'NRRD', 'MetaImage')
+    """
+    path = Path(os.fspath(path))
+    head = _head(path)
+    for entry in FORMATS:
+        reader = entry.read_ct if role == "ct" else entry.read_segmentation
+        if reader is not None and entry.claims(path, head):
+            return entry
+    return NIFTI
+
+
+def _head(path: Path) -> bytes:
+    """The first `HEAD_BYTES` of a regular file (nothing for a folder, a FIFO or a missing file)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b""
+        with open(path, "rb") as stream:
+            return stream.read(HEAD_BYTES)
+    except OSError:
+        return b""
+
+
+def load_ct(path, series=None, progress=None) -> Volume:
+    """A CT in Hounsfield units from any format in `FORMATS` (``series`` and ``progress``: DICOM's,
+    see `viz3d.io.dicom.load_dicom`)."""
+    return format_of(path, "ct").read_ct(path, series, progress)
+
+
+def load_segmentation(path) -> Segmentation:
+    """The label map or segmentation of a file or folder in any format in `FORMATS`."""
+    return format_of(path, "label").read_segmentation(Path(os.fspath(path)))
+
+
+def table_in_file(path) -> LabelTable | None:
+    """The label table a label input carries itself (a ``.seg.nrrd``'s segments, a mask folder's
+    file names), or None: then the names are looked for as for any label map.
+
+    >>> table_in_file("label.nii.gz") is None
+    True
+    """
+    entry = format_of(path, "label")
+    if entry.names is None:
+        return None
+    return entry.names(Path(os.fspath(path)))
