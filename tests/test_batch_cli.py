@@ -70,3 +70,32 @@ def test_a_batch_with_a_broken_case_completes_the_others_and_exits_2_naming_how_
     again = subprocess.run(command[:-2] + ["--cases", "s*"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "2 cases: 0 done, 2 already done, 0 failed" in again.stderr
+
+
+def test_shards_run_apart_and_merged_give_the_summary_of_one_run(tmp_path, capsys, monkeypatch):
+    make_dataset(tmp_path / "data", "folders", n=4, broken=True)
+    common = ["batch", tmp_path / "data"]
+    from viz3d.batch import run  # cases one after another in this process: the shards are the subject here
+
+    monkeypatch.setattr(run, "_run_pool", lambda cases, options, out, force, workers, report:
+                        run._run_inline(cases, options, out, force, report))
+    whole = run_cli(capsys, *common, "--out", tmp_path / "whole")
+    assert whole[0] == 2
+    for shard in ("1/3", "2/3"):
+        status, _, err = run_cli(capsys, *common, "--out", tmp_path / "sharded", "--shard", shard)
+        assert status in (0, 2) and "once every shard is done: viz3d batch --merge" in err
+    status, _, err = run_cli(capsys, "batch", "--merge", tmp_path / "sharded")
+    assert (status, err) == (2, f"viz3d: error: shard 3 of 3 not in {tmp_path / 'sharded' / 'shards'} yet "
+                                "(still running, or failed: rerun it with --shard I/3)\n")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    run_cli(capsys, *common, "--out", tmp_path / "sharded", "--shard", "slurm")
+    status, _, err = run_cli(capsys, "batch", "--merge", tmp_path / "sharded")
+    assert status == 2 and err.splitlines()[-1].startswith("viz3d: error: 1 of 5 cases failed (broken)")
+    one, merged = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "sharded"))
+    drop = ("seconds", "peak_memory_mb")
+    assert [{k: v for k, v in row.items() if k not in drop} for row in merged["cases"]] == [
+        {k: v for k, v in row.items() if k not in drop} for row in one["cases"]]
+    assert merged["structures"] == one["structures"]
+    assert (tmp_path / "sharded" / "index.html").is_file()

@@ -30,15 +30,15 @@ def test_every_case_gets_its_outputs_from_meshes_built_once(tmp_path, dataset, m
     real = viz3d.api.load_and_mesh
     monkeypatch.setattr(viz3d.api, "load_and_mesh", lambda *a, **k: calls.append(a) or real(*a, **k))
     options = BatchOptions(export="stl", screenshot=("anterior", "left"), sheet=True, html=True, mosaic=4,
-                           size=(160, 120), sheet_size=(96, 72))
+                           turntable="gif", frames=4, size=(160, 120), sheet_size=(96, 72), turntable_size=(64, 48))
     good = [case for case in dataset if case.id[1:].isdigit()][:2]
     result = run_batch(good, options, tmp_path / "out", engine="inline")
     assert set(statuses(result).values()) == {"done"}
-    assert len(calls) == len(good)  # one meshing per case for six outputs
+    assert len(calls) == len(good)  # one meshing per case for seven outputs
     folder = tmp_path / "out" / "s01"
     names = {p.name for p in folder.iterdir()}
-    assert {"meshes", "screenshot-anterior.png", "screenshot-left.png", "sheet.png", "scene.html", "mosaic.png",
-            "thumbnail.png", MARKER} <= names
+    assert {"meshes", "screenshot-anterior.png", "screenshot-left.png", "sheet.png", "turntable.gif", "scene.html",
+            "mosaic.png", "thumbnail.png", MARKER} <= names
     manifest = json.loads((folder / "meshes" / "manifest.json").read_text())
     assert {m["name"] for m in manifest["meshes"]} == {"L1", "L2", "bone"}
     record = json.loads((folder / MARKER).read_text())

@@ -327,23 +327,25 @@ def _swap_in(staging: Path, final: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def tidy(out: str | os.PathLike) -> None:
+def tidy(out: str | os.PathLike, cases=None) -> None:
     """Clean what a killed batch left in ``out``: staging folders go; a case folder set aside for
     its replacement comes back when the replacement never arrived, else goes.
 
-    Call it only while no other batch writes into ``out`` (`viz3d.batch.run` holds a lock).
+    ``cases`` (ids) limits it to those cases' folders: shards of one batch run side by side in
+    one ``out``, each tidying its own. Call it only while no other batch writes those cases
+    (`viz3d.batch.run` holds a lock).
     """
     out = Path(out)
     if not out.is_dir():
         return
-    for entry in sorted(out.iterdir()):
-        if entry.name.startswith(STAGING_PREFIX):
-            shutil.rmtree(entry, ignore_errors=True)
-    for entry in sorted(out.iterdir()):
-        match = re.fullmatch(rf"{re.escape(REPLACED_PREFIX)}(.+)-[0-9a-f]{{8}}", entry.name)
-        if match:
+    mine = None if cases is None else set(cases)
+    for prefix in (STAGING_PREFIX, REPLACED_PREFIX):
+        for entry in sorted(out.iterdir()):
+            match = re.fullmatch(rf"{re.escape(prefix)}(.+)-[0-9a-f]{{8}}", entry.name)
+            if not match or (mine is not None and match.group(1) not in mine):
+                continue
             final = out / match.group(1)
-            if final.exists():
+            if prefix == STAGING_PREFIX or final.exists():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 os.rename(entry, final)

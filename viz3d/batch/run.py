@@ -106,8 +106,9 @@ def default_workers(cases, cores: int | None = None, memory: int | None = None) 
 
 
 @contextlib.contextmanager
-def output_lock(out: Path):
-    """Hold ``out``'s batch lock for the block; refuse when another batch holds it."""
+def output_lock(out: Path, name: str = LOCK_NAME):
+    """Hold ``out``'s batch lock (the file ``name`` in it) for the block; refuse when another
+    batch holds it. Each shard of a batch has a lock of its own."""
     try:
         import fcntl
     except ImportError:  # not POSIX: unguarded
@@ -115,7 +116,7 @@ def output_lock(out: Path):
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / LOCK_NAME, "a")
+        handle = open(out / name, "a")
     except OSError as exc:
         raise Viz3dError(f"{out}: cannot write to the output folder ({exc.strerror or exc})") from None
     with handle:
@@ -128,13 +129,14 @@ def output_lock(out: Path):
 
 
 def run_batch(cases, options: BatchOptions, out, *, engine: str = "local", workers: int | None = None,
-              scheduler: str = "local", force: bool = False, progress=None) -> BatchResult:
+              scheduler: str = "local", force: bool = False, progress=None, lock: str = LOCK_NAME) -> BatchResult:
     """Run every case into ``out``; return their records in case order.
 
     ``engine`` is one of `ENGINES`; ``workers`` the number of worker processes (default
     `default_workers`); ``scheduler`` the Dask scheduler's address, or ``"local"`` for a
     LocalCluster of ``workers`` processes. ``force`` redoes cases already done. ``progress``,
-    if given, is called as ``progress(done, total, record)`` as each case ends.
+    if given, is called as ``progress(done, total, record)`` as each case ends. ``lock`` is the
+    name of the lock file in ``out`` (each shard of a batch has its own).
     """
     cases = list(cases)
     if engine not in ENGINES:
@@ -144,8 +146,9 @@ def run_batch(cases, options: BatchOptions, out, *, engine: str = "local", worke
     out = Path(out)
     workers = workers or default_workers(cases)
     report = progress or (lambda done, total, record: None)
-    with output_lock(out):
-        tidy(out)
+    ids = [case.id for case in cases]
+    with output_lock(out, lock):
+        tidy(out, ids)
         records = {} if force else _already_done(cases, options, out)
         for count, case in enumerate(records.values(), start=1):
             report(count, len(cases), case)
@@ -161,7 +164,7 @@ def run_batch(cases, options: BatchOptions, out, *, engine: str = "local", worke
             else:
                 records.update(_run_dask(todo, options, out, force, workers, scheduler, tell))
         except BaseException:
-            tidy(out)  # what ended workers were writing
+            tidy(out, ids)  # what ended workers were writing
             raise
     return BatchResult(tuple(records[case.id] for case in cases))
 

@@ -25,7 +25,7 @@ def add_batch_parser(commands) -> None:
         "per case the outputs asked for, made from meshes built once; OUT/summary.csv and summary.json (a row per "
         "case and per structure, quality flags across the dataset) and OUT/index.html. A failed case says why in "
         "its row and the others complete; a rerun skips the cases done with the same inputs and options.")
-    batch.add_argument("root", metavar="ROOT", help="dataset folder, or a .csv / .tsv manifest")
+    batch.add_argument("root", metavar="ROOT", nargs="?", help="dataset folder, or a .csv / .tsv manifest")
     batch.add_argument("--out", metavar="OUT", help="output folder (one folder per case in it)")
     batch.add_argument("--layout", type=str.lower, choices=LAYOUTS, default=None, help="the dataset's layout (default: detected)")
     batch.add_argument("--list", action="store_true", help="print the cases found and every file skipped, with why; run nothing")
@@ -58,6 +58,11 @@ def add_batch_parser(commands) -> None:
                         help="worker processes (default: as many as the cores and the memory allow)")
     engine.add_argument("--dask", metavar="ADDRESS", default=None,
                         help="run on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster")
+    engine.add_argument("--shard", metavar="I/N|slurm", default=None,
+                        help="only shard I of N of the cases (a stable share; 'slurm': from SLURM_ARRAY_TASK_ID and "
+                        "SLURM_ARRAY_TASK_COUNT), its results in OUT/shards/; then viz3d batch --merge OUT")
+    engine.add_argument("--merge", metavar="OUT", default=None,
+                        help="assemble OUT/summary.csv, summary.json and index.html from the shards' results")
     engine.add_argument("--force", action="store_true", help="redo every case, also those done with the same inputs and options")
     batch.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status lines")
 
@@ -107,10 +112,21 @@ def cmd_batch(args, console) -> None:
     """Run the dataset, or with --list say what it holds."""
     from ..batch.layouts import discover, select_cases
 
+    if args.merge:
+        _merge(args, console)
+        return
+    if not args.root:
+        raise Viz3dError("give ROOT, the dataset folder or a .csv / .tsv manifest (or --merge OUT)")
     options = options_from_args(args)
+    shard = _shard(args.shard)
     if args.list:
         found = discover(args.root, args.layout)
-        print_listing(found, select_cases(found.cases, args.cases))
+        selected = select_cases(found.cases, args.cases)
+        if shard is not None:
+            from ..batch.driver import in_shard
+
+            selected = [case for case in selected if in_shard(case.id, *shard)]
+        print_listing(found, selected)
         return
     if not args.out:
         raise Viz3dError("--out OUT is required (or --list to see the cases)")
@@ -125,7 +141,7 @@ def cmd_batch(args, console) -> None:
     try:
         done = run_dataset(args.root, out, options, layout=args.layout, cases=args.cases,
                            engine="dask" if args.dask else "local", workers=args.workers,
-                           scheduler=args.dask or "local", force=args.force, progress=bar)
+                           scheduler=args.dask or "local", force=args.force, progress=bar, shard=shard)
     finally:
         if bar is not None:
             bar.close()
@@ -134,12 +150,49 @@ def cmd_batch(args, console) -> None:
     for row in failed:
         console.say(f"{row['case']}: failed: {row['error']}")
     counts = {status: sum(row["status"] == status for row in rows) for status in ("done", "reused", "failed")}
-    console.say(f"{len(rows)} cases: {counts['done']} done, {counts['reused']} already done, {counts['failed']} failed, "
-                f"{done.summary['counts']['flagged']} flagged; wrote {out / 'summary.csv'} and {done.index}")
+    line = f"{len(rows)} cases: {counts['done']} done, {counts['reused']} already done, {counts['failed']} failed"
+    if shard is not None:
+        console.say(f"shard {shard[0]}/{shard[1]}: {line}; wrote {out / 'shards'}/shard-{shard[0]}-of-{shard[1]}.json "
+                    f"(once every shard is done: viz3d batch --merge {out})")
+    else:
+        console.say(f"{line}, {done.summary['counts']['flagged']} flagged; wrote {out / 'summary.csv'} and {done.index}")
+    _fail_if_any(failed, len(rows), out / "summary.csv" if shard is None
+                 else out / "shards" / f"shard-{shard[0]}-of-{shard[1]}.json")
+
+
+def _fail_if_any(failed, total, where: Path) -> None:
     if failed:
-        raise Viz3dError(f"{len(failed)} of {len(rows)} case{'s' * (len(rows) != 1)} failed "
+        raise Viz3dError(f"{len(failed)} of {total} case{'s' * (total != 1)} failed "
                          f"({', '.join(row['case'] for row in failed[:5])}{', ...' if len(failed) > 5 else ''}); "
-                         f"see {out / 'summary.csv'}")
+                         f"see {where}")
+
+
+def _shard(text):
+    """--shard: ``I/N`` or ``slurm`` (the array task's), or None."""
+    from ..batch.driver import check_shard, shard_from_environment
+
+    if text is None:
+        return None
+    if text.strip().lower() == "slurm":
+        return shard_from_environment()
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise Viz3dError(f"--shard: expected I/N such as 2/8, or slurm, got {text!r}")
+    return check_shard(parts)
+
+
+def _merge(args, console) -> None:
+    """--merge OUT: the summary and index of a batch run in shards."""
+    from ..batch.driver import merge_shards
+
+    if args.root:
+        raise Viz3dError("--merge OUT assembles shards already run: give no ROOT")
+    summary, index = merge_shards(args.merge)
+    rows = summary["cases"]
+    failed = [row for row in rows if row["status"] == "failed"]
+    console.say(f"merged {len(rows)} cases ({len(failed)} failed, {summary['counts']['flagged']} flagged); "
+                f"wrote {Path(args.merge) / 'summary.csv'} and {index}")
+    _fail_if_any(failed, len(rows), Path(args.merge) / "summary.csv")
 
 
 class _CaseBar:
