@@ -146,3 +146,39 @@ def test_a_dask_local_cluster_gives_the_result_of_one_process(tmp_path, dataset)
     options, dataset = BatchOptions(export="stl"), dataset[:2]
     inline = run_batch(dataset, options, tmp_path / "inline", engine="inline")
     same_results(run_batch(dataset, options, tmp_path / "dask", engine="dask", workers=2), inline)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_process_pool_ends_the_workers_leaves_only_complete_cases_and_a_rerun_gives_the_same_out(
+        tmp_path, sample_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+
+    make_dataset(tmp_path / "data", "ctspinopelvic", n=6, source=(sample_dir / "ct.nii.gz", sample_dir / "label.nii.gz"))
+    command = [sys.executable, "-m", "viz3d", "batch", str(tmp_path / "data"), "--export", "stl", "--workers", "2",
+               "--label-table", "totalsegmentator", "-q"]
+    batch = subprocess.Popen(command + ["--out", str(tmp_path / "stopped")], stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "stopped").glob("*/case.json")):  # waits for the first finished case
+        assert batch.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = psutil.Process(batch.pid).children(recursive=True)
+    os.killpg(batch.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
+    assert batch.wait(timeout=60) == 130
+    assert batch.stderr.read() == "viz3d: interrupted\n"
+    gone, alive = psutil.wait_procs(workers, timeout=10)  # multiprocessing's resource tracker ends on its own
+    assert alive == []
+    left = [p for p in (tmp_path / "stopped").iterdir() if not p.name.startswith(".viz3d-batch")]
+    assert left and all((p / MARKER).is_file() for p in left)  # finished cases only, each complete
+    assert subprocess.run(command + ["--out", str(tmp_path / "stopped")], timeout=300).returncode == 0
+    assert subprocess.run(command + ["--out", str(tmp_path / "whole")], timeout=300).returncode == 0
+    stopped, whole = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("stopped", "whole"))
+    assert stopped["structures"] == whole["structures"]
+    for name in ("s01", "s06"):
+        assert sorted(p.name for p in (tmp_path / "stopped" / name / "meshes").iterdir()) == sorted(
+            p.name for p in (tmp_path / "whole" / name / "meshes").iterdir())
