@@ -66,7 +66,7 @@ def free_width(scene, width):
     return scene._free_area()[1] * width
 
 
-def surfaces_only(scene):
+def surfaces_only(scene, size=SIZE):
     """The picture of the surfaces alone (planes and legend hidden, the same camera)."""
     slices = scene.is_visible("slices")
     legend = scene.legend is not None and scene.legend.GetVisibility()
@@ -74,7 +74,7 @@ def surfaces_only(scene):
     if legend:
         scene.legend.SetVisibility(False)
     try:
-        return render_image(scene, size=SIZE)
+        return render_image(scene, size=size)
     finally:
         scene.set_visible("slices", slices)
         if legend:
@@ -364,13 +364,28 @@ def test_generated_colours_too_close_are_replaced_without_a_warning():
     from viz3d.io.labels import default_color
     from viz3d.scene.scene import MIN_COLOR_DIFFERENCE, assign_colors
 
-    close = [v for v in range(2, 118) if lab_distance(default_color(1), default_color(v)) < MIN_COLOR_DIFFERENCE]
-    assert close, "the generated palette has close pairs: the case this test is about"
+    # the palette's 120 colours are 8.5 apart, not all 10: such a pair (never neighbours) is the case here
+    first, close = next((a, b) for a in range(1, 121) for b in range(a + 1, 121)
+                        if lab_distance(default_color(a), default_color(b)) < MIN_COLOR_DIFFERENCE)
+    assert close - first > 2
     meshes = [dataclasses.replace(uv_sphere(f"s{v}", (30 * i, 0, 0), 5, default_color(v), "label", 8), label=v)
-              for i, v in enumerate([1, close[0]])]
+              for i, v in enumerate([first, close])]
     drawn, changes, message = assign_colors(meshes)
-    assert message is None and list(changes) == [f"s{close[0]}"]
+    assert message is None and list(changes) == [f"s{close}"]
     assert lab_distance(drawn[0].color, drawn[1].color) >= MIN_COLOR_DIFFERENCE
+
+
+def test_the_samples_41_structures_keep_their_table_colours_in_the_scene(sample_meshes):
+    """The built-in palette tells the sample's 41 TotalSegmentator classes apart by itself, so the
+    scene recolours none of them: the liver has the same colour in every picture, whatever else is
+    drawn. Before, 27 pairs were too close and were recoloured per scene."""
+    from viz3d.io.labels import default_color
+    from viz3d.scene.scene import assign_colors
+
+    _, meshes = sample_meshes
+    assert len(meshes) == 41 and all(tuple(m.color) == default_color(m.label) for m in meshes)
+    drawn, changes, message = assign_colors(meshes)
+    assert changes == {} and message is None
 
 
 def test_the_legend_says_where_the_names_came_from(sample_dir, scenes):
@@ -391,3 +406,95 @@ def test_the_legend_says_where_the_names_came_from(sample_dir, scenes):
     scene = build_scene(meshes, None, off_screen=True, interactive=False, size=SIZE, names_source="sidecar label.json")
     scenes.append(scene)
     assert scene.legend_title == "names: sidecar label.json"
+
+
+# --------------------------------------------------------------------------- the orientation marker
+def marker_box(scene, size):
+    """The orientation marker's pixel box (row0, row1, col0, col1) in a picture of ``size``."""
+    x0, y0, x1, y1 = scene.orientation_viewport
+    w, h = size
+    return int((1 - y1) * h), int(np.ceil((1 - y0) * h)), int(x0 * w), int(np.ceil(x1 * w))
+
+
+def surfaces_without_marker(scene, size):
+    """The surfaces alone, with the same camera: no planes, legend or orientation marker."""
+    scene.orientation_widget.SetEnabled(False)
+    try:
+        return surfaces_only(scene, size)
+    finally:
+        scene.orientation_widget.SetEnabled(True)
+
+
+def block_of_spheres(columns, rows, prefix="organ"):
+    """A wall of ``columns`` x ``rows`` touching spheres seen from the front, alternately red and blue."""
+    return [uv_sphere(f"{prefix} {c}-{r}", (20.0 * c, 0, 20.0 * r), 10.5, RED if (c + r) % 2 else BLUE, "label", 10)
+            for c in range(columns) for r in range(rows)]
+
+
+@pytest.mark.parametrize("case", ["legend hidden", "no legend", "tall legend", "sample, legend hidden"])
+def test_orientation_marker_never_covers_a_surface(case, sample_meshes, scenes):
+    """With the legend hidden (``--no-legend``), without a legend (bone only) or with a legend in a
+    full-height column (117 names in a 640 x 480 turntable frame: the marker then at the lower
+    left), the camera leaves the marker's corner free: no surface pixel where the marker is drawn.
+    Before, the surfaces filled the whole width and ran under the marker."""
+    from viz3d.io.labels import builtin_table
+
+    ct, size, view = big_ct(), SIZE, "anterior"
+    if case == "sample, legend hidden":
+        ct, meshes = sample_meshes
+        view = "posterior"
+    elif case == "no legend":
+        meshes = [dataclasses.replace(m, kind="bone", name="bone") for m in block_of_spheres(4, 3)]
+    elif case == "tall legend":
+        table, size = builtin_table("totalsegmentator"), (640, 480)
+        meshes = block_of_spheres(4, 3) + [uv_sphere(table.name_of(v), (25.0, -30, 20.0), 2, table.color_of(v), "label", 6)
+                                           for v in range(13, 118)]
+    else:
+        meshes = block_of_spheres(4, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Viz3dWarning)  # the red and blue spheres are recoloured
+        scene = build_scene(meshes, ct, view=view, off_screen=True, interactive=False, size=size)
+    scenes.append(scene)
+    if case in ("legend hidden", "sample, legend hidden"):
+        scene.legend.SetVisibility(False)
+        scene.set_view(view)  # as --no-legend does: refit without the legend's room
+    if case == "tall legend":
+        assert scene.orientation_viewport[0] == 0.0 and not getattr(scene, "legend_left_out", False)  # the legend took the right-hand column
+    r0, r1, c0, c1 = marker_box(scene, size)
+    scene.set_visible("slices", False)
+    marker_alone = drawn(render_image(scene, size=size))[r0:r1, c0:c1]
+    scene.set_visible("slices", True)
+    surfaces = drawn(surfaces_without_marker(scene, size))
+    assert marker_alone.mean() > 0.05  # the marker is there
+    assert surfaces[r0:r1, c0:c1].sum() == 0  # and no surface pixel under it
+    free = scene._free_area()
+    r0, r1, c0, c1 = box_of(surfaces)  # the surfaces still fill the free area
+    assert max((r1 - r0) / size[1] / (free[3] - free[2]), (c1 - c0) / size[0] / (free[1] - free[0])) > 0.8
+
+
+def test_a_legend_too_wide_for_the_picture_is_left_out_with_a_warning(scenes):
+    """117 names cannot stand beside the surfaces in a 320 x 240 picture (the narrowest legend is
+    wider than the picture): it is left out, with one warning that says so, instead of covering the
+    anatomy; at 1024 x 768 the same scene names all 117."""
+    from viz3d.io.labels import builtin_table
+
+    table = builtin_table("totalsegmentator")
+    meshes = block_of_spheres(4, 3) + [uv_sphere(table.name_of(v), (25.0, -30, 20.0), 2, table.color_of(v), "label", 6)
+                                       for v in range(13, 118)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = build_scene(meshes, None, off_screen=True, interactive=False, size=SIZE)
+        scenes.append(scene)
+        image = render_image(scene, size=SIZE)
+    told = [str(w.message) for w in caught if "do not fit" in str(w.message)]
+    assert len(told) == 1 and "117 names" in told[0] and "320x240" in told[0], told
+    assert scene.legend_left_out and scene.legend_box(SIZE) is None
+    surfaces = drawn(without_marker(scene, surfaces_only(scene)))
+    np.testing.assert_array_equal(drawn(without_marker(scene, image)), surfaces)  # nothing over the surfaces
+    r0, r1, c0, c1 = box_of(surfaces)
+    assert max((r1 - r0) / SIZE[1], (c1 - c0) / SIZE[0]) > 0.6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Viz3dWarning)  # the red and blue spheres are recoloured
+        big = build_scene(meshes, None, off_screen=True, interactive=False, size=(1024, 768))
+    scenes.append(big)
+    assert not big.legend_left_out and len(big.legend_labels) == 117

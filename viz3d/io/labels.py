@@ -105,6 +105,29 @@ class LabelTable:
 # Default colours
 # --------------------------------------------------------------------------------------
 
+# viz3d's default palette for label values 1-120 (scripts/make_palette.py made it; 0xRRGGBB):
+# colours that read over a dark CT and are never grey or bone-like, every pair >= 8.5 CIEDE2000
+# apart (about the most such colours allow for 120: a search finds only ~85 colours 10 apart),
+# and neighbours >= 30 apart: values 1 and 2 apart (adjacent vertebrae, ribs, lobes in most
+# schemes) and the TotalSegmentator classes that touch each other.
+PALETTE = (
+    0x66731a, 0x00d9bf, 0xa673cc, 0xb37300, 0x008000, 0xb326bf, 0x0073b3, 0xbf8c66,
+    0x00ff59, 0xa6bfff, 0xcc3333, 0xff59cc, 0x4da673, 0xa65900, 0x7359e6, 0x4dcc99,
+    0xff7366, 0xb38c0d, 0x4dffff, 0xff5973, 0x8c8c00, 0x5966b3, 0xe68c8c, 0x4db399,
+    0x6673ff, 0xd98c26, 0x338c59, 0xff80a6, 0xf2e600, 0x99d9ff, 0xff331a, 0xffa6d9,
+    0x66bfbf, 0x0073f2, 0xb37359, 0xb3cc73, 0xb3a6ff, 0xcc264d, 0x99a633, 0x99f2ff,
+    0xe61ab3, 0x00d900, 0xff800d, 0x008ca6, 0xa64d73, 0xcc7326, 0x26ffd9, 0x9980ff,
+    0xa6994d, 0xd92600, 0xa64d99, 0xd9d966, 0x73a6ff, 0xa6594d, 0x009933, 0x00a6d9,
+    0xd90df2, 0xb3bf00, 0xd98c73, 0x8073cc, 0x00f2a6, 0xbf9959, 0x26738c, 0xb35966,
+    0x99ff99, 0x998040, 0xe6a6ff, 0x009999, 0xccb300, 0xd966e6, 0xd9591a, 0xccf299,
+    0x808cd9, 0xd9594d, 0x73a64d, 0xbf8cf2, 0xffa680, 0x00bf66, 0x8c6600, 0x26ccff,
+    0xbf66b3, 0xff804d, 0x8ce6d9, 0x807300, 0xcc7380, 0x991aff, 0xccf200, 0x008066,
+    0xff80ff, 0x996640, 0xa6f259, 0x4da6b3, 0xffb3a6, 0x8cbf26, 0xa659ff, 0xf2264d,
+    0xd9a633, 0x00b300, 0x0dd9f2, 0x8059b3, 0xffa6b3, 0xffbf00, 0x1aa6ff, 0x009980,
+    0xb34d1a, 0xffd966, 0xd980b3, 0x268cff, 0x738c33, 0xcc1a80, 0x4d8cb3, 0x99f2bf,
+    0xff4099, 0x1a59ff, 0x008080, 0xd94073, 0xffa626, 0x80cc73, 0xbf668c, 0xf2a666,
+)
+
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...: successive hues ~137.5 degrees apart
 # (lightness, saturation) in HLS, cycled by value so that even colours whose hues happen to
 # be close (values 21 apart, a Fibonacci number) differ in lightness too.
@@ -121,11 +144,13 @@ def _luma(rgb: RGB) -> float:
 def default_color(value: int) -> RGB:
     """Return a deterministic, readable RGB colour (0..1) for a label value.
 
-    Hues step by the golden ratio (about 137.5 degrees), so consecutive values -- adjacent
-    vertebrae in most schemes -- get clearly different colours; lightness and saturation
-    cycle through three levels. Every colour is saturated (never grey or near-white) and
-    light enough to stand out over a greyscale CT: dark hues such as blue are lightened
-    until their luma is at least 0.34.
+    Values 1-120 take `PALETTE`: perceptually distinct colours (every pair at least 8.5
+    CIEDE2000 apart, neighbouring values and touching TotalSegmentator classes at least 30),
+    so a table without colours (TotalSegmentator's 117 classes, an nnU-Net ``dataset.json``)
+    is drawn in colours that can be told apart, the same in every picture. Beyond 120, hues
+    step by the golden ratio (about 137.5 degrees), so consecutive values still differ
+    clearly; lightness and saturation cycle through three levels. Every colour is saturated
+    (never grey or near-white) and light enough to stand out over a greyscale CT.
 
     Parameters
     ----------
@@ -151,10 +176,15 @@ def default_color(value: int) -> RGB:
     True
     >>> all(0.0 <= c <= 1.0 for c in default_color(65535))
     True
+    >>> default_color(5)  # TotalSegmentator's liver
+    (0.0, 0.502, 0.0)
     """
     value = int(value)
     if value < 0:
         raise Viz3dError(f"label value must be >= 0, got {value}")
+    if 1 <= value <= len(PALETTE):
+        code = PALETTE[value - 1]
+        return tuple(round(((code >> shift) & 0xFF) / 255.0, 4) for shift in (16, 8, 0))
     hue = (value * _GOLDEN) % 1.0
     lightness, saturation = _LEVELS[value % len(_LEVELS)]
     rgb = colorsys.hls_to_rgb(hue, lightness, saturation)
@@ -200,7 +230,8 @@ def builtin_table(name: str) -> LabelTable:
             7 sacrum, 8 left_hip, 9 right_hip, each with an explicit colour.
         ``"totalsegmentator"``
             TotalSegmentator's 117-class "total" task, names from the JSON shipped in the
-            package, plus 0 background; colours fall back to :func:`default_color`.
+            package, plus 0 background; colours are :func:`default_color`'s, from the
+            perceptually distinct `PALETTE`.
 
     Raises
     ------

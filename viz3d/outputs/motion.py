@@ -139,15 +139,20 @@ def turntable_cameras(scene, frames: int, axis: str = "si") -> list[tuple[np.nda
     for index in range(frames):
         r = _rotation(rotation_axis, 2 * math.pi * index / frames)
         rotated.append((r @ direction, r @ up))
-    distance = 0.0
-    for d, u in rotated:  # the fit of each frame, then the largest
+
+    def fit(d, u, area):
         camera.SetFocalPoint(*center)
         camera.SetPosition(*(center + d))
         camera.SetViewUp(*u)
         camera.OrthogonalizeViewUp()
-        scene._fit_camera(camera, center, shift=False)
-        distance = max(distance, float(np.linalg.norm(np.array(camera.GetPosition()) - center)))
-    focal = np.array(camera.GetFocalPoint())  # the fit may keep the window centre shifted; focal stays
+        return scene._fit_camera(camera, center, shift=False, areas=[area])
+
+    # one free area for every frame (the window centre stays): the one where the largest of the
+    # per-frame fits is nearest
+    distance, area = min(((max(fit(d, u, a) for d, u in rotated), a) for a in scene._free_areas()),
+                         key=lambda da: da[0])
+    fit(*rotated[-1], area)  # leaves the camera's window centre on that area
+    focal = np.array(camera.GetFocalPoint())
     return [(focal + d * distance, u) for d, u in rotated]
 
 

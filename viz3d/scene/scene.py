@@ -138,6 +138,9 @@ ORIENTATION_VIEWPORT = (0.8, 0.0, 1.0, 0.27)
 # from LEGEND_FONT_PX[0] down to [1] pixels (more columns before smaller type)
 LEGEND_MAX_WIDTH = 0.34
 LEGEND_MAX_HEIGHT = 0.70
+# a legend wider than this share of the picture (every name at the smallest type) is left out of it,
+# with a warning: it would cover the anatomy
+LEGEND_MAX_SHARE = 0.6
 LEGEND_FONT_PX = (15, 8)
 LEGEND_READABLE_PX = 9
 LEGEND_MARGIN_PX = 6
@@ -205,7 +208,10 @@ class Scene:
         self.legend_title: str | None = None  # "names: <where they came from>", the legend's first line
         self._legend_layout_size = None  # the window size the legend picture was drawn for
         self._legend_px = (0, 0)
+        self.legend_left_out = False  # the names do not fit beside the surfaces at this size (see _layout_legend)
+        self._legend_warned = False
         self._marker_viewport = ORIENTATION_VIEWPORT
+        self._fit_area = None  # the free rectangle the last camera fit used
         self.help_actor = None
         self.orientation_widget = None
         self.view = "anterior"
@@ -391,18 +397,18 @@ class Scene:
         renderer.ResetCameraClippingRange(*self.bounds)
         self._render()
 
-    def _fit_camera(self, camera, center, margin=0.92, shift: bool = True) -> None:
+    def _fit_camera(self, camera, center, margin=0.92, shift: bool = True, areas=None) -> float:
         """Place the camera so the drawn surfaces fill the part of the window that overlays leave free.
 
-        The free area is left of the legend and the orientation marker and, with the interactive
-        controls, between the slider rows; the camera's window centre moves the focal point to the
-        middle of that area. The fit uses the surfaces' points (`focus_bounds`), not the CT box;
-        with ``shift`` the focal point moves to the middle of their projected outline, so they
-        fill the area whatever their shape (a turntable keeps its axis: ``shift=False``).
+        The free area is a rectangle beside or above the legend and the orientation marker and,
+        with the interactive controls, between the slider rows (`_free_areas`); of the candidate
+        rectangles (or ``areas``), the one in which the surfaces come out largest. The camera's
+        window centre moves the focal point to the middle of that area. The fit uses the
+        surfaces' points (`focus_bounds`), not the CT box; with ``shift`` the focal point moves to
+        the middle of their projected outline, so they fill the area whatever their shape (a
+        turntable keeps its axis: ``shift=False``). Returns the camera's distance to the focal point.
         """
         self._layout_legend()
-        x0, x1, y0, y1 = self._free_area()
-        camera.SetWindowCenter(-(x0 + x1 - 1.0), -(y0 + y1 - 1.0))
         forward = np.array(camera.GetDirectionOfProjection())  # from camera to focal point
         up = np.array(camera.GetViewUp())
         right = np.cross(forward, up)
@@ -416,27 +422,42 @@ class Scene:
         x, y, toward = corners @ right, corners @ up, -(corners @ forward)
         width, height = self.plotter.window_size
         tan_half = math.tan(math.radians(camera.GetViewAngle()) / 2)
-        tan_v = tan_half * margin * (y1 - y0)
-        tan_h = tan_half * margin * (x1 - x0) * width / max(height, 1)
-        distance = float(np.max(np.maximum(toward + np.abs(x) / tan_h, toward + np.abs(y) / tan_v)))
+
+        def distance_in(area):
+            x0, x1, y0, y1 = area
+            tan_v = tan_half * margin * (y1 - y0)
+            tan_h = tan_half * margin * (x1 - x0) * width / max(height, 1)
+            return float(np.max(np.maximum(toward + np.abs(x) / tan_h, toward + np.abs(y) / tan_v)))
+
+        distance, area = min(((distance_in(a), a) for a in (areas or self._free_areas())), key=lambda da: da[0])
+        x0, x1, y0, y1 = self._fit_area = area
+        camera.SetWindowCenter(-(x0 + x1 - 1.0), -(y0 + y1 - 1.0))
         camera.SetPosition(*(center - forward * max(distance, 1e-3)))
+        return distance
 
-    def _free_area(self) -> tuple[float, float, float, float]:
-        """(x0, x1, y0, y1) of the window, normalised, not covered by the legend or sliders.
+    def _free_areas(self) -> list[tuple[float, float, float, float]]:
+        """Rectangles (x0, x1, y0, y1) of the window, normalised, that no overlay covers.
 
-        With a legend, the right-hand column holding it and the orientation marker below it is
-        left free.
+        Left of the legend (when shown) and, with the controls, between the slider rows; then
+        clear of the orientation marker's corner: beside it or above it (two candidates when the
+        marker lies in the rectangle). The marker never covers a surface, even with the legend
+        hidden or in a full-height column (the marker then at the lower left).
         """
         x1 = 1.0
-        if self.legend is not None and self.legend.GetVisibility():
+        if self.legend is not None and self.legend.GetVisibility() and not self.legend_left_out:
             width = max(self.plotter.window_size[0], 1)
             legend = (self._legend_px[0] + 2 * LEGEND_MARGIN_PX) / width
-            x1 = 1.0 - legend - 0.01
-            if self._marker_viewport == ORIENTATION_VIEWPORT:  # the marker below the legend
-                x1 = min(x1, ORIENTATION_VIEWPORT[0] - 0.01)
-            x1 = max(x1, 0.5)
+            x1 = 1.0 - legend - 0.01  # >= 0.39: a wider legend is left out
         y0, y1 = (0.17, 0.86) if self.sliders else (0.0, 1.0)
-        return 0.0, x1, y0, y1
+        mx0, my0, mx1, my1 = self._marker_viewport
+        if mx0 >= x1 or mx1 <= 0.0 or my0 >= y1 or my1 <= y0:
+            return [(0.0, x1, y0, y1)]
+        beside = (0.0, min(x1, mx0 - 0.01), y0, y1) if mx0 > 0.0 else (mx1 + 0.01, x1, y0, y1)
+        return [beside, (0.0, x1, max(y0, my1 + 0.01), y1)]
+
+    def _free_area(self) -> tuple[float, float, float, float]:
+        """(x0, x1, y0, y1) of the window, normalised, that the last fit used (see `_free_areas`)."""
+        return self._fit_area or self._free_areas()[0]
 
     # ----------------------------------------------------------------- window
     def show(self, *, title: str = "viz3d") -> None:
@@ -522,8 +543,8 @@ class Scene:
 
     def legend_box(self, size=None) -> tuple[int, int, int, int] | None:
         """The legend's pixel box, (row0, row1, col0, col1) from the top left, in the window or in a
-        picture of ``size`` (width, height) rendered from it; None without a legend."""
-        if self.legend is None:
+        picture of ``size`` (width, height) rendered from it; None without a legend (or one left out)."""
+        if self.legend is None or self.legend_left_out:
             return None
         width, height = self.plotter.window_size if size is None else size
         w, h = self._legend_px
@@ -550,11 +571,28 @@ class Scene:
                 image = tall  # and the orientation marker goes to the lower left
                 marker = (0.0, ORIENTATION_VIEWPORT[1], ORIENTATION_VIEWPORT[2] - ORIENTATION_VIEWPORT[0],
                           ORIENTATION_VIEWPORT[3])
+        self.legend_left_out = image.width + 2 * LEGEND_MARGIN_PX > LEGEND_MAX_SHARE * size[0]
+        if self.legend_left_out:  # drawn transparent (the actor's visibility stays the user's)
+            marker = ORIENTATION_VIEWPORT
+            self._warn_legend_left_out(size)
+        self.legend.GetProperty().SetOpacity(0.0 if self.legend_left_out else 1.0)
         _set_legend_image(self.legend, image)
-        self._legend_px = image.size
+        self._legend_px = (0, 0) if self.legend_left_out else image.size
         if self.orientation_widget is not None:
             self.orientation_widget.SetViewport(*marker)
         self._marker_viewport = marker
+
+    def _warn_legend_left_out(self, size) -> None:
+        if self._legend_warned:
+            return
+        import warnings
+
+        from ..errors import Viz3dWarning
+
+        self._legend_warned = True
+        warnings.warn(f"the legend's {len(self.legend_entries)} names do not fit beside the surfaces in a "
+                      f"{size[0]}x{size[1]} picture, so it is left out; a larger --size names them (a QC sheet "
+                      f"gives them a column of their own)", Viz3dWarning, stacklevel=4)
 
     @property
     def orientation_viewport(self) -> tuple[float, float, float, float]:
