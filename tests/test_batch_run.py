@@ -182,3 +182,27 @@ def test_ctrl_c_on_the_process_pool_ends_the_workers_leaves_only_complete_cases_
     for name in ("s01", "s06"):
         assert sorted(p.name for p in (tmp_path / "stopped" / name / "meshes").iterdir()) == sorted(
             p.name for p in (tmp_path / "whole" / name / "meshes").iterdir())
+
+
+@pytest.mark.slow
+def test_a_running_dask_scheduler_named_by_its_address_gives_the_result_of_one_process(tmp_path, dataset):
+    distributed = pytest.importorskip("distributed")
+    options, dataset = BatchOptions(export="stl"), dataset[:2]
+    inline = run_batch(dataset, options, tmp_path / "inline", engine="inline")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        same_results(run_batch(dataset, options, tmp_path / "dask", engine="dask",
+                               scheduler=cluster.scheduler_address), inline)
+
+
+def test_an_unreachable_dask_scheduler_is_one_error_naming_it(tmp_path, dataset, monkeypatch):
+    pytest.importorskip("distributed")
+    import socket
+
+    from viz3d.batch import run
+
+    monkeypatch.setattr(run, "DASK_CONNECT_TIMEOUT", "1s")
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{free.getsockname()[1]}"
+    with pytest.raises(Viz3dError, match=f"--dask {address}: cannot reach the Dask scheduler"):
+        run_batch(dataset[:1], BatchOptions(), tmp_path / "out", engine="dask", scheduler=address)

@@ -34,6 +34,7 @@ ENGINES = ("local", "dask", "inline")
 LOCK_NAME = ".viz3d-batch.lock"
 BASE_MEMORY = 500 * 2**20  # a worker with numpy, VTK and PyVista loaded and a small case rendered
 BYTES_PER_VOXEL = 12  # CT (int16 -> float32 where needed), label, per-label boxes and distance maps
+DASK_CONNECT_TIMEOUT = "20s"  # how long --dask ADDRESS waits for its scheduler to answer
 MEMORY_SHARE = 0.8  # of the memory available now, leaving room for the rest of the machine
 
 
@@ -277,7 +278,7 @@ def _run_dask(cases, options, out, force, workers, scheduler, report) -> dict:
             client = stack.enter_context(Client(cluster))
         else:
             try:
-                client = stack.enter_context(Client(scheduler, timeout="20s"))
+                client = stack.enter_context(Client(scheduler, timeout=DASK_CONNECT_TIMEOUT))
             except (OSError, TimeoutError) as exc:
                 raise Viz3dError(f"--dask {scheduler}: cannot reach the Dask scheduler ({exc})") from None
         futures = {client.submit(run_case, case, options, str(out), force, pure=False, key=f"viz3d-batch-{case.id}"
