@@ -206,3 +206,24 @@ def test_an_unreachable_dask_scheduler_is_one_error_naming_it(tmp_path, dataset,
         address = f"tcp://127.0.0.1:{free.getsockname()[1]}"
     with pytest.raises(Viz3dError, match=f"--dask {address}: cannot reach the Dask scheduler"):
         run_batch(dataset[:1], BatchOptions(), tmp_path / "out", engine="dask", scheduler=address)
+
+
+@pytest.mark.slow
+def test_a_case_that_kills_its_worker_fails_alone_and_the_cases_beside_it_complete(tmp_path, dataset, monkeypatch):
+    from viz3d.batch import run
+
+    (tmp_path / "crashing.py").write_text(
+        "import os, signal\n"
+        "from viz3d.batch.case import run_case\n"
+        "def run_or_die(case, options, out, force):\n"
+        "    if case.id == 's02':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would\n"
+        "    return run_case(case, options, out, force)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned workers import it too
+    from crashing import run_or_die
+
+    records = run._run_pool(list(dataset), BatchOptions(), tmp_path / "out", False, 2, lambda *a: None,
+                            function=run_or_die)
+    status = {case: record["case"]["status"] for case, record in records.items()}
+    assert status == {"broken": "failed", "s01": "done", "s02": "failed", "s03": "done", "shifted": "done"}
+    assert records["s02"]["case"]["error"].startswith("the worker process died while making this case")

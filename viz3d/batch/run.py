@@ -204,7 +204,7 @@ def _worker_init() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-def _run_pool(cases, options, out, force, workers, report) -> dict:
+def _run_pool(cases, options, out, force, workers, report, function=run_case) -> dict:
     """The cases on a local process pool; cases of a worker that died are run again alone."""
     records: dict = {}
     total = len(cases)
@@ -213,16 +213,16 @@ def _run_pool(cases, options, out, force, workers, report) -> dict:
         records[case.id] = record
         report(len(records), total, record)
 
-    broken = _pool_pass(cases, options, out, force, workers, finish, max_tasks=None)
+    broken = _pool_pass(function, cases, options, out, force, workers, finish, max_tasks=None)
     for case in broken:  # alone, in a fresh worker, so a case that kills its worker is found out
-        again = _pool_pass([case], options, out, force, 1, finish, max_tasks=1)
+        again = _pool_pass(function, [case], options, out, force, 1, finish, max_tasks=1)
         if again:
             finish(case, _died(case))
     return records
 
 
-def _pool_pass(cases, options, out, force, workers, finish, max_tasks) -> list[Case]:
-    """Run ``cases`` on a pool of ``workers``; return those whose worker died."""
+def _pool_pass(function, cases, options, out, force, workers, finish, max_tasks) -> list[Case]:
+    """Run ``function`` (`run_case`) for ``cases`` on a pool of ``workers``; return those whose worker died."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -231,7 +231,7 @@ def _pool_pass(cases, options, out, force, workers, finish, max_tasks) -> list[C
                                initializer=_worker_init, max_tasks_per_child=max_tasks)
     broken = []
     try:
-        futures = {pool.submit(run_case, case, options, str(out), force): case for case in cases}
+        futures = {pool.submit(function, case, options, str(out), force): case for case in cases}
         for future in as_completed(futures):
             try:
                 finish(futures[future], future.result())
