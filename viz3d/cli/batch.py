@@ -7,6 +7,7 @@ failed, naming how many.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def add_batch_parser(commands) -> None:
     batch.add_argument("--label-table", metavar="T", default=None,
                        help="names and colours for every case (default: each label map's own, else spinopelvic10)")
     cli._add_mesh_options(batch)
+    for action in batch._actions:
+        if action.dest == "no_cache":  # accepted, and moot: a batch never reads nor fills the mesh cache
+            action.help = argparse.SUPPRESS
     outputs = batch.add_argument_group("outputs per case (any combination; the meshes are built once)")
     outputs.add_argument("--export", type=str.lower, choices=("stl", "obj", "ply", "vtp", "glb"), default=None,
                          metavar="FORMAT", help="meshes/ with one file per structure and manifest.json (stl, obj, ply, vtp, glb)")
