@@ -53,6 +53,7 @@ def test_a_broken_case_fails_in_its_row_with_one_line_and_the_others_complete(tm
     error = result.failed[0]["error"]
     assert "broken_ct.nii.gz" in error and "truncated" in error and "\n" not in error
     assert not (tmp_path / "out" / "broken").exists()
+    assert (tmp_path / "out" / "s01" / "thumbnail.png").read_bytes()[:4] == b"\x89PNG"  # a 2-D slice: no picture asked
 
 
 def test_a_label_map_on_another_grid_is_marked_in_its_row(tmp_path, dataset):

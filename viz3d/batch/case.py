@@ -156,8 +156,11 @@ def _make_outputs(case: Case, options: BatchOptions, folder: Path) -> tuple[list
         outputs.append(_html(case, meshes, ct, options, folder))
     if options.mosaic:
         outputs.append(_mosaic(case, ct, options, folder))
-    if outputs and any(name.endswith(".png") for name in outputs):
-        _thumbnail(folder / next(name for name in outputs if name.endswith(".png")), folder / "thumbnail.png")
+    pictures = [name for name in outputs if name.endswith(".png")]
+    if pictures:
+        _thumbnail(folder / pictures[0], folder / "thumbnail.png")
+    elif ct is not None:  # no picture asked for: the index still shows the case, as a 2-D slice
+        _slice_thumbnail(case, ct, options, folder / "thumbnail.png")
     return structure_rows(meshes, manifest), outputs
 
 
@@ -248,6 +251,19 @@ def _thumbnail(picture: Path, out: Path) -> None:
     with Image.open(picture) as image:
         image.thumbnail(THUMBNAIL_SIZE)
         image.save(out, format="PNG")
+
+
+def _slice_thumbnail(case: Case, ct, options: BatchOptions, out: Path) -> None:
+    """The axial slice through the middle of the labels, with them on top (no OpenGL needed)."""
+    from PIL import Image
+
+    from ..outputs.atomic import atomic_path
+    from ..outputs.slice2d import slice_image
+
+    picture = slice_image(ct, case.label, options.label_table, window=options.window, size=THUMBNAIL_SIZE,
+                          annotate=False)
+    with atomic_path(out) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
 
 
 # --------------------------------------------------------------------------- measurements

@@ -154,7 +154,7 @@ def cmd_batch(args, console) -> None:
     for row in failed:
         console.say(f"{row['case']}: failed: {row['error']}")
     counts = {status: sum(row["status"] == status for row in rows) for status in ("done", "reused", "failed")}
-    line = f"{len(rows)} cases: {counts['done']} done, {counts['reused']} already done, {counts['failed']} failed"
+    line = f"{len(rows)} case{'s' * (len(rows) != 1)}: {counts['done']} done, {counts['reused']} already done, {counts['failed']} failed"
     if shard is not None:
         console.say(f"shard {shard[0]}/{shard[1]}: {line}; wrote {out / 'shards'}/shard-{shard[0]}-of-{shard[1]}.json "
                     f"(once every shard is done: viz3d batch --merge {out})")
