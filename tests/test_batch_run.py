@@ -228,3 +228,10 @@ def test_a_case_that_kills_its_worker_fails_alone_and_the_cases_beside_it_comple
     status = {case: record["case"]["status"] for case, record in records.items()}
     assert status == {"broken": "failed", "s01": "done", "s02": "failed", "s03": "done", "shifted": "done"}
     assert records["s02"]["case"]["error"].startswith("the worker process died while making this case")
+
+
+def test_the_summary_measures_in_ras_whatever_coordinates_the_meshes_are_written_in(tmp_path, dataset):
+    good = [case for case in dataset if case.id == "s01"]
+    ras, lps = (run_batch(good, BatchOptions(export="stl", coords=coords), tmp_path / coords, engine="inline")
+                for coords in ("ras", "lps"))
+    assert ras.records[0]["structures"] == lps.records[0]["structures"]

@@ -288,9 +288,13 @@ def structure_rows(meshes, manifest: dict | None = None) -> list[dict]:
     from ..surfaces.quality import mesh_report
 
     entries = {(e["kind"], e["label"]): e for e in (manifest or {}).get("meshes", [])}
+    lps = (manifest or {}).get("coordinate_system") == "LPS"
     rows = []
     for mesh in meshes:
         entry = entries.get((mesh.kind, mesh.label))
+        if entry is not None and lps:  # the summary is in RAS: x and y of the written box negated back
+            (x0, y0, z0), (x1, y1, z1) = entry["bounds"]
+            entry = {**entry, "bounds": [[-x1, -y1, z0], [-x0, -y0, z1]]}
         if entry is None:
             check = mesh_report(mesh)
             entry = {"triangles": check.triangles, "components": check.components, "watertight": check.watertight,
