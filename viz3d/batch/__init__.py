@@ -9,5 +9,9 @@ The pieces, each usable on its own:
   place whole, with a done-marker keyed by the inputs' content and the options;
 - `viz3d.batch.run`: every case on a pool of local worker processes or a Dask cluster;
 - `viz3d.batch.summary`: the dataset's summary.csv / summary.json and its quality flags;
-- `viz3d.batch.gallery`: the offline index.html.
+- `viz3d.batch.gallery`: the offline index.html;
+- `viz3d.batch.driver`: all of it in one call (`run_dataset`), shards and their merge;
+- `viz3d.batch.sample`: small synthetic datasets in each layout (tests, examples).
+
+The command line is ``viz3d batch`` (`viz3d.cli.batch`).
 """
