@@ -158,7 +158,7 @@ def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, f
 
 FPS_SCRIPT = r"""
 import json, sys, time
-from viz3d.outputs.render import configure_offscreen
+from viz3d.runtime import configure_offscreen
 configure_offscreen()
 import viz3d
 from viz3d.io.labels import load_label_table

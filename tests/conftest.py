@@ -38,3 +38,13 @@ def scenes():
     yield made
     for scene in made:
         scene.close()
+
+
+@pytest.fixture
+def speedups():
+    """The command line's speed-ups (`viz3d.runtime.enable`) on for one test, off again after."""
+    from viz3d import runtime
+
+    runtime.enable()
+    yield
+    runtime.disable()

@@ -158,10 +158,10 @@ def test_scene_commands_import_pyvista_first_only_when_meshes_are_cached(case, m
     import argparse
 
     import viz3d.cli.main as cli
-    import viz3d.outputs.render as render
+    import viz3d.runtime as runtime
 
     firsts = []
-    monkeypatch.setattr(render, "import_pyvista_soon", lambda first=(): firsts.append(first))
+    monkeypatch.setattr(runtime, "import_pyvista_soon", lambda first=(): firsts.append(first))
     args = argparse.Namespace(ct=str(case[0]), label=str(case[1]), label_table=None, labels=None, no_bone=False,
                               bone_hu=200.0, no_smooth=False, no_cache=False)
     console = cli._Console(quiet=True)
@@ -172,7 +172,7 @@ def test_scene_commands_import_pyvista_first_only_when_meshes_are_cached(case, m
     assert {"nibabel", "scipy.ndimage", "vtkmodules.vtkFiltersCore"} <= set(api.MESHING_MODULES)
 
 
-def test_files_decompressed_early_are_all_taken(case, monkeypatch):
+def test_files_decompressed_early_are_all_taken(case, monkeypatch, speedups):
     """The label map (on a mesh-cache miss) and the CT (unless its decoded array is cached) start
     decompressing early; every buffer started is used, none is left behind (a CT whose array is
     in the cache is not decompressed at all)."""
@@ -194,7 +194,7 @@ def test_files_decompressed_early_are_all_taken(case, monkeypatch):
     assert started == [ct, label] and not volume._inflating
 
 
-def test_nothing_decompressed_early_is_left_behind(case, monkeypatch):
+def test_nothing_decompressed_early_is_left_behind(case, monkeypatch, speedups):
     """A CT whose cached array turns up after the check (another run wrote it meanwhile), and a
     label map whose load an error pre-empts, leave no decompressed buffer held."""
     import viz3d.io.volume as volume

@@ -531,11 +531,11 @@ def test_garbage_collection_a_program_turned_off_stays_off():
     """`cli.main` in a program of one's own leaves the program's collector settings alone."""
     import gc
 
-    import viz3d.cli.main as cli
+    from viz3d import runtime
 
     gc.disable()
     try:
-        cli._collect_garbage_again()
+        runtime.collect_garbage_again()
         assert not gc.isenabled() and gc.get_freeze_count() == 0
     finally:
         gc.enable()

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from shapes import uv_sphere
 
-from viz3d.outputs.render import configure_offscreen, render_image
+from viz3d.outputs.render import render_image
+from viz3d.runtime import configure_offscreen
 
 configure_offscreen()  # before anything here creates a VTK window
 

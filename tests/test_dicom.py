@@ -599,8 +599,9 @@ def test_label_meshes_of_the_real_series_sit_on_its_bone(real, sample_dir):
 
 
 @pytest.fixture
-def pooled(monkeypatch, tmp_path):
-    """Any compressed series of 2+ slices goes to the pool; each decode notes its process id."""
+def pooled(monkeypatch, tmp_path, speedups):
+    """Any compressed series of 2+ slices goes to the pool (the command line's speed-ups on); each
+    decode notes its process id."""
     import os
 
     import viz3d.io.dicom as dicom
@@ -766,7 +767,8 @@ def test_the_command_line_leaves_no_worker_behind(sample_dir, tmp_path):
 def test_workers_exit_when_their_process_is_killed(sample_dir, tmp_path):
     folder = real_slices_repeated(sample_dir, tmp_path / "killed-series", copies=20)[0].parent
     script = ("import os, signal, threading, time, sys\n"
-              "import viz3d.io.dicom as dicom\n"
+              "import viz3d.io.dicom as dicom, viz3d.runtime\n"
+              "viz3d.runtime.enable()\n"
               "threading.Thread(target=dicom.load_dicom, args=(sys.argv[1],), daemon=True).start()\n"
               "time.sleep(1.5)\n"
               "os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -807,8 +809,9 @@ def test_a_program_that_catches_failed_loads_still_exits(sample_dir, tmp_path):
     corrupt_pixel_data(files[21])
     script = ("import os, sys\n"
               "os.sched_getaffinity = lambda pid: {0, 1}\n"
-              "import viz3d.io.dicom as dicom\n"
+              "import viz3d.io.dicom as dicom, viz3d.runtime\n"
               "from viz3d.errors import Viz3dError\n"
+              "viz3d.runtime.enable()\n"
               "for _ in range(6):\n"
               "    try:\n"
               "        dicom.load_dicom(sys.argv[1])\n"
@@ -821,16 +824,20 @@ def test_a_program_that_catches_failed_loads_still_exits(sample_dir, tmp_path):
 
 
 def test_the_command_lines_ctrl_c_stops_a_load_in_any_thread(sample_dir, monkeypatch):
-    """The CLI's Ctrl-C handler sets dicom.STOP; a load (in the CLI, a thread beside the meshing) stops at its next slice."""
+    """The CLI's Ctrl-C handler sets runtime.STOP; a load (in the CLI, a thread beside the meshing) stops at its next slice."""
+    import signal
     import threading
 
-    import viz3d.cli.main as cli
-    import viz3d.io.dicom as dicom
+    import viz3d.runtime as runtime
 
-    monkeypatch.setattr(dicom, "STOP", threading.Event())
+    monkeypatch.setattr(runtime, "STOP", threading.Event())
     with pytest.raises(KeyboardInterrupt):
-        cli._interrupted(2, None)
-    assert dicom.STOP.is_set()
+        runtime.enter_command_line()
+        try:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the handler the command line installed
+        finally:
+            runtime.leave_command_line()
+    assert runtime.STOP.is_set()
     decoded = []
     with pytest.raises(KeyboardInterrupt):
         load_dicom(sample_dir / "ct_dicom", progress=lambda done, total: decoded.append(done))

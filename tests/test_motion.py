@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from shapes import uv_sphere
 
-from viz3d.outputs.render import configure_offscreen
+from viz3d.runtime import configure_offscreen
 
 configure_offscreen()
 

@@ -81,7 +81,7 @@ def test_nested_collections_keep_their_own_lists():
     assert outer == ["after the inner block"] and inner == []
 
 
-def test_blas_runs_on_one_thread_inside_the_pool():
+def test_blas_runs_on_one_thread_inside_the_pool_with_the_speedups(speedups):
     """The pool fills the cores itself: OpenBLAS's threads only busy-wait beside it."""
     from threadpoolctl import threadpool_info
 
@@ -97,7 +97,7 @@ def test_blas_runs_on_one_thread_inside_the_pool():
     assert blas_threads() == before  # restored for the caller afterwards
 
 
-def test_overlapping_pools_put_blas_back_when_the_last_ends():
+def test_overlapping_pools_put_blas_back_when_the_last_ends(speedups):
     """The BLAS setting is process-wide: pools that overlap (A starts, B starts, A ends, B ends)
     must leave it as it was, not as B found it."""
     from threadpoolctl import threadpool_info

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from shapes import oblique_affine, uv_sphere
 
-from viz3d.outputs.render import configure_offscreen, has_display, render_image, screenshot
+from viz3d.outputs.render import render_image, screenshot
+from viz3d.runtime import configure_offscreen, has_display
 
 configure_offscreen()  # before anything here creates a VTK window
 
@@ -117,7 +118,7 @@ def test_importing_scene_and_render_is_cheap():
 
 def test_pyvista_imported_in_the_background_is_whole_when_used():
     """The scene waits for the background import: using PyVista mid-import broke its lazy modules."""
-    code = ("import time; from viz3d.outputs.render import import_pyvista, import_pyvista_soon; import_pyvista_soon(); "
+    code = ("import time; from viz3d.runtime import enable, import_pyvista, import_pyvista_soon; enable(); import_pyvista_soon(); "
             "time.sleep(0.2); pv = import_pyvista(); print(pv.Plotter.__name__, pv.OFF_SCREEN)")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)

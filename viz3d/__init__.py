@@ -46,7 +46,7 @@ def __dir__():
 
 def build_scene(*args, **kwargs):
     """Build the PyVista scene (see `viz3d.scene.scene.build_scene`); imports PyVista on first use."""
-    from .outputs.render import configure_offscreen
+    from .runtime import configure_offscreen
     from .scene.scene import build_scene as _build_scene
 
     configure_offscreen()

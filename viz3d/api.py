@@ -235,17 +235,17 @@ def load_and_mesh(
             if ct_path is not None:
                 report("loading CT", 0, 1, "")  # a DICOM series then counts its slices
             if ct_path is not None and not (use_cache and cache_ct):
-                inflate_soon(ct_path)  # decompressed (GIL released) while the inputs are hashed and nibabel imported
+                _read_ahead(ct_path)  # decompressed (GIL released) while the inputs are hashed and nibabel imported
                 ct_job = pool.submit(load_ct, ct_path, series=series, progress=ct_progress)
             mesh_key = _mesh_key(ct_path, label_path, series=series, table=table, labels=labels, bone=bone,
                                  bone_hu=bone_hu, smooth=smooth, smoothing=smoothing, method=method) if use_cache else None
             hit = cache.load_meshes(mesh_key) if use_cache else None
             if hit is None and label_path is not None:
-                inflate_soon(label_path)  # while nibabel imports and the CT loads
+                _read_ahead(label_path)  # while nibabel imports and the CT loads
             if ct_path is not None:
                 if ct_job is None:
                     if not (use_cache and cache_ct and cache.has_array(_ct_key(ct_path, series))):
-                        inflate_soon(ct_path)
+                        _read_ahead(ct_path)
                     ct_job = pool.submit(_load_ct_cached, ct_path, series, use_cache and cache_ct, ct_progress)
             if hit is not None:
                 ct = ct_job.result() if ct_job is not None else None
@@ -267,6 +267,15 @@ def load_and_mesh(
     if use_cache and hit is None:
         cache.save_meshes_soon(mesh_key, meshes, notes)  # written while the caller goes on
     return ct, meshes
+
+
+def _read_ahead(path) -> None:
+    """`viz3d.io.volume.inflate_soon` with `viz3d.runtime.enable` (a background thread that
+    outlives the call is the command line's choice, not the library's)."""
+    from . import runtime
+
+    if runtime.enabled():
+        inflate_soon(path)
 
 
 def meshes_cached(ct_path=None, label_path=None, *, series=None, table=None, labels: list[int] | str | None = None,

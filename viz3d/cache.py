@@ -395,14 +395,18 @@ _pending: list[threading.Thread] = []
 
 
 def save_meshes_soon(key: str, meshes: list[Mesh], notes: list[str] = ()) -> None:
-    """`save_meshes` in a background thread, so the caller goes on at once; see `flush`.
+    """`save_meshes` in a background thread with `viz3d.runtime.enable`, so the caller goes on at
+    once (see `flush`); without it, before returning.
 
     The thread is not a daemon: the interpreter waits for it before it exits.
     """
-    writer = threading.Thread(target=_save_quietly, args=(key, list(meshes), list(notes), cache_dir()),
-                              name="viz3d-cache-write")
-    _pending.append(writer)
-    writer.start()
+    from . import runtime
+
+    if not runtime.enabled():
+        _save_quietly(key, list(meshes), list(notes), cache_dir())
+        return
+    _pending.append(runtime.start_thread(_save_quietly, name="cache-write",
+                                         args=(key, list(meshes), list(notes), cache_dir())))
 
 
 def _save_quietly(*args) -> None:

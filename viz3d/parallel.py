@@ -7,9 +7,9 @@ to other processes.
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+
+from .runtime import one_blas_thread
 
 
 def worker_count(jobs: int) -> int:
@@ -28,9 +28,8 @@ def ordered_map(function, items, *, size=None):
     one big item finishes last. An exception is raised when its item's turn comes; items not
     yet started are then cancelled.
 
-    While the pool runs, BLAS (numpy's ``@`` on vertex arrays) uses one thread: the pool
-    already fills every core, and OpenBLAS's own threads busy-wait after each call, which
-    took 10-12 % of an export's CPU time on two cores.
+    While the pool runs, BLAS (numpy's ``@`` on vertex arrays) uses one thread when
+    `viz3d.runtime.enable` was called (see `viz3d.runtime.one_blas_thread`).
 
     >>> list(ordered_map(lambda x: x * x, [3, 1, 2], size=lambda x: x))
     [9, 1, 4]
@@ -47,32 +46,3 @@ def ordered_map(function, items, *, size=None):
         finally:
             for future in futures:
                 future.cancel()
-
-
-_blas_lock = threading.Lock()
-_blas_limit = None  # the threadpoolctl limiter while any block below runs
-_blas_blocks = 0
-
-
-@contextmanager
-def one_blas_thread():
-    """BLAS (OpenBLAS, numpy's and SciPy's) on one thread inside the block.
-
-    The setting is process-wide, so blocks are counted: the first to start sets it and the last
-    to end puts back what was there before, however blocks in several threads overlap.
-    """
-    global _blas_limit, _blas_blocks
-    with _blas_lock:
-        if _blas_blocks == 0:
-            from threadpoolctl import threadpool_limits
-
-            _blas_limit = threadpool_limits(limits=1, user_api="blas")
-        _blas_blocks += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_blocks -= 1
-            if _blas_blocks == 0:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -331,7 +329,7 @@ def _inputs_and_meshes(args, console, for_scene=True):
                    smoothing=getattr(args, "smoothing", DEFAULT_SMOOTHING), method=getattr(args, "method", DEFAULT_METHOD))
     use_cache = not getattr(args, "no_cache", False)
     if for_scene:
-        from ..outputs.render import import_pyvista_soon
+        from ..runtime import import_pyvista_soon
 
         # cached meshes leave only the scene to build: PyVista first; otherwise what meshing uses
         cached = use_cache and meshes_cached(args.ct, args.label, **options)
@@ -417,7 +415,9 @@ def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024
         names_source=_names_source(args) if any(mesh.kind == "label" for mesh in meshes) else None,
     )
     if runs_on:
-        _collect_garbage_again()
+        from ..runtime import collect_garbage_again
+
+        collect_garbage_again()
     return scene
 
 
@@ -432,7 +432,7 @@ def _names_source(args) -> str | None:
 
 def cmd_view(args, console) -> None:
     """Open the interactive window (needs a display), or with --web serve the scene to a browser."""
-    from ..outputs.render import has_display
+    from ..runtime import has_display
 
     if getattr(args, "web", False):
         cmd_view_web(args, console)
@@ -450,7 +450,8 @@ def cmd_view(args, console) -> None:
 def cmd_screenshot(args, console) -> None:
     """Render the scene offscreen and write a PNG (with --views: a labelled multi-view sheet)."""
     from ..outputs.export import check_writable_dir
-    from ..outputs.render import configure_offscreen, screenshot
+    from ..outputs.render import screenshot
+    from ..runtime import configure_offscreen
 
     configure_offscreen()
     check_writable_dir(Path(args.out).parent if Path(args.out).parent != Path("") else Path("."))
@@ -472,7 +473,7 @@ def cmd_screenshot(args, console) -> None:
 
 def cmd_view_web(args, console) -> None:
     """Serve the interactive scene to web browsers (trame) until Ctrl-C or SIGTERM."""
-    from ..outputs.render import configure_offscreen
+    from ..runtime import configure_offscreen
     from ..outputs.web import missing_web_packages, serve
 
     missing = missing_web_packages()
@@ -492,7 +493,7 @@ def cmd_turntable(args, console) -> None:
     """Render one turn of the camera about a world axis and write an MP4 or GIF."""
     from ..outputs.export import check_writable_dir
     from ..outputs.motion import TURNTABLE_FORMATS, turntable
-    from ..outputs.render import configure_offscreen
+    from ..runtime import configure_offscreen
 
     out = Path(args.out)
     if out.suffix.lower() not in TURNTABLE_FORMATS:
@@ -521,7 +522,7 @@ def cmd_turntable(args, console) -> None:
 def cmd_export_html(args, console) -> None:
     """`export --format html`: the scene as one self-contained HTML file (vtk.js, opens offline)."""
     from ..outputs.export import check_output_folder, check_writable_dir
-    from ..outputs.render import configure_offscreen
+    from ..runtime import configure_offscreen
     from ..scene.scene import WINDOW_PRESETS
     from ..outputs.web import write_html
 
@@ -618,7 +619,7 @@ def demo_paths() -> tuple[Path, Path]:
 
 def cmd_demo(args, console) -> None:
     """The shipped sample with TotalSegmentator names: the window, or a PNG without a display."""
-    from ..outputs.render import has_display
+    from ..runtime import has_display
 
     ct_path, label_path = demo_paths()
     scene_args = argparse.Namespace(
@@ -643,96 +644,41 @@ COMMANDS = {"info": cmd_info, "view": cmd_view, "screenshot": cmd_screenshot, "e
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 1 internal error)."""
-    from ..errors import route_library_logs, warning_line
+    from ..runtime import command_line_warnings, discard_stdout
 
-    def show_warning(message, category, filename, lineno, file=None, line=None):
-        text = warning_line(message, category, filename)  # one line; other libraries' named, their deprecations dropped
-        if text is not None:
-            print(text, file=sys.stderr)
-
-    warnings.showwarning = show_warning
-    route_library_logs()  # nibabel's log lines as warnings too, pydicom's (copies of its warnings) dropped
-    try:
-        args = make_parser().parse_args(argv)
-        COMMANDS[args.command](args, _Console(getattr(args, "quiet", False)))
-    except Viz3dError as exc:
-        print(f"viz3d: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into `head` and closed early: not an error
-        sys.stdout = open(os.devnull, "w")
-        return 0
-    except KeyboardInterrupt:
-        print("viz3d: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print("viz3d: error: out of memory", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
-        if os.environ.get("VIZ3D_DEBUG"):
-            raise
-        print(f"viz3d: error: internal error: {type(exc).__name__}: {exc} (set VIZ3D_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+    with command_line_warnings():
+        try:
+            args = make_parser().parse_args(argv)
+            COMMANDS[args.command](args, _Console(getattr(args, "quiet", False)))
+        except Viz3dError as exc:
+            print(f"viz3d: error: {exc}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # output piped into `head` and closed early: not an error
+            discard_stdout()
+            return 0
+        except KeyboardInterrupt:
+            print("viz3d: interrupted", file=sys.stderr)
+            return 130
+        except MemoryError:
+            print("viz3d: error: out of memory", file=sys.stderr)
+            return 2
+        except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
+            if os.environ.get("VIZ3D_DEBUG"):
+                raise
+            print(f"viz3d: error: internal error: {type(exc).__name__}: {exc} (set VIZ3D_DEBUG=1 for the traceback)",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
 def main_entry() -> None:
-    """Console-script entry point (and ``python -m viz3d``): `main` in a process of its own.
+    """Console-script entry point (and ``python -m viz3d``): `main` in a process of its own, with
+    `viz3d.runtime`'s process settings and speed-ups (`viz3d.runtime.enter_command_line`).
 
-    OpenBLAS is kept to one thread (viz3d's own thread pools fill the cores; OpenBLAS's threads,
-    numpy's and SciPy's, only busy-waited beside them: 10-18 % of an export on two cores), and
-    the process ends without tearing itself down once every output is in place.
+    The process ends without tearing itself down once every output is in place.
     """
     # before numpy loads: `import viz3d.cli.main` imports no numpy (the package imports lazily)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    # Python's cycle collector scans every object again and again while PyVista, SciPy and
-    # nibabel import (2-4 % of a cached screenshot, 1-2 % of an export's CPU time). Loading
-    # and meshing make little cyclic garbage (peak memory is the same either way); the scene
-    # commands that run on turn it back on.
-    global _collector_paused
-    gc.disable()
-    _collector_paused = True
-    signal.signal(signal.SIGINT, _interrupted)
-    _exit_at_once(main())
+    from ..runtime import enter_command_line, exit_at_once
 
-
-def _interrupted(signum, frame) -> None:
-    """Ctrl-C: a DICOM series loading in another thread (beside the meshing) stops at its next
-    slice instead of holding the exit until it is done; then Python's KeyboardInterrupt."""
-    dicom = sys.modules.get("viz3d.io.dicom")
-    if dicom is not None:
-        dicom.STOP.set()
-    raise KeyboardInterrupt
-
-
-_collector_paused = False  # main_entry turned the cycle collector off
-
-
-def _collect_garbage_again() -> None:
-    """Collect once and turn the cycle collector back on if `main_entry` turned it off.
-
-    What is still alive then (modules, the scene) is frozen: never scanned again.
-    """
-    global _collector_paused
-    if _collector_paused:
-        _collector_paused = False
-        gc.collect()
-        gc.freeze()
-        gc.enable()
-
-
-def _exit_at_once(status: int) -> None:
-    """End the process with ``status`` after the cache writer and the output streams are done.
-
-    Every file is complete and renamed into place before `main` returns; what is left is
-    freeing ~1 GB of arrays and VTK objects one by one, which took 0.25-0.35 s.
-    """
-    cache = sys.modules.get("viz3d.cache")
-    if cache is not None:
-        cache.flush()  # a mesh-cache entry still being written in the background
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:  # None: the process was started with that descriptor closed
-                stream.flush()
-        except (OSError, ValueError):  # closed or a broken pipe: nothing more can be said there
-            pass
-    os._exit(status)
+    enter_command_line()
+    exit_at_once(main())

@@ -60,8 +60,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
-import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -70,6 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError, check_regular_file, warn
+from .. import runtime
 from .volume import MAX_ORIGIN_MM, MAX_SCALED_VALUE, Volume, check_grid
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -82,7 +81,6 @@ STOP_GRACE_S = 2.0  # a worker still busy this long after the pool is stopped is
 MAX_SCAN_FILES = 100_000  # candidate files under one folder: more is a disk, not a study
 MIN_DICOM_BYTES = 132  # preamble (128) + 'DICM': anything shorter is not a DICOM file
 MOSAIC_TAG = (0x0019, 0x100A)  # Siemens NumberOfImagesInMosaic
-STOP = threading.Event()  # set by the command line's Ctrl-C: a load in any thread stops at its next slice
 _PIXEL_TAGS = {
     b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",  # (7FE0,0010/0008/0009) little endian
     b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09",  # big endian (retired)
@@ -771,7 +769,7 @@ def _worker_started(parent: int) -> None:
             time.sleep(0.5)
         os._exit(1)
 
-    threading.Thread(target=watch, daemon=True, name="viz3d-parent-watch").start()
+    runtime.start_thread(watch, name="parent-watch", daemon=True)
 
 
 def _read_pixels_in_worker(header: _Header) -> np.ndarray:
@@ -784,8 +782,8 @@ def _decode_workers(headers: list[_Header]) -> int:
     from pydicom.uid import UID
 
     compressed = sum(1 for h in headers if h.transfer_syntax and UID(h.transfer_syntax).is_compressed)
-    if compressed < POOL_MIN_SLICES or not sys.platform.startswith("linux"):
-        return 1  # the pool forks: Linux only (macOS's system frameworks break in forked children)
+    if compressed < POOL_MIN_SLICES or not runtime.decode_in_processes():
+        return 1  # the pool forks: opt-in, Linux only (macOS's system frameworks break in forked children)
     cores = len(os.sched_getaffinity(0))
     return max(1, min(cores, compressed // 8))
 
@@ -808,7 +806,7 @@ def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, p
         for done, (header, slot, stored) in enumerate(zip(headers, plan.slots, slices), 1):
             if progress is not None:
                 progress(done, len(headers))
-            if STOP.is_set():
+            if runtime.STOP.is_set():  # the command line's Ctrl-C: a load in any thread stops here
                 raise KeyboardInterrupt  # the load runs beside other work; Ctrl-C reached the main thread
             if array is None:
                 array = _allocate(folder, shape, dtype)

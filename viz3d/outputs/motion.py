@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import Viz3dError
 from .atomic import atomic_path
-from .render import _check_size, render_image
+from ..scene.size import check_size
+from .render import render_image
 
 TURNTABLE_AXES = {"si": (0.0, 0.0, 1.0), "ap": (0.0, 1.0, 0.0), "lr": (1.0, 0.0, 0.0)}
 TURNTABLE_FORMATS = (".gif", ".mp4")
@@ -69,7 +70,7 @@ def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480),
         raise Viz3dError(f"frames must be between 2 and 3600, got {frames}")
     if not (0.5 <= fps <= 120):
         raise Viz3dError(f"fps must be between 0.5 and 120, got {fps:g}")
-    width, height = _check_size(size)
+    width, height = check_size(size)
     if suffix == ".mp4" and (width % 2 or height % 2):
         raise Viz3dError(f"an MP4 (H.264, yuv420p) needs an even width and height, got {width}x{height}")
     if suffix == ".gif" and frames * width * height * 3 > GIF_MAX_BYTES:
@@ -228,7 +229,7 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
         raise Viz3dError(f"unknown view {unknown[0]!r}; choose from {', '.join(VIEWS)}")
     if legend not in ("side", "first", "all", "none"):
         raise Viz3dError(f"legend must be 'side', 'first', 'all' or 'none', got {legend!r}")
-    width, height = _check_size(size)
+    width, height = check_size(size)
     n = len(views)
     if columns is None:
         columns = n if n <= 4 else math.ceil(math.sqrt(n))

@@ -53,9 +53,10 @@ def show_in_notebook(scene, ct=None, *, backend: str = "trame", size=NOTEBOOK_SI
     (an error says what is missing), False always gives the picture. ``backend`` is PyVista's
     ``jupyter_backend`` (``"trame"``, ``"server"``, ``"client"``).
     """
-    from .render import _check_size, render_image
+    from ..scene.size import check_size
+    from .render import render_image
 
-    width, height = _check_size(size)
+    width, height = check_size(size)
     scene = _as_scene(scene, ct, (width, height), scene_kwargs)
     missing = missing_notebook_packages()
     in_kernel = bool(getattr(scene.plotter, "notebook", False))

@@ -1,95 +1,18 @@
-"""Headless plumbing and picture output for a `viz3d.scene.scene.Scene`.
+"""Pictures of a `viz3d.scene.scene.Scene`: its pixels and PNG screenshots.
 
 Importing this module is cheap: PyVista and VTK are imported inside the functions that use them.
-
-Without a display (no ``DISPLAY`` and no ``WAYLAND_DISPLAY``), `configure_offscreen` must run
-before VTK is first imported: it selects VTK's EGL render window (Mesa EGL, no X server needed,
-no "bad X server connection" warning) and makes PyVista plot off screen. `viz3d.scene.scene` calls it
-before its own imports, so code that only goes through `build_scene` / `screenshot` needs
-nothing else.
+Headless rendering (VTK's EGL window without a display) is set up by
+`viz3d.runtime.configure_offscreen`, which `viz3d.scene.scene` calls before its own imports.
 """
 from __future__ import annotations
 
-import os
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_path
 from ..errors import Viz3dError
-
-DEFAULT_SIZE = (1024, 768)
-
-
-def has_display() -> bool:
-    """True when an X11 or Wayland display is named in the environment."""
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def configure_offscreen() -> None:
-    """Prepare headless rendering when there is no display; a no-op when there is one.
-
-    Sets ``VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow`` (unless already set) so VTK renders
-    through EGL instead of trying to reach an X server, and sets ``pyvista.OFF_SCREEN = True``
-    if PyVista is already imported (`import_pyvista` does it for a later import). Call it before
-    VTK is imported: VTK picks its window class when the first render window is created.
-    """
-    if has_display():
-        return
-    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    pv = sys.modules.get("pyvista")
-    if pv is not None:
-        pv.OFF_SCREEN = True
-
-
-_background_import: threading.Thread | None = None
-
-
-def import_pyvista():
-    """Import and return :mod:`pyvista` after `configure_offscreen` (the one entry point for it)."""
-    configure_offscreen()
-    worker = _background_import
-    if worker is not None and worker is not threading.current_thread():
-        worker.join()  # PyVista's lazy modules are not safe to use while another thread imports them
-    import pyvista
-
-    if not has_display():
-        pyvista.OFF_SCREEN = True
-    return pyvista
-
-
-def import_pyvista_soon(first: tuple[str, ...] = ()) -> None:
-    """Start importing PyVista in a background thread; `import_pyvista` later finds it done.
-
-    The import costs 1-1.5 s (PyVista pulls in matplotlib): a command that loads or meshes
-    first overlaps the two. The modules named in ``first`` are imported before it: while
-    VTK's libraries load, an import in another thread waits (here the whole PyVista import
-    long), so a command that will load and mesh names the modules that needs. A failure here
-    is left to the later import to report.
-    """
-    global _background_import
-    configure_offscreen()
-    if "pyvista.plotting" not in sys.modules and _background_import is None:
-        # not a daemon: an early exit waits for it rather than tearing VTK down mid-import
-        _background_import = threading.Thread(target=_import_quietly, args=(first,), name="viz3d-import-pyvista")
-        _background_import.start()
-
-
-def _import_quietly(first: tuple[str, ...] = ()) -> None:
-    import importlib
-
-    for name in first:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - reported by the import that needs it
-            pass
-    try:
-        import_pyvista()
-        import pyvista.plotting  # noqa: F401 - the Plotter: most of the cost
-    except Exception:  # noqa: BLE001 - reported by the import that needs it
-        pass
+from ..scene.size import DEFAULT_SIZE, check_size
 
 
 def render_image(scene, *, size=DEFAULT_SIZE):
@@ -98,7 +21,7 @@ def render_image(scene, *, size=DEFAULT_SIZE):
     Works before the window is shown (off screen: nothing appears). The window size is
     restored afterwards, so an interactive window keeps its size.
     """
-    width, height = _check_size(size)
+    width, height = check_size(size)
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
 
@@ -146,7 +69,7 @@ def screenshot(scene, out_path, *, size=DEFAULT_SIZE) -> Path:
     folder = out_path.parent
     if not folder.is_dir():
         raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
-    width, height = _check_size(size)
+    width, height = check_size(size)
 
     with atomic_path(out_path) as tmp:
         image = render_image(scene, size=(width, height))
@@ -154,13 +77,3 @@ def screenshot(scene, out_path, *, size=DEFAULT_SIZE) -> Path:
 
         Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(tmp, format="PNG")
     return out_path
-
-
-def _check_size(size) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise Viz3dError(f"image size must be (width, height) in pixels, got {size!r}") from None
-    if not (16 <= width <= 16384 and 16 <= height <= 16384):
-        raise Viz3dError(f"image size must be between 16 and 16384 pixels per side, got {width}x{height}")
-    return width, height

@@ -22,7 +22,6 @@ import base64
 import html as _html
 import io
 import json
-import signal
 import sys
 import zipfile
 from pathlib import Path
@@ -257,22 +256,14 @@ def serve(
 
     ctrl.on_server_ready.add(on_ready)
 
-    # trame's own command line would read ours (sys.argv): give it none.
-    saved_argv = sys.argv
-    previous_term = signal.getsignal(signal.SIGTERM)
-    sys.argv = saved_argv[:1]
+    from ..runtime import plain_argv
+
     try:
-        server.start(port=int(port), host=host, open_browser=False, show_connection_info=False,
-                     disable_logging=True, timeout=0, exec_mode="main")
+        with plain_argv():  # trame's own command line would read ours
+            server.start(port=int(port), host=host, open_browser=False, show_connection_info=False,
+                         disable_logging=True, timeout=0, exec_mode="main")
     except OSError as exc:
         raise Viz3dError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); try another --port") from None
-    finally:
-        sys.argv = saved_argv
-        if signal.getsignal(signal.SIGTERM) is not previous_term:
-            try:
-                signal.signal(signal.SIGTERM, previous_term)
-            except (TypeError, ValueError):
-                pass
     return int(server.port or port)
 
 
@@ -292,7 +283,7 @@ def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = Tr
     The arguments are those of `viz3d.scene.scene.build_scene` (the planes ``auto``-placed for ``view``,
     the camera framing the surfaces). See `scene_to_html`.
     """
-    from .render import configure_offscreen
+    from ..runtime import configure_offscreen
 
     configure_offscreen()
     from ..scene.scene import build_scene
@@ -363,7 +354,7 @@ def _add_html_slices(scene) -> list:
     """Add the CT planes as RGB-coloured polygon grids; return the actors added."""
     import pyvista as pv
 
-    from ..scene.scene import _AXIS_INDEX, SLICE_AXES
+    from ..scene.scene import AXIS_INDEX, SLICE_AXES
     from ..scene.slices import plane_grid, plane_points, sample_plane
 
     ct = scene.ct
@@ -371,7 +362,7 @@ def _add_html_slices(scene) -> list:
     actors = []
     positions = scene.slice_positions  # the planes turned off (--slices axial=off) are not in it
     for axis in (axis for axis in SLICE_AXES if axis in positions):
-        grid = plane_grid(ct.affine, ct.array.shape, _AXIS_INDEX[axis], max_samples=HTML_SLICE_MAX_SAMPLES)
+        grid = plane_grid(ct.affine, ct.array.shape, AXIS_INDEX[axis], max_samples=HTML_SLICE_MAX_SAMPLES)
         position = positions[axis]
         points = plane_points(grid, position)
         hu, inside = (values.ravel() for values in sample_plane(ct.array, ct.affine, grid, position))

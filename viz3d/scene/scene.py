@@ -61,7 +61,8 @@ from functools import partial
 import numpy as np
 
 from ..errors import Viz3dError
-from ..outputs.render import DEFAULT_SIZE, _check_size, has_display, import_pyvista
+from ..runtime import has_display, import_pyvista
+from .size import DEFAULT_SIZE, check_size
 
 WINDOW_PRESETS = {
     "soft": (40.0, 400.0),
@@ -74,7 +75,7 @@ SLICE_AXES = ("axial", "coronal", "sagittal")
 GROUPS = ("bone", "labels", "slices")
 
 # axis name -> index of the world (RAS) coordinate it moves along / its plane normal
-_AXIS_INDEX = {"axial": 2, "coronal": 1, "sagittal": 0}
+AXIS_INDEX = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 # view -> (direction from the focal point to the camera, screen-up direction), RAS
 _ISO = (-math.sin(math.radians(45)) * math.cos(math.radians(30)),
@@ -275,7 +276,7 @@ class Scene:
         ``"sagittal"`` (along R, x). Positions outside the CT's extent along that axis
         (``slice_ranges``) are clamped to it.
         """
-        if axis not in _AXIS_INDEX:
+        if axis not in AXIS_INDEX:
             raise Viz3dError(f"unknown slice axis {axis!r}; choose one of {', '.join(SLICE_AXES)}")
         if not self.slice_planes:
             raise Viz3dError("this scene has no CT, so it has no slices to move")
@@ -297,7 +298,7 @@ class Scene:
             return position
         plane = self.slice_planes[axis]
         origin = list(plane.GetOrigin())
-        origin[_AXIS_INDEX[axis]] = position
+        origin[AXIS_INDEX[axis]] = position
         plane.SetOrigin(origin)
         _show_plane(self, axis, position)
         self._positions[axis] = position
@@ -324,7 +325,7 @@ class Scene:
         direction /= max(float(np.linalg.norm(direction)), 1e-12)
         placed = {}
         for axis in sorted(self.auto_slices):
-            k = _AXIS_INDEX[axis]
+            k = AXIS_INDEX[axis]
             lo, hi = self.focus_bounds[2 * k], self.focus_bounds[2 * k + 1]
             gap = max(self._slice_step, 1.0)
             if abs(direction[k]) < 0.02:  # edge-on: through the eye, so it covers nothing
@@ -338,7 +339,7 @@ class Scene:
 
     def step_slice(self, axis: str, steps: int = 1) -> float:
         """Move a plane by ``steps`` times the CT's smallest voxel size (negative: backwards)."""
-        if axis not in _AXIS_INDEX:
+        if axis not in AXIS_INDEX:
             raise Viz3dError(f"unknown slice axis {axis!r}; choose one of {', '.join(SLICE_AXES)}")
         if not self.slice_planes:
             return float("nan")
@@ -695,7 +696,7 @@ def build_scene(
     off (it costs about 4x per frame on software OpenGL).
     """
     meshes = list(meshes or [])
-    width_px, height_px = _check_size(size)
+    width_px, height_px = check_size(size)
     if view not in VIEW_DIRECTIONS:
         raise Viz3dError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     try:
@@ -822,7 +823,7 @@ def parse_slices(spec) -> dict:
     out = {}
     for axis, value in items:
         axis = str(axis).strip().lower()
-        if axis not in _AXIS_INDEX:
+        if axis not in AXIS_INDEX:
             raise Viz3dError(f"slices: unknown plane {axis!r}; choose from {', '.join(SLICE_AXES)}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value)
@@ -849,7 +850,7 @@ def parse_slices(spec) -> dict:
 
 def _slice_position(axis, spec, ct, meshes, default) -> float:
     """The world position (mm) of a plane for a `parse_slices` value (``auto``: ``default``)."""
-    k = _AXIS_INDEX[axis]
+    k = AXIS_INDEX[axis]
     if spec == "auto":
         return default
     if isinstance(spec, float):
@@ -1022,7 +1023,7 @@ def _add_slices(pv, scene, ct, bounds, specs=None, meshes=()) -> None:
     scene._slice_step = float(min(np.linalg.norm(ct.affine[:3, :3], axis=0)))
     scene._codes = value_codes(ct.array)
     for axis in SLICE_AXES:
-        k = _AXIS_INDEX[axis]
+        k = AXIS_INDEX[axis]
         spec = specs.get(axis, "auto")
         if spec == "off":
             continue

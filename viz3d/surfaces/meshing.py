@@ -5,14 +5,14 @@ nothing here renders or opens a window.
 """
 from __future__ import annotations
 
-import threading
-from contextlib import closing, contextmanager
+from contextlib import closing
 from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..parallel import ordered_map, worker_count
+from ..runtime import vtk_threads
 from .polydata import compact, polydata_arrays, to_polydata
 
 
@@ -195,7 +195,7 @@ def bone_mesh(
     and keeps the volume the unsmoothed contour encloses. Returns None when nothing reaches
     the threshold.
     """
-    with _vtk_threads(None):
+    with vtk_threads(None):
         return _bone_surface(ct, hu, min_component_mm3, smoothing_factor(smoothing, smooth))
 
 
@@ -243,7 +243,7 @@ def surfaces(
 
         jobs.append((np.inf if callable(ct) else ct.array.size, "bone", bone_job))
     meshes = []
-    with _vtk_threads(1 if worker_count(len(jobs)) > 1 else None), \
+    with vtk_threads(1 if worker_count(len(jobs)) > 1 else None), \
             closing(ordered_map(lambda job: job[2](), jobs, size=lambda job: job[0])) as built:
         for done, ((_, name, _), mesh) in enumerate(zip(jobs, built), start=1):
             if mesh is not None:
@@ -255,28 +255,6 @@ def surfaces(
 
 def _box_voxels(box) -> int:
     return int(np.prod([s.stop - s.start for s in box]))
-
-
-_vtk_threads_lock = threading.Lock()
-
-
-@contextmanager
-def _vtk_threads(count: int | None):
-    """VTK's threaded filters on one thread (``count=1``) or on all cores (None) inside the block.
-
-    The setting is process-wide. Blocks hold a lock, so two of them never switch it under each
-    other's filters (VTK calls outside such blocks do not take the lock). Afterwards VTK is left
-    on all cores: PyPI's wheels default to one thread, the STDThread backend is bundled and
-    gives ~1.8x on two cores.
-    """
-    from vtkmodules.vtkCommonCore import vtkSMPTools
-
-    with _vtk_threads_lock:
-        vtkSMPTools.SetBackend("Sequential" if count == 1 else "STDThread")
-        try:
-            yield
-        finally:
-            vtkSMPTools.SetBackend("STDThread")
 
 
 def smoothing_parameters(factor: float) -> tuple[int, float]:

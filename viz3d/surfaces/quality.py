@@ -257,7 +257,7 @@ def _flat(piece_volume, piece_area) -> np.ndarray:
 
 def flat_pieces(vertices, faces) -> np.ndarray:
     """Boolean per face: the face belongs to a closed piece that encloses no volume."""
-    from .simplify import face_components
+    from .polydata import face_components
 
     count, piece = face_components(faces, len(vertices))
     signed, double_area = face_volumes_and_areas(vertices, faces)
@@ -272,7 +272,7 @@ def _count_inverted(vertices, faces, piece, piece_volume) -> int:
 
 def inverted_pieces(vertices, faces) -> np.ndarray:
     """Boolean per face: the face belongs to an inside-out piece (see `SurfaceCheck`)."""
-    from .simplify import face_components
+    from .polydata import face_components
 
     count, piece = face_components(faces, len(vertices))
     volume = np.bincount(piece, weights=face_volumes_and_areas(vertices, faces)[0], minlength=count)
@@ -304,7 +304,7 @@ def make_printable(mesh: Mesh, check: SurfaceCheck | None = None) -> tuple[Mesh,
         return mesh, check, repairs
     vertices, faces = mesh.vertices, mesh.faces
     if check.degenerate_faces or check.boundary_edges:
-        from .simplify import clean
+        from .polydata import clean
 
         vertices, faces = clean(vertices, faces)
         repairs.append(f"merged coincident vertices, removed {check.degenerate_faces} degenerate faces"

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import Viz3dError
 from .meshing import Mesh, face_volumes_and_areas
-from .polydata import compact, from_polydata, to_polydata  # numpy <-> VTK (also importable from here)
+from .polydata import clean, compact, face_components, from_polydata, to_polydata
 
 # Windowed sinc after decimation: gentler than the meshing step's pass band (0.1), because on a coarse
 # surface a thin rib's shape is itself "high frequency": 0.1 took 67 % of a 100-triangle rib's
@@ -49,26 +49,6 @@ def to_coordinates(mesh: Mesh, system: str) -> Mesh:
 
 
 # ------------------------------------------------------------------ pieces
-
-
-def face_components(faces: np.ndarray, n_vertices: int | None = None) -> tuple[int, np.ndarray]:
-    """(number of pieces, piece index of every face): faces are joined through shared edges."""
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    m = len(faces)
-    if m == 0:
-        return 0, np.zeros(0, np.int64)
-    n = int(faces.max()) + 1 if n_vertices is None else n_vertices
-    a = faces.ravel()
-    b = faces[:, [1, 2, 0]].ravel()
-    key = np.minimum(a, b) * n + np.maximum(a, b)
-    order = np.argsort(key)
-    same = key[order][1:] == key[order][:-1]
-    src, dst = order[:-1][same] // 3, order[1:][same] // 3
-    graph = csr_matrix((np.ones(len(src), np.bool_), (src, dst)), shape=(m, m))
-    count, labels = connected_components(graph, directed=False)
-    return int(count), labels
 
 
 def largest_component(mesh: Mesh) -> Mesh:
@@ -199,38 +179,6 @@ def _qslim(vertices, faces, target: int):
 
     out = igl.qslim(np.asfortranarray(vertices, dtype=np.float64), np.asfortranarray(faces, dtype=np.int32), int(target))
     return compact(np.ascontiguousarray(out[0], np.float64), np.ascontiguousarray(out[1], np.int64))
-
-
-def clean(vertices: np.ndarray, faces: np.ndarray, tolerance: float | None = None):
-    """Merge coincident vertices and drop the faces that collapse (VTK's vtkCleanPolyData).
-
-    ``tolerance`` is absolute (mm); by default one part in 10^9 of the bounding-box diagonal,
-    which merges copies of one point but never two points a surface really has.
-    """
-    from vtkmodules.vtkFiltersCore import vtkCleanPolyData
-
-    if not len(faces):
-        return vertices, faces
-    used = vertices[np.unique(faces)]
-    diagonal = float(np.linalg.norm(used.max(axis=0) - used.min(axis=0))) or 1.0
-    cleaner = vtkCleanPolyData()
-    cleaner.SetInputData(to_polydata(vertices, faces))
-    cleaner.ToleranceIsAbsoluteOn()
-    cleaner.SetAbsoluteTolerance(diagonal * 1e-9 if tolerance is None else tolerance)
-    cleaner.PointMergingOn()
-    cleaner.ConvertPolysToLinesOn()  # collapsed triangles become lines: dropped below
-    cleaner.ConvertLinesToPointsOn()
-    cleaner.ConvertStripsToPolysOn()
-    cleaner.Update()
-    out = cleaner.GetOutput()
-    from vtkmodules.vtkCommonDataModel import vtkPolyData
-
-    polys_only = vtkPolyData()
-    polys_only.SetPoints(out.GetPoints())
-    polys_only.SetPolys(out.GetPolys())
-    new_vertices, new_faces = from_polydata(polys_only)
-    keep = (new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2]) & (new_faces[:, 2] != new_faces[:, 0])
-    return compact(new_vertices, new_faces[keep])
 
 
 # ------------------------------------------------------------------ smoothing and volume
