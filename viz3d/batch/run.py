@@ -198,10 +198,16 @@ def _run_inline(cases, options, out, force, report) -> dict:
 
 
 def _worker_init() -> None:
-    """A pool worker: Ctrl-C is the main process's to handle (it ends the workers), and BLAS
-    keeps to one thread (the workers fill the cores)."""
+    """A pool worker: Ctrl-C is the main process's to handle (it ends the workers), BLAS keeps
+    to one thread (the workers fill the cores), and the process is viz3d's own, like a command's:
+    the command line's speed-ups (`viz3d.runtime.enable`) are on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        from ..runtime import enable
+    except ImportError:  # a viz3d without runtime switches
+        return
+    enable()
 
 
 def _run_pool(cases, options, out, force, workers, report, function=run_case) -> dict:
