@@ -130,7 +130,7 @@ def test_a_case_that_cannot_be_read_fails_without_a_worker_dying(tmp_path, datas
 
 def same_results(a, b):
     assert statuses(a) == statuses(b)
-    for x, y in zip(a.records, b.records):
+    for x, y in zip(a.records, b.records, strict=True):
         assert x["structures"] == y["structures"]
         assert x["case"]["error"] == y["case"]["error"]
         assert x["key"] == y["key"]

@@ -54,8 +54,9 @@ def run_dataset(root, out, options: BatchOptions, *, layout: str | None = None, 
     if shard is not None:
         index, count = check_shard(shard)
         chosen = [case for case in chosen if in_shard(case.id, index, count)]
+    lock = LOCK_NAME if shard is None else f".viz3d-batch-shard-{shard[0]}-of-{shard[1]}.lock"
     result = run_batch(chosen, options, out, engine=engine, workers=workers, scheduler=scheduler, force=force,
-                       progress=progress, lock=LOCK_NAME if shard is None else f".viz3d-batch-shard-{shard[0]}-of-{shard[1]}.lock")
+                       progress=progress, lock=lock)
     context = dict(skipped=found.skipped, options=options.as_dict(), layout=found.layout, root=str(root))
     if shard is not None:
         summary = _shard_summary(result.records, context)

@@ -234,8 +234,9 @@ def _nnunet(root: Path) -> tuple[list[Case], list[Skipped]]:
                 cases.append(Case(case, path, label))  # imagesTs without labelsTs: the CT alone
         for path in _visible_files(label_dir):
             if path.name not in used:
-                skipped.append(Skipped(_relative(path, root), f"no image {images}/{nifti_stem(path.name) or path.name}_0000.nii.gz"
-                                       if nifti_stem(path.name) else "not a NIfTI file (.nii or .nii.gz)"))
+                stem = nifti_stem(path.name)
+                skipped.append(Skipped(_relative(path, root), f"no image {images}/{stem}_0000.nii.gz" if stem
+                                       else "not a NIfTI file (.nii or .nii.gz)"))
     return cases, skipped
 
 
@@ -399,7 +400,8 @@ def _unique(cases: list[Case]) -> tuple[list[Case], list[Skipped]]:
     for case in cases:
         key = case.id.lower()  # case-insensitive file systems would merge OUT/S01 and OUT/s01
         if key in seen:
-            skipped.append(Skipped(str(case.ct or case.label), f"case id {case.id!r} is taken by {seen[key].ct or seen[key].label}"))
+            taken = seen[key].ct or seen[key].label
+            skipped.append(Skipped(str(case.ct or case.label), f"case id {case.id!r} is taken by {taken}"))
         else:
             seen[key] = case
     return list(seen.values()), skipped

@@ -107,7 +107,7 @@ def _outliers(ok, structure_flags) -> None:
         if len(pairs) < max(MIN_CASES_FOR_STATISTICS, 4):
             continue
         median = statistics.median(v for _, v in pairs)
-        for (case, volume), z in zip(pairs, robust_z([v for _, v in pairs])):
+        for (case, volume), z in zip(pairs, robust_z([v for _, v in pairs]), strict=True):
             if abs(z) > OUTLIER_Z:
                 structure_flags[case, name].append(f"volume: {volume:.4g} mL, median {median:.4g} mL (robust z {z:+.1f})")
 

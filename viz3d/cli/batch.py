@@ -42,18 +42,22 @@ def add_batch_parser(commands) -> None:
                          metavar="FORMAT", help="meshes/ with one file per structure and manifest.json (stl, obj, ply, vtp, glb)")
     outputs.add_argument("--coords", type=str.lower, choices=("ras", "lps"), default="ras", help="with --export (default ras)")
     outputs.add_argument("--combine", action="store_true", help="with --export: one scene file per case")
-    outputs.add_argument("--max-triangles", type=int, default=None, metavar="N", help="with --export: at most N triangles per structure")
-    outputs.add_argument("--decimate", type=float, default=None, metavar="F", help="with --export: keep this fraction of triangles")
+    outputs.add_argument("--max-triangles", type=int, default=None, metavar="N",
+                         help="with --export: at most N triangles per structure")
+    outputs.add_argument("--decimate", type=float, default=None, metavar="F",
+                         help="with --export: keep this fraction of triangles")
     outputs.add_argument("--largest-component", action="store_true", help="with --export: each surface's largest piece only")
     outputs.add_argument("--screenshot", type=cli._view_list, default=None, metavar="V1,V2",
                          help="one PNG per view (screenshot-<view>.png), e.g. anterior,left")
     outputs.add_argument("--size", type=cli._size, default=(1024, 768), metavar="WxH", help="screenshot size (default 1024x768)")
     outputs.add_argument("--sheet", action="store_true", help="sheet.png: the anterior, left, posterior and right views")
-    outputs.add_argument("--turntable", type=str.lower, choices=("gif", "mp4"), default=None, help="turntable.gif or .mp4 (72 frames, 640x480)")
+    outputs.add_argument("--turntable", type=str.lower, choices=("gif", "mp4"), default=None,
+                         help="turntable.gif or .mp4 (72 frames, 640x480)")
     outputs.add_argument("--frames", type=int, default=72, metavar="N", help="with --turntable: frames in one turn (default 72)")
     outputs.add_argument("--html", action="store_true", help="scene.html: the self-contained viewer")
     outputs.add_argument("--mosaic", type=int, default=None, metavar="N", help="mosaic.png: N axial slices with the labels")
-    outputs.add_argument("--window", type=cli._window, default="soft", metavar="PRESET|C,W", help="CT window of every picture (default soft)")
+    outputs.add_argument("--window", type=cli._window, default="soft", metavar="PRESET|C,W",
+                         help="CT window of every picture (default soft)")
     outputs.add_argument("--colors", choices=("table", "distinct"), default="table", help="structure colours (default table)")
     outputs.add_argument("--no-slices", action="store_true", help="no CT planes in the 3-D pictures")
     outputs.add_argument("--slices", default=None, metavar="AXIS=POS,...", help="where the CT planes go (see screenshot --help)")
@@ -154,7 +158,8 @@ def cmd_batch(args, console) -> None:
     for row in failed:
         console.say(f"{row['case']}: failed: {row['error']}")
     counts = {status: sum(row["status"] == status for row in rows) for status in ("done", "reused", "failed")}
-    line = f"{len(rows)} case{'s' * (len(rows) != 1)}: {counts['done']} done, {counts['reused']} already done, {counts['failed']} failed"
+    line = (f"{len(rows)} case{'s' * (len(rows) != 1)}: {counts['done']} done, {counts['reused']} already done, "
+            f"{counts['failed']} failed")
     if shard is not None:
         console.say(f"shard {shard[0]}/{shard[1]}: {line}; wrote {out / 'shards'}/shard-{shard[0]}-of-{shard[1]}.json "
                     f"(once every shard is done: viz3d batch --merge {out})")
