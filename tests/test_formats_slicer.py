@@ -193,3 +193,10 @@ def test_a_single_layer_segmentation_keeps_slicers_label_values(tmp_path):
     loaded = load_segmentation(path)
     assert len(loaded.layers) == 1 and loaded.table.names == {1: "a", 2: "b"}
     assert np.array_equal(loaded.label.array, segmentation["voxels"])
+
+
+def test_screenshot_draws_a_slicer_segmentation(seg_file, tmp_path, capsys):
+    picture = tmp_path / "seg.png"
+    status, _, err = run_cli(capsys, "screenshot", "--label", seg_file, "--out", picture, "--size", "320x240")
+    assert status == 0, err
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

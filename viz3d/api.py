@@ -106,7 +106,7 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
 
     threshold = DEFAULT_BONE_HU if bone_hu is None else bone_hu
     report("meshing", 0, 1, "")
-    meshes = surfaces(label, bone_ct, names, labels=wanted, smooth=smooth, smoothing=smoothing, method=method,
+    meshes = surfaces(_first_layer(label), bone_ct, names, labels=wanted, smooth=smooth, smoothing=smoothing, method=method,
                       bone_hu=threshold if build_bone else None,
                       progress=lambda done, total, name: report("meshing", done, total, name))
     meshes = _with_other_layers(meshes, label, names, labels=wanted, smooth=smooth, smoothing=smoothing, method=method)
@@ -128,6 +128,13 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
         warn(f"label value(s) {format_values(absent)} not in {label.source or 'the label map'}: no surface for them",
              stacklevel=3)
     return meshes
+
+
+def _first_layer(label):
+    """The label map meshed first: ``label`` itself, or its first layer when it has several."""
+    from .io.formats import label_layers
+
+    return label_layers(label)[0] if label is not None else None
 
 
 def _with_other_layers(meshes: list[Mesh], label, names, **options) -> list[Mesh]:
@@ -253,7 +260,8 @@ def load_and_mesh(
                 for note in notes:
                     warn(note, stacklevel=2)
             else:
-                label = load_label(label_path) if label_path is not None else None
+                label = load_label(label_path, reference=ct_job.result if ct_job is not None else None) \
+                    if label_path is not None else None  # the CT: an RTSTRUCT is filled onto its grid
                 with collecting_warnings() as notes:
                     meshes = _build_meshes(ct_job.result if ct_job is not None else None, label, table=table,
                                            labels=labels, bone=bone, bone_hu=bone_hu, smooth=smooth,

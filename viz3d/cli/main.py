@@ -312,7 +312,7 @@ def _load_inputs(args, console):
     bar = console.progress()
     loading = (lambda done, total: bar("loading CT", done, total)) if bar else None
     ct = load_ct(args.ct, series=getattr(args, "series", None), progress=loading) if args.ct else None
-    label = load_label(args.label) if args.label else None
+    label = load_label(args.label, reference=ct) if args.label else None  # an RTSTRUCT is filled onto the CT's grid
     return ct, label
 
 

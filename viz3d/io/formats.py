@@ -2,7 +2,9 @@
 
 A format says whether a path is one of its files (`Format.claims`, from the name or the first
 bytes) and gives up to three functions: a CT reader returning a `Volume`, a label reader
-returning a `Segmentation`, and the label table (names, colours) its files carry. `load_ct`,
+returning a `Segmentation` (given the CT, where there is one: a DICOM SEG is checked against
+its frame of reference, an RTSTRUCT's contours are filled onto its grid), and the label table
+(names, colours) its files carry. `load_ct`,
 `load_segmentation` and `table_in_file` pick the first entry that claims the path, so a new
 format is one new entry.
 
@@ -49,7 +51,7 @@ class Segmentation:
     >>> b = Volume(np.array([[[2, 2]]], np.uint8), np.eye(4), "seg")
     >>> seg = Segmentation((a, b))
     >>> len(label_layers(seg.label)), seg.label.array.tolist()
-    (2, [[[0, 1]]])
+    (2, [[[2, 2]]])
     """
 
     layers: tuple[Volume, ...]
@@ -67,16 +69,23 @@ class Segmentation:
 
     @property
     def label(self) -> Volume:
-        """The first layer as a label map `Volume`; with several, it carries them all in
-        ``meta["layers"]`` (see `label_layers`)."""
+        """The segmentation as one label map `Volume`: the only layer, or the layers painted one
+        over the other (what a slice picture shows), carrying them all in ``meta["layers"]``:
+        surfaces and voxel counts come from those (see `label_layers`)."""
         first = self.layers[0]
         if len(self.layers) == 1:
             return first
-        return Volume(first.array, first.affine, first.source, {**first.meta, "layers": self.layers})
+        dtype = np.result_type(*[layer.array.dtype for layer in self.layers])
+        painted = first.array.astype(dtype, copy=True)
+        for layer in self.layers[1:]:
+            inside = layer.array != 0
+            painted[inside] = layer.array[inside]
+        return Volume(painted, first.affine, first.source, {**first.meta, "layers": self.layers})
 
 
 def label_layers(label: Volume) -> tuple[Volume, ...]:
-    """Every layer of a label map `Volume` (itself alone, unless it came from a layered file).
+    """Every layer of a label map `Volume` (itself alone, unless it came from a layered file):
+    what is meshed and counted, each layer on its own.
 
     >>> label_layers(Volume(np.zeros((1, 1, 1), np.uint8), np.eye(4)))[0].shape
     (1, 1, 1)
@@ -98,7 +107,9 @@ class Format:
     read_ct : callable or None
         ``read_ct(path, series, progress) -> Volume`` for a CT in Hounsfield units.
     read_segmentation : callable or None
-        ``read_segmentation(path) -> Segmentation`` for a label map or segmentation.
+        ``read_segmentation(path, reference) -> Segmentation`` for a label map or segmentation;
+        ``reference`` is the CT (a `Volume`, a function returning it, or None), which only the
+        formats that need it look at (`reference_ct`).
     names : callable or None
         ``names(path) -> LabelTable | None``: the table the file carries, read cheaply (a
         header), for `table_in_file`.
@@ -107,7 +118,7 @@ class Format:
     name: str
     claims: Callable[[Path, bytes], bool]
     read_ct: Callable | None = None
-    read_segmentation: Callable[[Path], Segmentation] | None = None
+    read_segmentation: Callable[[Path, object], Segmentation] | None = None
     names: Callable[[Path], LabelTable | None] | None = None
 
 
@@ -117,7 +128,39 @@ def _nifti_ct(path, series=None, progress=None) -> Volume:
     return load_ct(path)
 
 
-def _nifti_segmentation(path) -> Segmentation:
+def reference_ct(reference) -> Volume | None:
+    """The CT a segmentation is read against: ``reference`` itself, or what it returns when it is
+    a function (a CT still being read in the background), or None.
+
+    >>> reference_ct(None) is None, reference_ct(lambda: None) is None
+    (True, True)
+    """
+    return reference() if callable(reference) else reference
+
+
+def layered(masks, shape, dtype=np.uint8) -> list[np.ndarray]:
+    """Label-map layers holding ``masks``: each ``(value, boolean mask)`` is painted into the first
+    layer none of whose voxels it overlaps, else into a new layer (as 3D Slicer stores segments).
+
+    >>> a, b = np.array([[[1, 1, 0]]], bool), np.array([[[0, 1, 1]]], bool)
+    >>> [layer.tolist() for layer in layered([(1, a), (2, b)], (1, 1, 3))]
+    [[[[1, 1, 0]]], [[[0, 2, 2]]]]
+    """
+    layers: list[np.ndarray] = []
+    for value, mask in masks:
+        if not mask.any():
+            continue
+        for layer in layers:
+            if not layer[mask].any():
+                layer[mask] = value
+                break
+        else:
+            layers.append(np.zeros(shape, dtype))
+            layers[-1][mask] = value
+    return layers or [np.zeros(shape, dtype)]
+
+
+def _nifti_segmentation(path, reference=None) -> Segmentation:
     from .volume import load_nifti_label
 
     return Segmentation((load_nifti_label(path),))
@@ -141,7 +184,7 @@ def _nrrd_ct(path, series=None, progress=None) -> Volume:
     return nrrd_volume(path, "ct")
 
 
-def _nrrd_segmentation(path) -> Segmentation:
+def _nrrd_segmentation(path, reference=None) -> Segmentation:
     from .nrrd import nrrd_volume, read_header
     from .slicer_seg import is_slicer_header, read_slicer_segmentation
 
@@ -170,7 +213,7 @@ def _metaimage_ct(path, series=None, progress=None) -> Volume:
     return metaimage_volume(path, "ct")
 
 
-def _metaimage_segmentation(path) -> Segmentation:
+def _metaimage_segmentation(path, reference=None) -> Segmentation:
     from .metaimage import metaimage_volume
 
     return Segmentation((metaimage_volume(path, "label"),))
@@ -186,7 +229,7 @@ def _claims_mask_folder(path: Path, head: bytes) -> bool:
     return path.is_dir()
 
 
-def _mask_folder_segmentation(path) -> Segmentation:
+def _mask_folder_segmentation(path, reference=None) -> Segmentation:
     from .totalseg import read_mask_folder
 
     return read_mask_folder(path)
@@ -198,6 +241,52 @@ def _mask_folder_names(path) -> LabelTable | None:
     return mask_folder_table(path)
 
 
+def _claims_dicom_seg(path: Path, head: bytes) -> bool:
+    from .dicom_seg import is_dicom_seg
+
+    return is_dicom_seg(path, head)
+
+
+def _dicom_seg_segmentation(path, reference=None) -> Segmentation:
+    from .dicom_seg import read_dicom_seg
+
+    return read_dicom_seg(path, reference_ct(reference))
+
+
+def _dicom_seg_names(path) -> LabelTable | None:
+    from .dicom_seg import dicom_seg_table
+
+    return dicom_seg_table(path)
+
+
+def _claims_rtstruct(path: Path, head: bytes) -> bool:
+    from .rtstruct import is_rtstruct
+
+    return is_rtstruct(path, head)
+
+
+def _rtstruct_segmentation(path, reference=None) -> Segmentation:
+    from .rtstruct import read_rtstruct
+
+    return read_rtstruct(path, reference_ct(reference))
+
+
+def _rtstruct_names(path) -> LabelTable | None:
+    from .rtstruct import rtstruct_table
+
+    return rtstruct_table(path)
+
+
+def _claims_other_dicom(path: Path, head: bytes) -> bool:
+    return path.is_file() and (head[128:132] == b"DICM" or path.name.lower().endswith(".dcm"))
+
+
+def _not_a_segmentation(path, reference=None) -> Segmentation:
+    from .dicom_seg import refuse_dicom_image
+
+    refuse_dicom_image(path)
+
+
 NIFTI = Format("NIfTI", lambda path, head: path.name.lower().endswith(NIFTI_SUFFIXES),
                read_ct=_nifti_ct, read_segmentation=_nifti_segmentation)
 
@@ -206,6 +295,9 @@ FORMATS: tuple[Format, ...] = (
     Format("NRRD", _claims_nrrd, read_ct=_nrrd_ct, read_segmentation=_nrrd_segmentation, names=_nrrd_names),
     Format("MetaImage", _claims_metaimage, read_ct=_metaimage_ct, read_segmentation=_metaimage_segmentation),
     Format("DICOM", _claims_dicom, read_ct=_dicom_ct),
+    Format("DICOM SEG", _claims_dicom_seg, read_segmentation=_dicom_seg_segmentation, names=_dicom_seg_names),
+    Format("DICOM RTSTRUCT", _claims_rtstruct, read_segmentation=_rtstruct_segmentation, names=_rtstruct_names),
+    Format("DICOM image (not a segmentation)", _claims_other_dicom, read_segmentation=_not_a_segmentation),
     Format("mask folder (TotalSegmentator)", _claims_mask_folder, read_segmentation=_mask_folder_segmentation,
            names=_mask_folder_names),
 )
@@ -245,9 +337,13 @@ def load_ct(path, series=None, progress=None) -> Volume:
     return format_of(path, "ct").read_ct(path, series, progress)
 
 
-def load_segmentation(path) -> Segmentation:
-    """The label map or segmentation of a file or folder in any format in `FORMATS`."""
-    return format_of(path, "label").read_segmentation(Path(os.fspath(path)))
+def load_segmentation(path, reference=None) -> Segmentation:
+    """The label map or segmentation of a file or folder in any format in `FORMATS`.
+
+    ``reference`` is the CT the segmentation belongs to, if any: a `Volume` or a function
+    returning one (called only by the formats that need it: DICOM SEG, RTSTRUCT).
+    """
+    return format_of(path, "label").read_segmentation(Path(os.fspath(path)), reference)
 
 
 def table_in_file(path) -> LabelTable | None:

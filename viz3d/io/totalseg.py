@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError
-from .formats import Segmentation
+from .formats import Segmentation, layered
 from .labels import LabelTable, builtin_table
 from .volume import NIFTI_SUFFIXES, Volume
 
@@ -90,29 +90,17 @@ def read_mask_folder(folder) -> Segmentation:
     folder = Path(folder)
     table = mask_folder_table(folder)
     value_of = {name: value for value, name in table.names.items()}
-    layers: list[np.ndarray] = []
-    grid: Volume | None = None
-    for name, path in mask_files(folder):
-        mask = load_nifti_label(path)
-        if grid is None:
-            grid = mask
-        elif mask.shape != grid.shape or not np.allclose(mask.affine, grid.affine, atol=1e-3):
-            raise Viz3dError(f"{path}: not on the grid of {grid.source} ({mask.shape} vs {grid.shape} voxels, or "
-                             "another affine): a mask folder's masks share one grid")
-        inside = mask.array != 0
-        if not inside.any():
-            continue  # an empty mask: the structure was not found
-        value = value_of[name]
-        for layer in layers:
-            if not layer[inside].any():
-                layer[inside] = value
-                break
-        else:
-            layers.append(np.zeros(grid.shape, np.uint8 if max(value_of.values()) < 256 else np.uint16))
-            layers[-1][inside] = value
-    if grid is None:  # unreachable: mask_files refuses an empty folder
-        raise Viz3dError(f"{folder}: no masks")
-    if not layers:
-        layers.append(np.zeros(grid.shape, np.uint8))
+    files = mask_files(folder)
+    grid = load_nifti_label(files[0][1])
+
+    def masks():  # one at a time: a folder of 117 masks is 117 CT-sized arrays
+        for name, path in files:
+            mask = grid if path == files[0][1] else load_nifti_label(path)
+            if mask.shape != grid.shape or not np.allclose(mask.affine, grid.affine, atol=1e-3):
+                raise Viz3dError(f"{path}: not on the grid of {grid.source} ({mask.shape} vs {grid.shape} voxels, "
+                                 "or another affine): a mask folder's masks share one grid")
+            yield value_of[name], mask.array != 0  # an empty mask (structure not found) paints nothing
+
+    layers = layered(masks(), grid.shape, np.uint8 if max(value_of.values()) < 256 else np.uint16)
     meta = {"path": str(folder), "format": "mask folder"}
     return Segmentation(tuple(Volume(layer, grid.affine, str(folder), dict(meta)) for layer in layers), table)

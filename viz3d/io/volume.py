@@ -492,18 +492,20 @@ def _air_for_nonfinite(path: Path, array: np.ndarray, meta: dict) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def load_label(path: str | Path) -> Volume:
+def load_label(path: str | Path, reference=None) -> Volume:
     """Load a label map (integer class values) from any file or folder viz3d reads.
 
-    NIfTI, NRRD, MetaImage, a 3D Slicer ``.seg.nrrd`` or a TotalSegmentator folder: see
-    `viz3d.io.formats` (its segmentation's first layer, which carries the others in
-    ``meta["layers"]``). Integer types are kept. Float files are accepted when every value is
-    integral and non-negative; otherwise a `Viz3dError` names the file and the first offending
-    value.
+    NIfTI, NRRD, MetaImage, a 3D Slicer ``.seg.nrrd``, a TotalSegmentator folder, a DICOM SEG
+    or RTSTRUCT: see `viz3d.io.formats` (`Segmentation.label`: with overlapping segments, their
+    layers are in ``meta["layers"]``). ``reference`` is the CT it belongs to (a `Volume`, a
+    function returning one, or None): an RTSTRUCT is filled onto its grid, a DICOM SEG checked
+    against its frame of reference. Integer types are kept. Float files are accepted when every
+    value is integral and non-negative; otherwise a `Viz3dError` names the file and the first
+    offending value.
     """
     from .formats import load_segmentation
 
-    return load_segmentation(path).label
+    return load_segmentation(path, reference).label
 
 
 def load_nifti_label(path: str | Path) -> Volume:

@@ -236,7 +236,7 @@ def _inputs(ct, label, table):
     if ct is None:
         raise Viz3dError("a slice picture needs a CT")
     ct = _volume(ct, "ct", load_ct)
-    label = _volume(label, "label", load_label)
+    label = _volume(label, "label", lambda path: load_label(path, reference=ct))  # an RTSTRUCT: the CT's grid
     if not isinstance(table, LabelTable):
         table = label_table_for(label, table)  # the file's own names (header, sidecar) and a check they fit
     return ct, label, table

@@ -1,0 +1,178 @@
+"""DICOM Segmentation objects (SEG; binary and fractional), read with highdicom.
+
+Each segment keeps its SegmentNumber as label value, its SegmentLabel as name and its
+RecommendedDisplayCIELabValue, converted to RGB, as colour. The frames are placed by their own
+per-frame positions and shared orientation and spacing (highdicom's ``get_volume``), in the
+frame of reference of the CT they were drawn on; when that CT is given it must share the
+SEG's FrameOfReferenceUID. A fractional segment holds the voxels of value 0.5 or more.
+Segments that overlap go to different layers (`viz3d.io.formats.Segmentation`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import Viz3dError, check_regular_file
+from .formats import Segmentation, layered
+from .labels import LabelTable
+from .volume import Volume, check_grid
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+SOURCE = "DICOM SEG segment labels"
+FRACTIONAL_INSIDE = 0.5  # a fractional segment's voxels at or above this (of its maximum) are inside
+
+
+def is_dicom_seg(path, head: bytes) -> bool:
+    """Whether a file is a DICOM file whose SOP class (in its file meta) is Segmentation Storage.
+
+    >>> is_dicom_seg("seg.nrrd", b"NRRD0004")
+    False
+    """
+    return sop_class_of(path, head) == SEG_SOP_CLASS
+
+
+def sop_class_of(path, head: bytes) -> str:
+    """The MediaStorageSOPClassUID of a DICOM file's meta header ("" for anything else)."""
+    if head[128:132] != b"DICM":
+        return ""
+    import pydicom
+
+    try:
+        return str(pydicom.filereader.read_file_meta_info(str(path)).get("MediaStorageSOPClassUID", ""))
+    except Exception:  # a broken meta header: the reader of whatever claims it says what is wrong
+        return ""
+
+
+def read_dataset(path, sop_class: str, what: str, pixels: bool = True):
+    """A DICOM file read by pydicom, refused in one line unless its SOP class is ``sop_class``."""
+    import pydicom
+
+    path = Path(path)
+    check_regular_file(path, f"a {what} file")
+    try:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+    except Exception as exc:  # InvalidDicomError, truncated files, bad values
+        raise Viz3dError(f"{path}: not a readable {what} file ({_reason(exc)})") from None
+    found = str(dataset.get("SOPClassUID", ""))
+    if found != sop_class:
+        kind = dataset.get("Modality", "") or "unknown modality"
+        raise Viz3dError(f"{path}: not a {what} (SOP class {found or 'missing'}, {kind})")
+    return dataset
+
+
+def refuse_dicom_image(path) -> None:
+    """Refuse a DICOM file given as a label that is no segmentation (a CT slice, a report)."""
+    import pydicom
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+        kind = f"a DICOM {dataset.get('Modality', '') or 'file'}"
+    except Exception:
+        kind = "not a readable DICOM file"
+    raise Viz3dError(f"{path}: {kind}, not a segmentation: a DICOM label must be a SEG or an RTSTRUCT "
+                     "(a CT series is given as the CT)")
+
+
+def check_frame_of_reference(path, uid: str, ct: Volume | None, what: str) -> None:
+    """Refuse a segmentation drawn in another frame of reference than the given DICOM CT's.
+
+    A CT from a file with no frame of reference (NIfTI, NRRD) cannot be checked: the
+    segmentation is placed by its own positions, which are in patient coordinates too.
+
+    >>> ct = Volume(np.zeros((1, 1, 1)), np.eye(4), "ct/", {"FrameOfReferenceUID": "1.2.3"})
+    >>> check_frame_of_reference("seg.dcm", "1.2.3", ct, "DICOM SEG")
+    >>> check_frame_of_reference("seg.dcm", "1.2.4", ct, "DICOM SEG")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: seg.dcm: the DICOM SEG's frame of reference (FrameOfReferenceUID 1.2.4) is not the CT's ...
+    """
+    theirs = (ct.meta.get("FrameOfReferenceUID") or "") if ct is not None else ""
+    if theirs and uid and uid != theirs:
+        raise Viz3dError(f"{path}: the {what}'s frame of reference (FrameOfReferenceUID {uid}) is not the CT's "
+                         f"({ct.source}: {theirs}): it was drawn on another scan")
+
+
+def dicom_seg_table(path) -> LabelTable:
+    """The names and colours of a SEG's segments (its header only), by SegmentNumber."""
+    dataset = read_dataset(path, SEG_SOP_CLASS, "DICOM SEG", pixels=False)
+    names, colors = {}, {}
+    for item in dataset.get("SegmentSequence", []):
+        number = int(item.SegmentNumber)
+        names[number] = str(item.get("SegmentLabel", "") or f"segment_{number}")
+        if "RecommendedDisplayCIELabValue" in item:
+            colors[number] = lab_to_rgb(item.RecommendedDisplayCIELabValue)
+    if not names:
+        raise Viz3dError(f"{path}: the DICOM SEG describes no segment (empty SegmentSequence)")
+    return LabelTable(Path(path).name, names, colors, SOURCE)
+
+
+def lab_to_rgb(value) -> tuple[float, float, float]:
+    """DICOM's scaled CIELab triple (0..65535 each) as sRGB in 0..1 (highdicom's conversion).
+
+    >>> lab_to_rgb((65535, 32896, 32896))  # L* 100, a* b* 0: white
+    (1.0, 1.0, 1.0)
+    """
+    import highdicom as hd
+
+    rgb = hd.color.CIELabColor.from_dicom_value(tuple(int(v) for v in value)).to_rgb()
+    return tuple(round(float(c) / 255.0, 6) for c in rgb)
+
+
+def read_dicom_seg(path, ct: Volume | None = None) -> Segmentation:
+    """A DICOM SEG as a `Segmentation` placed in RAS mm by its frames' positions.
+
+    Raises
+    ------
+    Viz3dError
+        When the file is not a readable SEG, its frame of reference is not the given CT's, or
+        its frames do not lie on one regular 3-D grid.
+    """
+    import highdicom as hd
+
+    path = Path(path)
+    dataset = read_dataset(path, SEG_SOP_CLASS, "DICOM SEG")
+    table = dicom_seg_table(path)
+    check_frame_of_reference(path, str(dataset.get("FrameOfReferenceUID", "")), ct, "DICOM SEG")
+    try:
+        seg = hd.seg.Segmentation.from_dataset(dataset, copy=False)
+    except Exception as exc:
+        raise Viz3dError(f"{path}: not a readable DICOM SEG ({_reason(exc)})") from None
+    fractional = str(dataset.get("SegmentationType", "")) == "FRACTIONAL"
+    numbers = sorted(table.names)
+    try:
+        first = _oriented(seg.get_volume(segment_numbers=numbers[:1], combine_segments=False, rescale_fractional=True))
+    except Exception as exc:
+        raise Viz3dError(f"{path}: the SEG's frames do not form one regular 3-D grid ({_reason(exc)})") from None
+    affine = LPS_TO_RAS @ np.asarray(first.affine, dtype=float)
+    check_grid(path, affine, "the per-frame ImagePositionPatient, ImageOrientationPatient and PixelSpacing")
+    shape = first.spatial_shape
+
+    def masks():  # one segment at a time: a SEG of 100 segments on a CT grid is 100 CT-sized arrays
+        for number in numbers:
+            volume = first if number == numbers[0] else _oriented(seg.get_volume(
+                segment_numbers=[number], combine_segments=False, rescale_fractional=True))
+            array = np.asarray(volume.array).reshape(shape)
+            yield number, (array >= FRACTIONAL_INSIDE) if fractional else (array != 0)
+
+    layers = layered(masks(), shape, np.uint8 if max(numbers) < 256 else np.uint16)
+    meta = {"path": str(path), "format": "DICOM SEG", "FrameOfReferenceUID": str(dataset.get("FrameOfReferenceUID", "")),
+            "SegmentationType": str(dataset.get("SegmentationType", ""))}
+    return Segmentation(tuple(Volume(layer, affine, str(path), dict(meta)) for layer in layers), table)
+
+
+def _oriented(volume):
+    """highdicom's volume (frames, rows, columns) with its axes turned towards L, P and S, as
+    viz3d's DICOM CT is stored (columns, rows, slices upwards): the same grid, the same surfaces."""
+    try:
+        return volume.to_patient_orientation("LPS")
+    except Exception:  # not in patient coordinates: kept as it is (placed by its affine all the same)
+        return volume
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
