@@ -255,3 +255,16 @@ def test_layers_are_what_label_layers_gives_back():
     b = viz3d.Volume(np.array([[[0, 2]]], np.uint8), np.eye(4), "s")
     label = Segmentation((a, b)).label
     assert [layer.array.tolist() for layer in label_layers(label)] == [[[[1, 0]]], [[[0, 2]]]]
+
+
+def test_a_metaimage_whose_anatomical_orientation_contradicts_its_matrix_is_placed_by_the_matrix(tmp_path):
+    """ITK places by TransformMatrix and Offset; a contradicting AnatomicalOrientation is named."""
+    nifti = marker_image(tmp_path, "ras")
+    path = sitk_copy(nifti, tmp_path / "ct.mha", compress=False)
+    data = path.read_bytes()
+    stated = data.split(b"AnatomicalOrientation = ", 1)[1][:3]
+    assert stated == b"LPI"  # ITK's letters: axes from L, P, I, i.e. towards R, A, S (the NIfTI's RAS)
+    path.write_bytes(data.replace(b"AnatomicalOrientation = LPI", b"AnatomicalOrientation = RAI", 1))
+    with pytest.warns(viz3d.Viz3dWarning, match="AnatomicalOrientation RAI .* contradicts the TransformMatrix"):
+        ct = viz3d.load_ct(path)
+    assert np.allclose(viz3d_marker(ct), marker_ras(nifti), atol=1e-3)
