@@ -9,13 +9,14 @@ What it guarantees (tests/test_labels.py checks the stored palette, not this scr
   still fit (8.6 CIEDE2000), then a max-min polish. The same search finds only about 85 such
   colours 10 apart (the scene's threshold, ``MIN_COLOR_DIFFERENCE``), so 117+ colours all 10
   apart are out of reach; the pairs that must be told apart are neighbours, and those are far apart:
-* neighbours get very different colours (>= 30 CIEDE2000): values 1 and 2 apart (adjacent
-  vertebrae, ribs, lung lobes in most schemes), the TotalSegmentator classes that touch in the
-  real sample (label map dilated by two voxels), ribs and their vertebrae, and a few known
-  contacts (heart-aorta, sacrum-hips, ...); none of the sample's 41 classes is closer than 10 to
-  another (so the scene keeps their colours).
+* neighbours get very different colours (>= 25 CIEDE2000; the search aims at 30): values up to
+  3 apart (adjacent vertebrae, ribs, lung lobes in most schemes; T11 and L2 are 3 apart in
+  TotalSegmentator's), the TotalSegmentator classes that touch in the real sample (label map
+  dilated by two voxels), ribs and their vertebrae, costal cartilages and sternum, and a few
+  known contacts (heart-aorta, sacrum-hips, ...); and no two of the sample's 41 classes closer
+  than 10 (so the scene keeps their colours). Simulated annealing over swaps of the colours.
 
-Run: ``python scripts/make_palette.py`` (about 10 s); it prints the ``PALETTE`` constant.
+Run: ``python scripts/make_palette.py`` (about 40 s); it prints the ``PALETTE`` constant.
 """
 from __future__ import annotations
 
@@ -96,46 +97,53 @@ def neighbours():
     from scipy import ndimage
 
     labels = np.asarray(nib.load(SAMPLE_LABELS).dataobj).astype(int)
-    pairs = {(v, v + k) for v in range(1, SIZE + 1) for k in (1, 2) if v + k <= SIZE}
+    pairs = {(v, v + k) for v in range(1, SIZE + 1) for k in (1, 2, 3) if v + k <= SIZE}
     present = [int(v) for v in np.unique(labels) if v]
     for v in present:
         around = np.unique(labels[ndimage.binary_dilation(labels == v, iterations=2)])
         pairs |= {tuple(sorted((v, int(w)))) for w in around if w and w != v}
     for k in range(1, 13):  # TotalSegmentator: vertebrae_T<k> = 44 - k, rib_left_<k> = 91 + k, rib_right_<k> = 103 + k
         pairs |= {(44 - k, 91 + k), (44 - k, 103 + k)}
+        pairs |= {(91 + k, 117), (103 + k, 117)} if k <= 10 else set()  # the costal cartilages
+        pairs |= {(91 + k, 116), (103 + k, 116)} if k <= 7 else set()  # the sternum
     pairs |= {(51, 52), (51, 53), (52, 53), (25, 26), (25, 77), (25, 78), (75, 77), (76, 78), (77, 80), (78, 81),
               (77, 88), (78, 89), (86, 87), (79, 86), (79, 87), (116, 117)}
     return np.array(sorted(pairs)) - 1, np.array(present) - 1
 
 
 def assign(lab, pairs, present):
-    """Value -> colour by random swaps: neighbours' smallest difference (to the target), consecutive
-    values' CIELAB distance (to 45), then no close pair among the sample's classes."""
+    """Value -> colour by simulated annealing over swaps: the penalty counts neighbours closer than
+    the target, consecutive values closer than 45 in CIELAB, and close pairs (< 10) among the
+    sample's classes, each by how far it falls short."""
     d = delta_e_ciede2000(lab[:, None], lab[None])
     np.fill_diagonal(d, np.inf)
     e76 = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
     consecutive = np.array([(v, v + 1) for v in range(SIZE - 1)])
+    among = np.array([(a, b) for i, a in enumerate(present) for b in present[i + 1:]])
 
-    def score(perm):
-        s = perm[present]
-        return (min(d[perm[pairs[:, 0]], perm[pairs[:, 1]]].min(), NEIGHBOUR_TARGET),
-                min(e76[perm[consecutive[:, 0]], perm[consecutive[:, 1]]].min(), 45.0),
-                -int((d[np.ix_(s, s)] < 10).sum()), float(np.sort(d[perm[pairs[:, 0]], perm[pairs[:, 1]]])[:20].sum()))
+    def penalty(perm):
+        near = d[perm[pairs[:, 0]], perm[pairs[:, 1]]]
+        step = e76[perm[consecutive[:, 0]], perm[consecutive[:, 1]]]
+        close = d[perm[among[:, 0]], perm[among[:, 1]]]
+        return (np.square(np.maximum(NEIGHBOUR_TARGET - near, 0)).sum() + np.square(np.maximum(45.0 - step, 0)).sum()
+                + 50 * np.square(np.maximum(10.5 - close, 0)).sum())
 
     rng = np.random.default_rng(1)
     best = None
-    for _ in range(4):
+    for _ in range(3):
         perm = rng.permutation(SIZE)
-        current = score(perm)
-        for _ in range(30000):
+        current = penalty(perm)
+        steps = 150000
+        for n in range(steps):
+            temperature = 50.0 * (1 - n / steps) ** 3
             i, j = rng.integers(SIZE, size=2)
             perm[i], perm[j] = perm[j], perm[i]
-            new = score(perm)
-            if new >= current:
+            new = penalty(perm)
+            if new <= current or rng.random() < np.exp(-(new - current) / max(temperature, 1e-9)):
                 current = new
             else:
                 perm[i], perm[j] = perm[j], perm[i]
-        if best is None or current > best[0]:
+        if best is None or current < best[0]:
             best = (current, perm.copy())
     return best[1]
 

@@ -499,3 +499,54 @@ def test_a_legend_too_wide_for_the_picture_is_left_out_with_a_warning(scenes):
         big = build_scene(meshes, None, off_screen=True, interactive=False, size=(1024, 768))
     scenes.append(big)
     assert not big.legend_left_out and len(big.legend_labels) == 117
+
+
+def test_a_plane_at_a_structure_name_goes_through_its_centre_as_viz3d_slice_does(sample_meshes, sample_dir, tmp_path,
+                                                                                 scenes):
+    """``--slices axial=L1`` puts the plane through the structure's centre (the centroid of the
+    solid it encloses), the level ``viz3d slice --at vertebrae_L1`` shows; before, the middle of its
+    box, which misses a structure with a long thin part (here a ball with a spur: the box's middle
+    lies between them)."""
+    import re
+
+    from viz3d.outputs.slice2d import save_slice_summary
+
+    ball, spur = uv_sphere("x", (0, 0, -40), 15, RED, "label", 16), uv_sphere("x", (0, 0, 40), 2, RED, "label", 6)
+    spurred = dataclasses.replace(ball, name="vertebrae_L3", vertices=np.concatenate([ball.vertices, spur.vertices]),
+                                  faces=np.concatenate([ball.faces, spur.faces + len(ball.vertices)]))
+    scene = build_scene([spurred], big_ct(), off_screen=True, interactive=False, size=SIZE, slices="axial=L3")
+    scenes.append(scene)
+    assert scene.slice_positions["axial"] == pytest.approx(-40, abs=1.0)  # in the ball (the box's middle: -1.5)
+
+    ct, meshes = sample_meshes
+    scene = build_scene(meshes, ct, off_screen=True, interactive=False, size=SIZE, slices="axial=L1,coronal=liver")
+    scenes.append(scene)
+    for plane, name, axis in (("axial", "vertebrae_L1", "z"), ("coronal", "liver", "y")):
+        _, summary = save_slice_summary(tmp_path / f"{plane}.png", sample_dir / "ct.nii.gz", sample_dir / "label.nii.gz",
+                                        plane=plane, at=name)
+        shown = float(re.search(rf"{axis} = (-?[0-9.]+) mm", summary).group(1))
+        assert scene.slice_positions[plane] == pytest.approx(shown, abs=3.0), (plane, summary)  # within a 3 mm slice
+
+
+def test_a_picture_of_another_size_is_laid_out_and_framed_for_that_size(sample_meshes, scenes):
+    """The web view draws the scene at its page's size (here 785 x 577, the scene built at
+    1024 x 768): the legend is laid out again for that size, the orientation marker clear of it,
+    and neither covers a surface. Before, the legend laid out for 768 rows ran down over the
+    marker at the lower right."""
+    ct, meshes = sample_meshes
+    scene = build_scene(meshes, ct, view="anterior", off_screen=True, interactive=False, size=(1024, 768))
+    scenes.append(scene)
+    size = (785, 577)
+    image = render_image(scene, size=size)
+    legend = scene.legend_box(size)
+    marker = marker_box(scene, size)
+    assert legend[1] <= size[1] and legend[2] >= 0  # the legend inside the picture
+    assert marker[0] >= legend[1] or marker[3] <= legend[2]  # the marker below or beside it, not on it
+    surfaces = drawn(surfaces_without_marker(scene, size))
+    for r0, r1, c0, c1 in (legend, marker):
+        assert surfaces[r0:r1, c0:c1].sum() == 0
+    assert drawn(image)[legend[0]:legend[1], legend[2]:legend[3]].mean() > 0.9  # and the legend is drawn there
+    r0, r1, c0, c1 = box_of(surfaces)
+    assert (c1 - c0) > 0.8 * scene._free_area()[1] * size[0]  # framed for this size
+    again = render_image(scene, size=(1024, 768))  # and back
+    assert scene.legend_box() == scene.legend_box((1024, 768)) and again.shape == (768, 1024, 3)

@@ -256,15 +256,14 @@ def test_labels_takes_values_ranges_and_names_resolved_through_the_table():
 def test_an_unknown_name_is_refused_with_close_matches(sample_dir, tmp_path, capsys):
     with pytest.raises(Viz3dError, match="did you mean liver"):
         select_labels("livr", builtin_table("totalsegmentator"))
-    with pytest.raises(Viz3dError, match="'L1'.*did you mean vertebrae_L1"):
-        select_labels("L1-L5", builtin_table("totalsegmentator"))
+    with pytest.raises(Viz3dError, match="'vertebra_L1'.*did you mean vertebrae_L1"):
+        select_labels("vertebra_L1-L5", builtin_table("totalsegmentator"))
     out = tmp_path / "out"
-    status, _, err = run_cli(capsys, "export", "--label", sample_dir / "label.nii.gz", "--labels", "L1-L5,sacrum",
-                             "--out", out)
+    status, _, err = run_cli(capsys, "export", "--label", sample_dir / "label.nii.gz", "--labels", "L6-L5,sacrum",
+                             "--out", out)  # TotalSegmentator has no L6 (L1-L5 stands for vertebrae_L1-vertebrae_L5)
     assert status == 2
     lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("viz3d: error: --labels L1-L5,sacrum: no structure named 'L1'")
-    assert "vertebrae_L1" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("viz3d: error: --labels L6-L5,sacrum: no structure named 'L6'")
     assert not out.exists()
 
 

@@ -232,14 +232,19 @@ def test_an_index_counts_along_the_files_array_even_when_it_runs_inferior_wards(
     assert shown_slice(slice_image(ct, at=2.5 - 2.5 * 7, window=(450, 900), annotate=False)) == 7
 
 
-def test_at_a_structure_name_picks_its_largest_cross_section_case_insensitively():
+def test_at_a_structure_name_picks_the_slice_through_its_centre_case_insensitively():
+    """The slice through the structure's centre (as viewers jump to a segment), not its largest
+    cross-section: here a wide plate at the structure's end (slice 1), where the old rule went."""
     ct = slice_coded_ct()
     label = np.zeros(ct.shape, np.uint8)
-    label[4:6, 4:6, 2:8] = 5  # "Liver" in slices 2..7, largest in slice 6
-    label[2:10, 2:10, 6] = 5
+    label[4:8, 4:8, 1:9] = 5  # "Liver" in slices 1..8: centroid at 3.55 ...
+    label[2:10, 2:10, 1] = 5  # ... its largest cross-section in slice 1
     label[0, 0, 9] = 1
     picture = slice_image(ct, Volume(label, ct.affine), TABLE, at="liver", window=(450, 900), opacity=0.0, annotate=False)
-    assert shown_slice(picture) == 6
+    assert shown_slice(picture) == 4
+    label[:, :, 3:6] = 0  # no liver at its centre (2.71 now): the nearest slice that shows it
+    picture = slice_image(ct, Volume(label, ct.affine), TABLE, at="liver", window=(450, 900), opacity=0.0, annotate=False)
+    assert shown_slice(picture) == 2
     with pytest.raises(Viz3dError, match="'livr' is not a number, 'i<index>' or a structure .* did you mean liver"):
         slice_image(ct, Volume(label, ct.affine), TABLE, at="livr")
     with pytest.raises(Viz3dError, match=r"beta \(label 2\) is not in"):
@@ -415,3 +420,13 @@ def test_without_a_table_the_slice_takes_the_names_the_label_file_carries(sample
     liver = tuple(int(round(255 * c)) for c in load_label_table("totalsegmentator").color_of(5))
     l5 = tuple(int(round(255 * c)) for c in load_label_table("spinopelvic10").color_of(5))
     assert has_colour(picture, liver) and not has_colour(picture, l5)
+
+
+def test_a_short_name_picks_the_same_slice_as_the_full_one(real_case):
+    """``--at L1`` on TotalSegmentator's names, as ``--labels L1`` and ``--slices axial=L1`` take it
+    (before: "'L1' is not a number, 'i<index>' or a structure")."""
+    ct, label, table = real_case
+    short = slice_image(ct, label, table, at="L1", opacity=1.0, annotate=False)
+    np.testing.assert_array_equal(short, slice_image(ct, label, table, at="vertebrae_L1", opacity=1.0, annotate=False))
+    with pytest.raises(Viz3dError, match="'left' is not a number"):
+        slice_image(ct, label, table, at="left")  # the last word of many names: no shorthand

@@ -252,7 +252,7 @@ def _add_slice_parser(commands) -> None:
                        help="slice plane (default axial)")
     sheet.add_argument("--at", default=None, metavar="MM|iN|NAME",
                        help="where: mm along the plane's normal (RAS z for axial, y coronal, x sagittal), iN a voxel "
-                       "index of the file's array, or a structure name (its largest cross-section); default the middle "
+                       "index of the file's array, or a structure name (the slice through its centre); default the middle "
                        "of the labelled extent")
     sheet.add_argument("--window", type=_window, default="soft", metavar="PRESET|C,W",
                        help="soft (40,400, default), bone, lung, brain, or CENTER,WIDTH")

@@ -108,24 +108,24 @@ class LabelTable:
 # viz3d's default palette for label values 1-120 (scripts/make_palette.py made it; 0xRRGGBB):
 # colours that read over a dark CT and are never grey or bone-like, every pair >= 8.5 CIEDE2000
 # apart (about the most such colours allow for 120: a search finds only ~85 colours 10 apart),
-# and neighbours >= 30 apart: values 1 and 2 apart (adjacent vertebrae, ribs, lobes in most
-# schemes) and the TotalSegmentator classes that touch each other.
+# and neighbours >= 25 apart: values up to 3 apart (adjacent vertebrae, ribs, lobes in most
+# schemes: T11 and L2 are 3 apart) and the TotalSegmentator classes that touch each other.
 PALETTE = (
-    0x66731a, 0x00d9bf, 0xa673cc, 0xb37300, 0x008000, 0xb326bf, 0x0073b3, 0xbf8c66,
-    0x00ff59, 0xa6bfff, 0xcc3333, 0xff59cc, 0x4da673, 0xa65900, 0x7359e6, 0x4dcc99,
-    0xff7366, 0xb38c0d, 0x4dffff, 0xff5973, 0x8c8c00, 0x5966b3, 0xe68c8c, 0x4db399,
-    0x6673ff, 0xd98c26, 0x338c59, 0xff80a6, 0xf2e600, 0x99d9ff, 0xff331a, 0xffa6d9,
-    0x66bfbf, 0x0073f2, 0xb37359, 0xb3cc73, 0xb3a6ff, 0xcc264d, 0x99a633, 0x99f2ff,
-    0xe61ab3, 0x00d900, 0xff800d, 0x008ca6, 0xa64d73, 0xcc7326, 0x26ffd9, 0x9980ff,
-    0xa6994d, 0xd92600, 0xa64d99, 0xd9d966, 0x73a6ff, 0xa6594d, 0x009933, 0x00a6d9,
-    0xd90df2, 0xb3bf00, 0xd98c73, 0x8073cc, 0x00f2a6, 0xbf9959, 0x26738c, 0xb35966,
-    0x99ff99, 0x998040, 0xe6a6ff, 0x009999, 0xccb300, 0xd966e6, 0xd9591a, 0xccf299,
-    0x808cd9, 0xd9594d, 0x73a64d, 0xbf8cf2, 0xffa680, 0x00bf66, 0x8c6600, 0x26ccff,
-    0xbf66b3, 0xff804d, 0x8ce6d9, 0x807300, 0xcc7380, 0x991aff, 0xccf200, 0x008066,
-    0xff80ff, 0x996640, 0xa6f259, 0x4da6b3, 0xffb3a6, 0x8cbf26, 0xa659ff, 0xf2264d,
-    0xd9a633, 0x00b300, 0x0dd9f2, 0x8059b3, 0xffa6b3, 0xffbf00, 0x1aa6ff, 0x009980,
-    0xb34d1a, 0xffd966, 0xd980b3, 0x268cff, 0x738c33, 0xcc1a80, 0x4d8cb3, 0x99f2bf,
-    0xff4099, 0x1a59ff, 0x008080, 0xd94073, 0xffa626, 0x80cc73, 0xbf668c, 0xf2a666,
+    0x00d900, 0x808cd9, 0xb35966, 0x998040, 0xccf200, 0xbf8cf2, 0x26ffd9, 0x009933,
+    0x996640, 0xbf66b3, 0x268cff, 0x99a633, 0xd98c73, 0x008080, 0xb3a6ff, 0x8ce6d9,
+    0xbf9959, 0xcc1a80, 0x0073b3, 0xff331a, 0x73a64d, 0xd980b3, 0x0073f2, 0xbf8c66,
+    0x009980, 0xd94073, 0x9980ff, 0xd98c26, 0x8cbf26, 0x26ccff, 0x5966b3, 0xff80ff,
+    0x8c8c00, 0xa6594d, 0x008ca6, 0xd966e6, 0xa6f259, 0xff804d, 0x99d9ff, 0xa64d99,
+    0xb3bf00, 0x008066, 0x99f2ff, 0xcc7380, 0xa6994d, 0x7359e6, 0x4da6b3, 0x00ff59,
+    0xcc264d, 0x991aff, 0x1aa6ff, 0x8c6600, 0xff7366, 0x00bf66, 0x4d8cb3, 0xd90df2,
+    0xb38c0d, 0xd9594d, 0x00d9bf, 0x26738c, 0xd9d966, 0xa6bfff, 0xff80a6, 0x8059b3,
+    0x4db399, 0x807300, 0xd9591a, 0xff4099, 0xccf299, 0x6673ff, 0x0dd9f2, 0xff800d,
+    0xffa6b3, 0x8073cc, 0x80cc73, 0xd9a633, 0xd92600, 0xa673cc, 0x4dcc99, 0xffbf00,
+    0xa65900, 0xe68c8c, 0x00b300, 0x009999, 0xb37300, 0xffb3a6, 0xcc3333, 0x4da673,
+    0xffd966, 0x73a6ff, 0xbf668c, 0x008000, 0x00f2a6, 0xffa680, 0xccb300, 0xe61ab3,
+    0x338c59, 0xb34d1a, 0x99ff99, 0xffa626, 0xffa6d9, 0xb326bf, 0x66bfbf, 0xf2264d,
+    0xf2a666, 0xe6a6ff, 0x738c33, 0xa64d73, 0xf2e600, 0xcc7326, 0x66731a, 0xa659ff,
+    0x4dffff, 0xff5973, 0xb3cc73, 0x1a59ff, 0x00a6d9, 0xb37359, 0x99f2bf, 0xff59cc,
 )
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...: successive hues ~137.5 degrees apart
@@ -145,7 +145,7 @@ def default_color(value: int) -> RGB:
     """Return a deterministic, readable RGB colour (0..1) for a label value.
 
     Values 1-120 take `PALETTE`: perceptually distinct colours (every pair at least 8.5
-    CIEDE2000 apart, neighbouring values and touching TotalSegmentator classes at least 30),
+    CIEDE2000 apart; values up to 3 apart and touching TotalSegmentator classes at least 25),
     so a table without colours (TotalSegmentator's 117 classes, an nnU-Net ``dataset.json``)
     is drawn in colours that can be told apart, the same in every picture. Beyond 120, hues
     step by the golden ratio (about 137.5 degrees), so consecutive values still differ
@@ -177,7 +177,7 @@ def default_color(value: int) -> RGB:
     >>> all(0.0 <= c <= 1.0 for c in default_color(65535))
     True
     >>> default_color(5)  # TotalSegmentator's liver
-    (0.0, 0.502, 0.0)
+    (0.8, 0.949, 0.0)
     """
     value = int(value)
     if value < 0:
@@ -790,7 +790,9 @@ def select_labels(spec, table: LabelTable) -> list[int] | None:
     ----------
     spec : None, str, int or iterable of int and str
         ``"1,3-5"``, ``"L1-L5,sacrum"``, ``"liver"``, ``[1, 2, 7]`` or ``["L1", 7]``. Names
-        are matched without regard to case. A range of two values holds every value between
+        are matched without regard to case; a name's last word stands for it when no other
+        name ends so (``L1`` for TotalSegmentator's ``vertebrae_L1``, ``bladder`` for
+        ``urinary_bladder``; not ``left``). A range of two values holds every value between
         them; a range of names (or a name and a value) holds the table's values between
         theirs, inclusive, whichever comes first.
     table : LabelTable
@@ -813,6 +815,8 @@ def select_labels(spec, table: LabelTable) -> list[int] | None:
     [1, 2, 3, 7]
     >>> select_labels("RIGHT_HIP,1-2", spine)
     [1, 2, 9]
+    >>> select_labels("L1-L3", builtin_table("totalsegmentator"))  # vertebrae_L3 .. vertebrae_L1
+    [29, 30, 31]
     """
     if spec is None:
         return None
@@ -839,6 +843,7 @@ def label_selection(terms, table: LabelTable, shown: str | None = None) -> tuple
     for value, name in sorted(table.names.items()):
         if value != 0:
             by_name.setdefault(name.strip().casefold(), value)
+    by_name = {**short_names(by_name), **by_name}
     chosen: set[int] = set()
     singles: set[int] = set()
     for term in terms:
@@ -847,6 +852,23 @@ def label_selection(terms, table: LabelTable, shown: str | None = None) -> tuple
         if not is_range:
             singles.update(values)
     return sorted(chosen), sorted(singles)
+
+
+def short_names(by_name: dict[str, int]) -> dict[str, int]:
+    """Shorthands for names: each name's last word (after ``_``) that no other name ends with.
+
+    ``by_name`` maps names (as the caller folds them) to values; the result maps last words to
+    the value of the one name ending so. Numbers are no shorthand (``rib_left_1``).
+
+    >>> short_names({"vertebrae_l1": 31, "vertebrae_l2": 30, "kidney_left": 3, "hip_left": 77, "rib_left_1": 92})
+    {'l1': 31, 'l2': 30}
+    """
+    ends: dict[str, set[int]] = {}
+    for key, value in by_name.items():
+        head, _, last = key.rpartition("_")
+        if head and last and not last.isdigit():
+            ends.setdefault(last, set()).add(value)
+    return {last: next(iter(values)) for last, values in ends.items() if len(values) == 1}
 
 
 def _endpoint(text: str, by_name: dict[str, int]) -> tuple[int, bool] | None:

@@ -28,7 +28,9 @@ Positions (``at``):
 - ``"i42"``: voxel index 42 along the file's own array axis closest to the normal (the ``k`` of
   ``ct[:, :, k]`` in the tutorial for an axial slice of an axial scan);
 - a structure name (``"liver"``, case-insensitive, spaces or underscores alike): the slice
-  where that structure's cross-section is largest;
+  through that structure's centre (the centroid of its voxels along the normal: the L3 level
+  of ``"vertebrae_L3"``, mid-liver of ``"liver"``), or the nearest slice that shows it when the
+  centre lies outside it; the 3-D scene's ``--slices axial=L3`` goes through the same centre;
 - ``None``: the middle of the labelled extent, or of the CT without a label.
 
 Labels are never interpolated: each pixel takes the label of the voxel it lies in (nearest
@@ -53,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError, warn
+from ..io.labels import short_names
 from ..io.volume import Volume
 
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
@@ -498,6 +501,9 @@ def _index_of_structure(scene: _Scene, name: str) -> int:
         raise Viz3dError(f"slice position {name!r} names a structure: give the label map too (--label)")
     key = _name_key(name)
     values = sorted(v for v, known in table.names.items() if v > 0 and _name_key(known) == key)
+    if not values:  # a shorthand: "L1" for TotalSegmentator's vertebrae_L1 (as --labels and --slices take it)
+        values = [v for short, v in short_names({_name_key(known): v for v, known in table.names.items() if v > 0}).items()
+                  if short == key]
     if not values:
         match = re.fullmatch(r"label_(\d+)", key)  # the name viz3d gives values missing from the table
         values = [int(match.group(1))] if match else []
@@ -512,10 +518,11 @@ def _index_of_structure(scene: _Scene, name: str) -> int:
         shown = ", ".join(map(str, values))
         raise Viz3dError(f"{table.name_of(values[0])} (label {shown}) is not in {scene.label.source or 'the label map'}"
                          f"{' inside the CT' if scene.label_grid is None else ''}")
-    # the largest cross-section; of equal ones, the one nearest the structure's centre
+    # through the structure's centre (its centroid along the normal), as viewers jump to a segment;
+    # where the structure is missing there (a U shape), the nearest slice that shows it
     centre = float(np.average(np.arange(len(counts)), weights=counts))
-    best = np.nonzero(counts == counts.max())[0]
-    return int(best[np.argmin(np.abs(best - centre))])
+    shown = np.nonzero(counts)[0]
+    return int(shown[np.argmin(np.abs(shown - centre) - 1e-9 * counts[shown])])
 
 
 def _mosaic_indices(scene: _Scene, n: int) -> list[int]:

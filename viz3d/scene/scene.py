@@ -213,6 +213,7 @@ class Scene:
         self._legend_warned = False
         self._marker_viewport = ORIENTATION_VIEWPORT
         self._fit_area = None  # the free rectangle the last camera fit used
+        self._fitted = None  # the window size and camera of the last fit (see _on_render_start)
         self.help_actor = None
         self.orientation_widget = None
         self.view = "anterior"
@@ -381,8 +382,7 @@ class Scene:
         if name not in VIEW_DIRECTIONS:
             raise Viz3dError(f"unknown view {name!r}; choose one of {', '.join(VIEWS)}")
         direction, up = (np.asarray(v, dtype=float) for v in VIEW_DIRECTIONS[name])
-        b = self.focus_bounds
-        center = np.array([(b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2])
+        center, b = self._focus_center(), self.focus_bounds
         distance = max(float(np.linalg.norm(b[1::2] - b[0::2])), 1.0)
         renderer = self.plotter.renderer
         camera = renderer.GetActiveCamera()
@@ -396,7 +396,37 @@ class Scene:
         self.view = name
         self.place_auto_slices()
         renderer.ResetCameraClippingRange(*self.bounds)
+        self._fitted = self._camera_now()
         self._render()
+
+    def _focus_center(self) -> np.ndarray:
+        b = self.focus_bounds
+        return np.array([(b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2])
+
+    def _camera_now(self) -> tuple:
+        """The window size and camera, to tell whether anything moved it since the last fit."""
+        camera = self.plotter.renderer.GetActiveCamera()
+        return (tuple(self.plotter.render_window.GetSize()), camera.GetPosition(), camera.GetFocalPoint(),
+                camera.GetViewUp(), camera.GetWindowCenter())
+
+    def _on_render_start(self, *_) -> None:
+        """Before each frame: when the window has a new size (the web view's page, a picture of
+        another size), lay the legend and the orientation marker out again for it, and frame the
+        surfaces again for it unless the camera was moved since the last fit (a user's drag stays)."""
+        window = self.plotter.render_window
+        if window is None or self._fitted is None or tuple(window.GetSize()) == self._fitted[0]:
+            return
+        if self._camera_now()[1:] == self._fitted[1:]:
+            camera = self.plotter.renderer.GetActiveCamera()
+            direction = np.subtract(camera.GetPosition(), camera.GetFocalPoint())
+            center = self._focus_center()
+            camera.SetFocalPoint(*center)
+            camera.SetPosition(*(center + direction))
+            self._fit_camera(camera, center)
+            self.plotter.renderer.ResetCameraClippingRange(*self.bounds)
+        else:
+            self._layout_legend()
+        self._fitted = self._camera_now()
 
     def _fit_camera(self, camera, center, margin=0.92, shift: bool = True, areas=None) -> float:
         """Place the camera so the drawn surfaces fill the part of the window that overlays leave free.
@@ -575,7 +605,8 @@ class Scene:
         self.legend_left_out = image.width + 2 * LEGEND_MARGIN_PX > LEGEND_MAX_SHARE * size[0]
         if self.legend_left_out:  # drawn transparent (the actor's visibility stays the user's)
             marker = ORIENTATION_VIEWPORT
-            self._warn_legend_left_out(size)
+            if self.legend.GetVisibility():  # a hidden one (a QC sheet's panels) is missed by nobody
+                self._warn_legend_left_out(size)
         self.legend.GetProperty().SetOpacity(0.0 if self.legend_left_out else 1.0)
         _set_legend_image(self.legend, image)
         self._legend_px = (0, 0) if self.legend_left_out else image.size
@@ -591,9 +622,10 @@ class Scene:
         from ..errors import Viz3dWarning
 
         self._legend_warned = True
-        warnings.warn(f"the legend's {len(self.legend_entries)} names do not fit beside the surfaces in a "
-                      f"{size[0]}x{size[1]} picture, so it is left out; a larger --size names them (a QC sheet "
-                      f"gives them a column of their own)", Viz3dWarning, stacklevel=4)
+        count = len(self.legend_entries)
+        warnings.warn(f"the legend's {count} name{'s do' if count != 1 else ' does'} not fit beside the surfaces in a "
+                      f"{size[0]}x{size[1]} picture, so it is left out; a larger --size shows it (a QC sheet "
+                      f"gives the names a column of their own)", Viz3dWarning, stacklevel=4)
 
     @property
     def orientation_viewport(self) -> tuple[float, float, float, float]:
@@ -753,6 +785,7 @@ def build_scene(
         scene.set_visible("slices", show_slices)
         scene.set_visible("labels", True)
         scene.set_view(view)
+        plotter.renderer.AddObserver("StartEvent", scene._on_render_start)
     except BaseException:
         plotter.close()
         raise
@@ -801,7 +834,7 @@ def parse_slices(spec) -> dict:
     z, coronal along y, sagittal along x), ``iN`` (the plane through voxel index N along the
     CT's voxel axis nearest that world axis), ``off`` (no plane), ``auto`` (placed for each view
     so it hides none of the surfaces: the default), or the name of a drawn structure (the plane
-    through its middle; ``L3`` finds ``vertebrae_L3``). Returns ``{axis: float | ("index", N) |
+    through its centre, `mesh_centroid`, as ``viz3d slice --at``; ``L3`` finds ``vertebrae_L3``). Returns ``{axis: float | ("index", N) |
     "off" | "auto" | name}``; axes not named are left out (``auto``).
 
     >>> parse_slices("axial=120, coronal=off,sagittal=i40")
@@ -872,8 +905,27 @@ def _slice_position(axis, spec, ct, meshes, default) -> float:
     if len(found) != 1:
         what = "no drawn structure is named" if not found else "several drawn structures match"
         raise Viz3dError(f"slices: {what} {spec!r} (for {axis}={spec}); give a position in mm, iN, off or auto")
-    values = np.asarray(found[0].vertices)[:, k]
-    return float((values.min() + values.max()) / 2)
+    return float(mesh_centroid(found[0])[k])
+
+
+def mesh_centroid(mesh) -> np.ndarray:
+    """The centre (world mm) of the solid a closed surface encloses: its centroid, as `viz3d slice
+    --at NAME` takes the centroid of the structure's voxels; the middle of its points' box when
+    the surface encloses no volume (open).
+
+    >>> from viz3d.surfaces.meshing import Mesh
+    >>> v = np.array([[0, 0, 0], [3, 0, 0], [0, 3, 0], [0, 0, 3]], float)  # a corner of a cube
+    >>> f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    >>> mesh_centroid(Mesh("t", "label", 1, (1, 0, 0), v, f)).tolist()  # not the box's middle, 1.5
+    [0.75, 0.75, 0.75]
+    """
+    vertices = np.asarray(mesh.vertices, float)
+    a, b, c = (vertices[np.asarray(mesh.faces)[:, i]] for i in range(3))
+    volumes = np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0  # signed tetrahedra with the origin
+    total = float(volumes.sum())
+    if len(volumes) and abs(total) > 1e-9 * max(float(np.abs(volumes).sum()), 1e-300):
+        return (volumes[:, None] * (a + b + c)).sum(axis=0) / (4.0 * total)
+    return (vertices.min(axis=0) + vertices.max(axis=0)) / 2
 
 
 def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFFERENCE):
