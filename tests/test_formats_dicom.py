@@ -186,6 +186,19 @@ def test_overlapping_seg_segments_are_meshed_from_their_own_layers(series, frame
     assert sorted(m.name for m in viz3d.build_meshes(None, label)) == ["box", "liver"]
 
 
+def test_a_seg_of_a_few_slices_is_padded_onto_the_cts_grid_at_those_slices(series, ct, tmp_path):
+    """highdicom leaves empty frames out: the SEG holds 4 of the 20 slices; given its CT, the
+    label map is on the CT's grid (no 'different grids' warning), its voxels where they were."""
+    _, datasets = series
+    box = np.zeros((len(datasets), datasets[0].Rows, datasets[0].Columns), bool)
+    box[5:9, 200:240, 150:170] = True
+    path = write_seg(tmp_path / "few.dcm", datasets, {"box": (box, COLORS[1])})
+    alone, with_ct = viz3d.load_label(path), viz3d.load_label(path, reference=ct)
+    assert alone.shape[2] == 4 and with_ct.same_grid(ct) and not viz3d.api.alignment_warnings(ct, with_ct)
+    assert rows_by_name(alone)["box"]["bbox_mm"] == rows_by_name(with_ct)["box"]["bbox_mm"]
+    assert rows_by_name(with_ct)["box"]["voxels"] == int(box.sum())
+
+
 def test_info_lists_the_segs_segments(series, seg_file, capsys):
     status, out, err = run_cli(capsys, "info", series[0], "--label", seg_file)
     assert status == 0, err

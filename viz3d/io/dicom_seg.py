@@ -159,9 +159,36 @@ def read_dicom_seg(path, ct: Volume | None = None) -> Segmentation:
             yield number, (array >= FRACTIONAL_INSIDE) if fractional else (array != 0)
 
     layers = layered(masks(), shape, np.uint8 if max(numbers) < 256 else np.uint16)
+    layers, affine = on_ct_grid(layers, affine, ct)
     meta = {"path": str(path), "format": "DICOM SEG", "FrameOfReferenceUID": str(dataset.get("FrameOfReferenceUID", "")),
             "SegmentationType": str(dataset.get("SegmentationType", ""))}
     return Segmentation(tuple(Volume(layer, affine, str(path), dict(meta)) for layer in layers), table)
+
+
+def on_ct_grid(layers: list[np.ndarray], affine: np.ndarray, ct: Volume | None, atol: float = 1e-3):
+    """``layers`` padded onto the CT's grid when they lie on it (a SEG holds only the frames its
+    segments touch: a few slices of the CT), else as they are, with their own affine.
+
+    >>> ct = Volume(np.zeros((4, 4, 6)), np.diag([2.0, 2.0, 3.0, 1.0]))
+    >>> part = np.diag([2.0, 2.0, 3.0, 1.0]); part[2, 3] = 6.0  # from the CT's third slice
+    >>> layers, affine = on_ct_grid([np.ones((4, 4, 2), np.uint8)], part, ct)
+    >>> layers[0].shape, layers[0][0, 0].tolist(), bool(np.allclose(affine, ct.affine))
+    ((4, 4, 6), [0, 0, 1, 1, 0, 0], True)
+    """
+    if ct is None or not np.allclose(affine[:3, :3], ct.affine[:3, :3], atol=atol):
+        return layers, affine
+    start = np.linalg.solve(ct.affine[:3, :3], affine[:3, 3] - ct.affine[:3, 3])
+    offset = np.rint(start).astype(int)
+    shape = layers[0].shape
+    if not np.allclose(start, offset, atol=atol) or np.any(offset < 0) or np.any(offset + shape > np.array(ct.shape)):
+        return layers, affine
+    region = tuple(slice(o, o + n) for o, n in zip(offset, shape, strict=True))
+    padded = []
+    for layer in layers:
+        whole = np.zeros(ct.shape, layer.dtype)
+        whole[region] = layer
+        padded.append(whole)
+    return padded, ct.affine.copy()
 
 
 def _oriented(volume):
