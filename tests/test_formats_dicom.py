@@ -277,6 +277,18 @@ def test_rtstruct_rois_are_filled_onto_the_ct_grid_with_names_and_colours(rtstru
         assert np.allclose(found[name]["bbox_mm"], nifti_rows[value]["bbox_mm"], atol=0.01)
 
 
+def test_an_rtstruct_fills_a_nifti_cts_grid_by_patient_coordinates(rtstruct_file, nifti, nifti_rows):
+    """A CT converted to NIfTI (dcm2niix's LAS grid, rows flipped against the series') has no
+    frame of reference to check; the contours fill it by position all the same."""
+    grid = viz3d.load_ct(nifti)
+    label = viz3d.load_label(rtstruct_file, reference=grid)
+    assert label.same_grid(grid) and np.allclose(label.affine, grid.affine)
+    for value, name in ORGANS.items():
+        row = rows_by_name(label)[name]
+        assert 0.99 < row["voxels"] / nifti_rows[value]["voxels"] <= 1
+        assert np.allclose(row["bbox_mm"], nifti_rows[value]["bbox_mm"], atol=0.01)
+
+
 def test_rtstruct_surfaces_sit_where_the_nifti_labels_do(rtstruct_file, ct, nifti):
     mine = {m.name: m for m in viz3d.build_meshes(None, viz3d.load_label(rtstruct_file, reference=ct))}
     theirs = nifti_meshes(nifti)
