@@ -4,9 +4,19 @@ A format says whether a path is one of its files (`Format.claims`, from the name
 bytes) and gives up to three functions: a CT reader returning a `Volume`, a label reader
 returning a `Segmentation` (given the CT, where there is one: a DICOM SEG is checked against
 its frame of reference, an RTSTRUCT's contours are filled onto its grid), and the label table
-(names, colours) its files carry. `load_ct`,
-`load_segmentation` and `table_in_file` pick the first entry that claims the path, so a new
-format is one new entry.
+(names, colours) its files carry. `load_ct`, `load_segmentation` and `table_in_file` pick the
+first entry that claims the path, so a new format is one new entry.
+
+========================  =====  =====  ==============================================
+format                    CT     label  claimed by
+========================  =====  =====  ==============================================
+NIfTI                     yes    yes    ``.nii``, ``.nii.gz`` (and whatever no other claims)
+NRRD, 3D Slicer seg.nrrd  yes    yes    ``.nrrd``, ``.nhdr``, or the ``NRRD000`` magic
+MetaImage                 yes    yes    ``.mha``, ``.mhd``, or a ``ObjectType =`` first line
+DICOM series              yes           a folder, ``.dcm``, or ``DICM`` at byte 128
+DICOM SEG, RTSTRUCT              yes    their SOP class in the DICOM file meta
+mask folder                      yes    a folder (TotalSegmentator: one NIfTI per structure)
+========================  =====  =====  ==============================================
 
 A file that claims a format and is not one of its files is refused by that format's reader
 with one `Viz3dError` naming the file and the reason (never passed on to another reader).
@@ -33,7 +43,8 @@ class Segmentation:
     """Segments on one grid: label-map layers and, where the file carries one, the table naming them.
 
     Segments that overlap cannot share one label map, so a file may hold several layers (3D
-    Slicer's ``.seg.nrrd``, overlapping TotalSegmentator masks); each is a label map `Volume` on
+    Slicer's ``.seg.nrrd``; overlapping masks, SEG segments or RTSTRUCT ROIs, put in layers by
+    `layered`); each is a label map `Volume` on
     the same grid, and a value means one segment in whichever layer holds it (values are
     distinct across layers), so each layer is meshed on its own and the surfaces keep apart.
 
