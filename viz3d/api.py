@@ -26,11 +26,52 @@ MESHING_MODULES = ("nibabel", "isal.isal_zlib", "scipy.ndimage", "vtkmodules.vtk
 
 
 def load_ct(path, series=None, progress=None) -> Volume:
-    """A CT in Hounsfield units from a NIfTI, NRRD or MetaImage file, or from a DICOM folder or any
-    file of a series (see `viz3d.io.formats`).
+    """Load a CT in Hounsfield units from a file or a DICOM folder.
 
-    ``series`` picks one of several DICOM series (see `viz3d.io.dicom.load_dicom`). ``progress``,
-    if given, is called as ``progress(done, total)`` as a DICOM series' slices are decoded.
+    A NIfTI, NRRD or MetaImage file, or a DICOM folder or any file of a series (see
+    `viz3d.io.formats`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The image file, a DICOM folder (searched recursively) or one file of a DICOM series.
+    series : int, str or None, optional
+        Picks one of several DICOM series: an index, a SeriesInstanceUID, ``"number:N"`` or
+        ``"index:N"`` (see `viz3d.io.dicom.load_dicom`); None: the series with the most slices.
+    progress : callable or None, optional
+        If given, called as ``progress(done, total)`` as a DICOM series' slices are decoded.
+
+    Returns
+    -------
+    Volume
+        The CT: its voxel array and voxel-to-RAS affine (mm); ``source`` is ``path``.
+
+    Raises
+    ------
+    Viz3dError
+        When ``path`` does not exist, is not an image viz3d reads, has a broken header (an
+        affine no scanner writes, scaling beyond +-1e9), or ``series`` names no series.
+
+    See Also
+    --------
+    load_label : The label map that goes with it.
+    viz3d.io.dicom.list_series : The series a DICOM folder holds.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import nibabel as nib, numpy as np
+    >>> import viz3d
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "ct.nii.gz"
+    ...     nib.save(nib.Nifti1Image(np.full((20, 20, 10), -1000, np.int16), np.diag([0.5, 0.5, 2.0, 1.0])), path)
+    ...     ct = viz3d.load_ct(path)
+    >>> ct.shape, ct.voxel_sizes, ct.axcodes
+    ((20, 20, 10), (0.5, 0.5, 2.0), ('R', 'A', 'S'))
+    >>> viz3d.load_ct("missing.nii.gz")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: missing.nii.gz: no such file or folder
     """
     from .io.formats import load_ct as read_ct  # the format registry: NIfTI, DICOM, NRRD, MetaImage
 
@@ -42,6 +83,32 @@ def alignment_warnings(ct: Volume, label: Volume) -> list[str]:
 
     Each surface is placed with its own file's affine, so the overlay stays right in world
     space even when the grids differ; this only tells the user that they differ.
+
+    Parameters
+    ----------
+    ct : Volume
+        The CT.
+    label : Volume
+        The label map.
+
+    Returns
+    -------
+    list of str
+        Empty when both sample the same voxel centres (`Volume.same_grid`); else one message
+        that the grids differ, and a second one when their world boxes do not overlap at all
+        (probably not the same patient or scan).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ct = viz3d.Volume(np.zeros((20, 20, 20), np.int16), np.eye(4))
+    >>> viz3d.alignment_warnings(ct, viz3d.Volume(np.zeros((20, 20, 20), np.uint8), np.eye(4)))
+    []
+    >>> far = np.eye(4)
+    >>> far[0, 3] = 500.0  # half a metre to the patient's left
+    >>> len(viz3d.alignment_warnings(ct, viz3d.Volume(np.zeros((20, 20, 20), np.uint8), far)))
+    2
     """
     if ct.same_grid(label):
         return []
@@ -71,16 +138,71 @@ def build_meshes(
     method: str = DEFAULT_METHOD,
     progress=None,
 ) -> list[Mesh]:
-    """Label surfaces (from ``label``) followed by the bone surface (from ``ct``), in RAS mm.
+    """Build the label surfaces (from ``label``) followed by the bone surface (from ``ct``), in RAS mm.
 
-    ``table`` is a `LabelTable`, a built-in table name or a label-table file (default: the
-    table the label map's file carries or has beside it, else the workshop's ``spinopelvic10``;
-    see `label_table_for`). ``labels`` selects structures: values (``[1, 2, 7]``) or a
-    selection such as ``"L1-L5,sacrum"`` or ``"1,3-5"`` (see `viz3d.io.labels.select_labels`).
-    ``smoothing`` (0-1, 3D Slicer's factor) and ``method`` (the surface extractor) are as in
-    `viz3d.surfaces.meshing.label_meshes`. Grid mismatches between ``ct`` and ``label`` are reported
-    with `Viz3dWarning`. ``progress``, if given, is called as ``progress(stage, done, total,
-    item)`` as each stage starts, advances and ends.
+    Grid mismatches between ``ct`` and ``label`` are reported with `Viz3dWarning` (see
+    `alignment_warnings`), and so are selected values absent from the label map and a CT in
+    which nothing reaches the bone threshold.
+
+    Parameters
+    ----------
+    ct : Volume or None, optional
+        The CT, for the bone surface; None: no bone surface.
+    label : Volume or None, optional
+        The label map, for one surface per class; None: the bone surface only.
+    table : LabelTable, str, path-like or None, optional
+        A `LabelTable`, a built-in table name or a label-table file (default: the table the
+        label map's file carries or has beside it, else the workshop's ``spinopelvic10``; see
+        `label_table_for`).
+    labels : list of int, str or None, optional
+        Selects structures: values (``[1, 2, 7]``) or a selection such as ``"L1-L5,sacrum"``
+        or ``"1,3-5"`` (see `viz3d.io.labels.select_labels`); None: every class present.
+    bone : bool, optional
+        Build the bone surface from ``ct`` (default True).
+    bone_hu : float or None, optional
+        The bone threshold in HU (default 200). A series whose values are not Hounsfield units
+        (MR, PET) gets no bone surface unless a threshold is given.
+    smooth : bool, optional
+        False is the same as ``smoothing=0``.
+    smoothing : float, optional
+        0-1, 3D Slicer's smoothing factor, as in `viz3d.surfaces.meshing.label_meshes`.
+    method : {"flying-edges", "surface-nets", "lewiner"}, optional
+        The surface extractor, as in `viz3d.surfaces.meshing.label_meshes`.
+    progress : callable or None, optional
+        If given, called as ``progress(stage, done, total, item)`` as each stage starts,
+        advances and ends.
+
+    Returns
+    -------
+    list of Mesh
+        The label surfaces in increasing label value, then the bone surface (``kind="bone"``)
+        if any.
+
+    Raises
+    ------
+    Viz3dError
+        When neither ``ct`` nor ``label`` is given, ``table`` cannot be loaded, ``labels``
+        names no structure of the table, or ``method`` is unknown.
+
+    See Also
+    --------
+    viz3d.surfaces.meshing.label_meshes : The label surfaces alone.
+    viz3d.surfaces.meshing.bone_mesh : The bone surface alone.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> label = viz3d.Volume(ball, np.diag([0.8, 0.8, 0.8, 1.0]))
+    >>> ct = viz3d.Volume(np.where(ball, 700, -1000).astype(np.int16), label.affine)
+    >>> meshes = viz3d.build_meshes(ct, label, table="spinopelvic10")
+    >>> [(mesh.name, mesh.kind, mesh.label) for mesh in meshes]
+    [('L1', 'label', 1), ('bone', 'bone', None)]
+    >>> viz3d.build_meshes()
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: nothing to mesh: give a CT, a label map, or both
     """
     if ct is None and label is None:
         raise Viz3dError("nothing to mesh: give a CT, a label map, or both")
@@ -151,11 +273,40 @@ def _with_other_layers(meshes: list[Mesh], label, names, **options) -> list[Mesh
 
 
 def label_table_for(label: Volume | None, table=None):
-    """The `LabelTable` naming ``label``'s values: ``table`` (a `LabelTable`, built-in name or
-    file) or else the one the label map's file carries or has beside it, or the default (see
-    `viz3d.io.labels.resolve_label_table`), checked against the values present: one
-    `Viz3dWarning` when it does not name them all (`viz3d.io.labels.check_coverage`). Its
-    ``source`` says where the names came from.
+    """Find the `LabelTable` naming a label map's values.
+
+    ``table`` (a `LabelTable`, built-in name or file) or else the one the label map's file
+    carries or has beside it, or the default (see `viz3d.io.labels.resolve_label_table`),
+    checked against the values present: one `Viz3dWarning` when it does not name them all
+    (`viz3d.io.labels.check_coverage`).
+
+    Parameters
+    ----------
+    label : Volume or None
+        The label map; its ``source`` (the file it was read from) is where a table is looked
+        for when ``table`` is None. None: the table alone, unchecked.
+    table : LabelTable, str, path-like or None, optional
+        A `LabelTable`, a built-in table name (``"spinopelvic10"``, ``"totalsegmentator"``)
+        or a label-table file.
+
+    Returns
+    -------
+    LabelTable
+        The names and colours; its ``source`` says where the names came from.
+
+    Raises
+    ------
+    Viz3dError
+        When ``table`` cannot be loaded, or a table found beside the label map is broken.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import viz3d
+    >>> label = viz3d.Volume(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), np.eye(4))
+    >>> names = label_table_for(label, "totalsegmentator")
+    >>> names.name_of(5), names.source
+    ('liver', '--label-table totalsegmentator')
     """
     from .io.labels import check_coverage, resolve_label_table, values_present
 
@@ -360,12 +511,39 @@ def _load_ct_cached(path, series, use_cache: bool, progress=None) -> Volume:
 
 
 def label_statistics(label: Volume, table=None) -> list[dict]:
-    """Per class present (in every layer): value, name, colour (RGB 0..1), voxel count, volume in mL
-    and bounding box in RAS mm.
+    """Count each class present: value, name, colour, voxels, volume in mL and box in RAS mm.
 
-    ``bbox_mm`` is ``[[x0, y0, z0], [x1, y1, z1]]``: the world extent of the class's voxels
-    (their outer faces, as the surfaces enclose them, not their centres); counts are made
-    inside each class's box.
+    Every layer of a layered segmentation is counted (each value lies in one of them).
+
+    Parameters
+    ----------
+    label : Volume
+        The label map.
+    table : LabelTable, str, path-like or None, optional
+        Names and colours, as in `label_table_for`.
+
+    Returns
+    -------
+    list of dict
+        One row per class, in increasing value: ``value``, ``name``, ``color`` (RGB 0..1),
+        ``voxels``, ``volume_ml`` and ``bbox_mm``, which is ``[[x0, y0, z0], [x1, y1, z1]]``:
+        the world extent of the class's voxels (their outer faces, as the surfaces enclose
+        them, not their centres); counts are made inside each class's box.
+
+    Raises
+    ------
+    Viz3dError
+        When ``table`` cannot be loaded, or a table found beside the label map is broken.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import viz3d
+    >>> array = np.zeros((20, 20, 20), np.uint8)
+    >>> array[2:6, 2:6, 2:6] = 1
+    >>> (row,) = viz3d.label_statistics(viz3d.Volume(array, np.diag([2.0, 2.0, 2.0, 1.0])), "spinopelvic10")
+    >>> row["name"], row["voxels"], round(row["volume_ml"], 3), row["bbox_mm"]
+    ('L1', 64, 0.512, [[3.0, 3.0, 3.0], [11.0, 11.0, 11.0]])
     """
     from .io.formats import label_layers
 
