@@ -14,8 +14,25 @@ from pathlib import Path
 class Viz3dError(ValueError):
     """Bad input: a missing, unreadable or inconsistent file, or an invalid option.
 
-    The message says what is wrong and with which file; the command line prints it as one
-    line ``viz3d: error: <message>`` and exits with status 2.
+    The one exception type viz3d raises for what the user can fix, with one argument: the
+    message, which says what is wrong and with which file. The command line prints it as one
+    line ``viz3d: error: <message>`` and exits with status 2. A `ValueError`, so code that
+    already catches those catches it too.
+
+    See Also
+    --------
+    Viz3dWarning : What does not stop the work.
+
+    Examples
+    --------
+    >>> import viz3d
+    >>> try:
+    ...     viz3d.load_label("missing.nii.gz")
+    ... except viz3d.Viz3dError as error:
+    ...     print(f"viz3d: error: {error}")
+    viz3d: error: missing.nii.gz: no such file or folder
+    >>> issubclass(viz3d.Viz3dError, ValueError)
+    True
     """
 
 

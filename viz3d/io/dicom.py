@@ -177,7 +177,56 @@ def is_dicom_path(path) -> bool:
 
 
 def list_series(path) -> list[SeriesInfo]:
-    """The image series under a folder (or under the folder of a file), most slices first."""
+    """List the image series under a folder (or under the folder of a file), most slices first.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A folder (searched recursively), or a DICOM file: its folder is listed.
+
+    Returns
+    -------
+    list of SeriesInfo
+        One summary per image series (index, SeriesInstanceUID, number, description,
+        modality, slices, size, orientation, pixel spacing, files), the one with the most
+        slices first: the index ``load_ct(path, series=index)`` takes. Empty when the folder
+        holds no image series.
+
+    Raises
+    ------
+    Viz3dError
+        When ``path`` does not exist or cannot be read, or names a file that is not DICOM
+        or is a DICOM file other than an image slice (DICOMDIR stands for its folder).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from pydicom.dataset import Dataset, FileMetaDataset
+    >>> from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    >>> def write_slice(path, z):
+    ...     ds = Dataset()
+    ...     ds.file_meta = FileMetaDataset()
+    ...     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ...     ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = CTImageStorage, generate_uid(), "1.2.3"
+    ...     ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "CT", 2, "abdomen"
+    ...     ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, z], [1, 0, 0, 0, 1, 0]
+    ...     ds.PixelSpacing, ds.Rows, ds.Columns = [0.5, 0.5], 16, 16
+    ...     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ...     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ...     ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    ...     ds.PixelData = np.zeros((16, 16), np.int16).tobytes()
+    ...     ds.save_as(path, enforce_file_format=True)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     for k in range(3):
+    ...         write_slice(pathlib.Path(folder) / f"slice{k}.dcm", 2.0 * k)
+    ...     (info,) = list_series(folder)
+    >>> print(info.describe())
+    #0 number 2 'abdomen' CT 3 slices 16x16 uid 1.2.3
+    >>> list_series("missing")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: missing: no such file or folder
+    """
     folder, _ = _folder_of(Path(path))
     return [info for info, _ in _scan(folder)[0]]
 

@@ -33,13 +33,43 @@ class Volume:
     ``array[i, j, k]`` is the value at voxel index ``(i, j, k)``; ``affine`` maps
     ``(i, j, k, 1)`` to RAS millimetres (x towards the patient's right, y anterior, z superior).
     The affine may be flipped, anisotropic or oblique; nothing here assumes otherwise.
+    Frozen: a `Volume` is a value, compared by its array, affine and source.
 
+    Parameters
+    ----------
+    array : numpy.ndarray
+        The 3-D voxel values: Hounsfield units for a CT, whole class values for a label map.
+    affine : array_like
+        The 4x4 voxel-to-RAS matrix (mm); stored as a float array.
+    source : str, optional
+        The file or folder it was read from, for messages and for finding a label map's
+        names beside it; empty for a volume made in memory.
+    meta : dict, optional
+        What the reader learnt from the header (e.g. ``"hounsfield"``, ``"scaling"``, a
+        segmentation's ``"layers"``); not compared.
+
+    Raises
+    ------
+    Viz3dError
+        When ``array`` is not 3-D, or ``affine`` is not a finite 4x4 matrix or is singular
+        (a zero voxel size).
+
+    See Also
+    --------
+    viz3d.api.load_ct, load_label : Volumes from files.
+
+    Examples
+    --------
     >>> import numpy as np
     >>> v = Volume(np.zeros((4, 5, 6), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))
     >>> v.voxel_sizes
     (2.0, 2.0, 3.0)
     >>> v.axcodes
     ('R', 'A', 'S')
+    >>> Volume(np.zeros((4, 5)), np.eye(4))
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: volume: expected a 3-D image, got 2-D
     """
 
     array: np.ndarray
@@ -497,11 +527,50 @@ def load_label(path: str | Path, reference=None) -> Volume:
 
     NIfTI, NRRD, MetaImage, a 3D Slicer ``.seg.nrrd``, a TotalSegmentator folder, a DICOM SEG
     or RTSTRUCT: see `viz3d.io.formats` (`Segmentation.label`: with overlapping segments, their
-    layers are in ``meta["layers"]``). ``reference`` is the CT it belongs to (a `Volume`, a
-    function returning one, or None): an RTSTRUCT is filled onto its grid, a DICOM SEG checked
-    against its frame of reference. Integer types are kept. Float files are accepted when every
-    value is integral and non-negative; otherwise a `Viz3dError` names the file and the first
-    offending value.
+    layers are in ``meta["layers"]``). Integer types are kept. Float files are accepted when
+    every value is integral and non-negative.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The label file, or a folder (TotalSegmentator's masks, a DICOM SEG or RTSTRUCT).
+    reference : Volume, callable or None, optional
+        The CT it belongs to (a `Volume`, a function returning one, or None): an RTSTRUCT is
+        filled onto its grid, a DICOM SEG checked against its frame of reference.
+
+    Returns
+    -------
+    Volume
+        The label map: whole non-negative class values, 0 the background; ``source`` is
+        ``path``.
+
+    Raises
+    ------
+    Viz3dError
+        Naming the file: when it is missing or unreadable, a DICOM image rather than a
+        segmentation, an RTSTRUCT without a ``reference`` or of another frame of reference,
+        or holds non-integral or negative values (the first offending value is named).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import nibabel as nib
+    >>> array = np.zeros((20, 20, 20), np.float32)
+    >>> array[5:15, 5:15, 5:15] = 2.0
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "label.nii.gz"
+    ...     nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+    ...     label = load_label(path)
+    >>> label.array.dtype, np.unique(label.array).tolist()
+    (dtype('uint8'), [0, 2])
+    >>> array[0, 0, 0] = 0.5
+    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +ELLIPSIS
+    ...     path = pathlib.Path(folder) / "label.nii.gz"
+    ...     nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+    ...     load_label(path)
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: .../label.nii.gz: label map has non-integral values (e.g. 0.5); labels must be whole numbers
     """
     from .formats import load_segmentation
 
