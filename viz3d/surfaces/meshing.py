@@ -20,10 +20,35 @@ from .polydata import compact, polydata_arrays, to_polydata
 class Mesh:
     """A named triangle surface in RAS millimetres.
 
-    ``vertices`` is ``(N, 3)`` float, ``faces`` is ``(M, 3)`` int64 vertex indices with
-    counter-clockwise winding seen from outside (normals point outward). ``color`` is RGB in
-    0..1. ``kind`` is ``"label"`` (``label`` holds the class value) or ``"bone"`` (``label``
-    is None).
+    What the surfaces stage hands to the scene and the mesh writers; viz3d's own are closed
+    and face outward.
+
+    Parameters
+    ----------
+    name : str
+        The structure's name (from the label table), or ``"bone"``.
+    kind : {"label", "bone"}
+        ``"label"`` (``label`` holds the class value) or ``"bone"`` (``label`` is None).
+    label : int or None
+        The class value of a label surface; None for the bone surface.
+    color : tuple of float
+        RGB in 0..1.
+    vertices : numpy.ndarray
+        ``(N, 3)`` float, RAS millimetres.
+    faces : numpy.ndarray
+        ``(M, 3)`` int64 vertex indices with counter-clockwise winding seen from outside
+        (normals point outward).
+
+    See Also
+    --------
+    label_meshes, bone_mesh : The surfaces from volumes.
+
+    Examples
+    --------
+    >>> corner = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)  # a tetrahedron, mm
+    >>> mesh = Mesh("L1", "label", 1, (1.0, 0.0, 0.0), corner, np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]))
+    >>> mesh.n_triangles, round(float(face_volumes_and_areas(mesh.vertices, mesh.faces)[0].sum()), 4)  # outward: > 0
+    (4, 0.1667)
     """
 
     name: str
@@ -166,6 +191,22 @@ def label_meshes(
     progress : callable, optional
         Called as ``progress(done, total, name)`` after each mesh.
 
+    Returns
+    -------
+    list of Mesh
+        One per class present (and selected), in increasing value, ``kind="label"``, named
+        and coloured by ``names``.
+
+    Raises
+    ------
+    Viz3dError
+        When ``method`` is unknown or ``smoothing`` is not a number from 0 to 1.
+
+    See Also
+    --------
+    bone_mesh : The bone surface from a CT.
+    viz3d.api.build_meshes : Both, with the label map's own names.
+
     Examples
     --------
     >>> from viz3d.io.volume import Volume
@@ -187,13 +228,51 @@ def bone_mesh(
     smoothing: float = DEFAULT_SMOOTHING,
     smooth: bool = True,
 ) -> Mesh | None:
-    """The bone surface: where the CT is at least ``hu`` Hounsfield units.
+    """Build the bone surface: where the CT is at least ``hu`` Hounsfield units.
 
     Connected pieces enclosing less than ``min_component_mm3`` are dropped (specks, noise).
     The surface is closed at the edges of the volume, smoothed as label surfaces are at
-    `BONE_SMOOTHING` of the factor (see `label_meshes`; ``smooth=False`` is ``smoothing=0``),
-    and keeps the volume the unsmoothed contour encloses. Returns None when nothing reaches
-    the threshold.
+    `BONE_SMOOTHING` of the factor (see `label_meshes`), and keeps the volume the unsmoothed
+    contour encloses.
+
+    Parameters
+    ----------
+    ct : Volume
+        The CT, in Hounsfield units.
+    hu : float, optional
+        The threshold in HU (default 200).
+    min_component_mm3 : float, optional
+        Connected pieces enclosing less than this (mm³) are dropped (default 500).
+    smoothing : float, optional
+        0 to 1, as in `label_meshes` (applied at `BONE_SMOOTHING` of it).
+    smooth : bool, optional
+        False is the same as ``smoothing=0``.
+
+    Returns
+    -------
+    Mesh or None
+        The surface (``kind="bone"``, ``label`` None, named ``"bone"``), or None when nothing
+        reaches the threshold or every piece that does is a speck.
+
+    Raises
+    ------
+    Viz3dError
+        When ``smoothing`` is not a number from 0 to 1.
+
+    See Also
+    --------
+    label_meshes : The label surfaces.
+
+    Examples
+    --------
+    >>> from viz3d.io.volume import Volume
+    >>> ball = np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7
+    >>> ct = Volume(np.where(ball, 700, -1000).astype(np.int16), np.diag([0.8, 0.8, 0.8, 1.0]))
+    >>> mesh = bone_mesh(ct)
+    >>> mesh.name, mesh.kind, mesh.label
+    ('bone', 'bone', None)
+    >>> bone_mesh(ct, hu=1000) is None  # nothing reaches 1000 HU
+    True
     """
     with vtk_threads(None):
         return _bone_surface(ct, hu, min_component_mm3, smoothing_factor(smoothing, smooth))
