@@ -50,16 +50,53 @@ def render_image(scene, *, size=DEFAULT_SIZE):
 
 
 def screenshot(scene, out_path, *, size=DEFAULT_SIZE) -> Path:
-    """Render ``scene`` off screen and write it as a PNG at ``out_path``; return the path.
+    """Render ``scene`` off screen and write it as a PNG at ``out_path``.
 
     The file is written atomically: the picture goes to a hidden temporary file in the same
     folder (``.NAME.tmp-XXXX.png``) which then replaces ``out_path``, so a failure at any point
-    leaves neither a partial PNG nor the temporary file behind. A missing or unwritable folder,
-    or an ``out_path`` that is not a ``.png`` file, raises `Viz3dError` naming it.
+    leaves neither a partial PNG nor the temporary file behind.
 
     The camera is not moved: `build_scene` fitted it to the scene's own window size, so build
     the scene with the same ``size`` (or call ``scene.set_view(scene.view)`` after resizing)
     when the picture's aspect ratio differs much.
+
+    Parameters
+    ----------
+    scene : Scene
+        A scene from `viz3d.scene.scene.build_scene`.
+    out_path : str or path-like
+        The ``.png`` file to write (replaced if it exists).
+    size : (int, int), optional
+        The picture's (width, height) in pixels, each from 16 to 16384.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_path``.
+
+    Raises
+    ------
+    Viz3dError
+        Naming it, when ``out_path`` is not a ``.png`` file name, is a folder, or its folder
+        is missing or unwritable; when ``size`` is invalid or the scene's window was closed.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> meshes = viz3d.build_meshes(label=viz3d.Volume(ball, np.eye(4)), table="spinopelvic10")
+    >>> scene = viz3d.build_scene(meshes, off_screen=True, interactive=False)
+    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +SKIP
+    ...     path = screenshot(scene, pathlib.Path(folder) / "scene.png")  # renders: needs OpenGL (EGL)
+    ...     print(path.name, path.read_bytes()[:4])
+    scene.png b'\\x89PNG'
+    >>> screenshot(scene, "scene.jpg")  # refused before anything is drawn
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: scene.jpg: screenshots are written as PNG; use a .png file name
+    >>> scene.close()
     """
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".png":

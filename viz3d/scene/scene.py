@@ -705,27 +705,83 @@ def build_scene(
     Label meshes (``kind="label"``) are drawn opaque in their colours and listed in a legend;
     bone meshes (``kind="bone"``) semi-transparent (opacity 0.35) in their colour, both sides
     blended. Label meshes are closed and face outward (the `Mesh` contract; viz3d's own always
-    are), so their back faces are culled, which halves what the rasterizer draws;
-    ``cull_back_faces=False`` draws both sides, for open or inward-facing surfaces from
-    elsewhere. With a CT, three orthogonal planes through its centre show it in greyscale with
-    ``window`` ``(center, width)`` in HU. ``show_slices`` / ``show_bone`` set the initial visibility
-    (hidden groups are still built, so they can be toggled on). ``view`` is one of `VIEWS`; the
-    camera frames the label surfaces (else the bone, else the CT).
+    are), so their back faces are culled, which halves what the rasterizer draws. With a CT,
+    three orthogonal planes show it in greyscale. The camera frames the label surfaces (else
+    the bone, else the CT). An orientation cube labelled with patient directions (R/L, A/P,
+    S/I) is always drawn. Anti-aliasing is off (it costs about 4x per frame on software
+    OpenGL). Nothing is rendered until the scene is shown or pictured.
 
-    ``slices``: where the CT planes go, as `parse_slices` reads it (``"axial=120,coronal=off,
-    sagittal=i40"`` or a dict); each plane not named is ``auto``: placed for each view so it hides
-    none of the surfaces (see `Scene.place_auto_slices`). ``colors``: ``"table"`` (the meshes'
-    own colours; a structure whose colour is within `MIN_COLOR_DIFFERENCE` CIEDE2000 of an
-    earlier one's is given a distinct colour, with one `Viz3dWarning` naming them) or
-    ``"distinct"`` (every label surface coloured from `viz3d.io.labels.distinct_colors`). The
-    legend names every label surface drawn, under a first line ``names: <names_source>`` when
-    ``names_source`` says where the names came from (`viz3d.io.labels.LabelTable.source`).
-    ``name``: the case's name (web page titles); default: from the CT's file name.
+    Parameters
+    ----------
+    meshes : list of Mesh
+        The surfaces (may be empty).
+    ct : Volume or None, optional
+        The CT for the three planes; None: no planes.
+    window : (float, float), optional
+        The planes' ``(center, width)`` in HU (default 40/400, soft tissue).
+    show_slices : bool, optional
+        Whether the CT planes are visible at first (hidden groups are still built, so they
+        can be toggled on).
+    show_bone : bool, optional
+        Whether the bone surface is visible at first.
+    view : str, optional
+        The camera preset, one of `VIEWS` (default ``"anterior"``).
+    off_screen : bool, optional
+        Render without a window (forced when there is no display).
+    size : (int, int), optional
+        The window's (width, height) in pixels.
+    interactive : bool, optional
+        Give the window sliders, the `KEYMAP` keys and a help line (default True).
+    cull_back_faces : bool, optional
+        False draws both sides of label surfaces, for open or inward-facing surfaces from
+        elsewhere.
+    slices : str, dict or None, optional
+        Where the CT planes go, as `parse_slices` reads it (``"axial=120,coronal=off,
+        sagittal=i40"`` or a dict); each plane not named is ``auto``: placed for each view so
+        it hides none of the surfaces (see `Scene.place_auto_slices`).
+    colors : {"table", "distinct"}, optional
+        ``"table"`` (the meshes' own colours; a structure whose colour is within
+        `MIN_COLOR_DIFFERENCE` CIEDE2000 of an earlier one's is given a distinct colour, with
+        one `Viz3dWarning` naming them) or ``"distinct"`` (every label surface coloured from
+        `viz3d.io.labels.distinct_colors`).
+    name : str or None, optional
+        The case's name (web page titles); default: from the CT's file name.
+    names_source : str or None, optional
+        Where the names came from (`viz3d.io.labels.LabelTable.source`): the legend's first
+        line is then ``names: <names_source>``. The legend names every label surface drawn.
 
-    ``off_screen`` renders without a window (forced when there is no display). With
-    ``interactive`` the window gets sliders, the `KEYMAP` keys and a help line; an orientation
-    cube labelled with patient directions (R/L, A/P, S/I) is always drawn. Anti-aliasing is
-    off (it costs about 4x per frame on software OpenGL).
+    Returns
+    -------
+    Scene
+        The scene: its PyVista plotter, the CT planes, window/level, legend and camera presets.
+        Close it with ``scene.close()`` when done.
+
+    Raises
+    ------
+    Viz3dError
+        When ``view``, ``window``, ``size``, ``slices`` or ``colors`` is invalid, a mesh is not
+        a valid `Mesh`, ``ct`` is not a `Volume`, or plane positions are given without a CT.
+
+    See Also
+    --------
+    viz3d.outputs.render.screenshot : A PNG of the scene.
+    viz3d.outputs.web.serve : The scene in web browsers.
+
+    Examples
+    --------
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> label = viz3d.Volume(ball, np.diag([0.8, 0.8, 0.8, 1.0]))
+    >>> ct = viz3d.Volume(np.where(ball, 700, -1000).astype(np.int16), label.affine)
+    >>> meshes = viz3d.build_meshes(ct, label, table="spinopelvic10")
+    >>> scene = build_scene(meshes, ct, off_screen=True, interactive=False)
+    >>> scene.view, scene.window, [name for name, color in scene.legend_entries]
+    ('anterior', (40.0, 400.0), ['L1'])
+    >>> scene.close()
+    >>> build_scene(meshes, view="top", off_screen=True)
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: unknown view 'top'; choose one of anterior, posterior, left, right, superior, inferior, iso
     """
     meshes = list(meshes or [])
     width_px, height_px = check_size(size)
