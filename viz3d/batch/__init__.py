@@ -8,6 +8,7 @@ The pieces, each usable on its own:
 - `viz3d.batch.case`: one case's outputs, written into a staging folder and renamed into
   place whole, with a done-marker keyed by the inputs' content and the options;
 - `viz3d.batch.run`: every case on a pool of local worker processes or a Dask cluster;
+- `viz3d.batch.slurm`: Dask workers started as SLURM jobs (dask-jobqueue) for ``--slurm``;
 - `viz3d.batch.summary`: the dataset's summary.csv / summary.json and its quality flags;
 - `viz3d.batch.gallery`: the offline index.html;
 - `viz3d.batch.driver`: all of it in one call (`run_dataset`), shards and their merge;

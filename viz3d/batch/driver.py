@@ -40,10 +40,11 @@ class DatasetRun:
 
 def run_dataset(root, out, options: BatchOptions, *, layout: str | None = None, cases: str | None = None,
                 engine: str = "local", workers: int | None = None, scheduler: str = "local", force: bool = False,
-                progress=None, shard: tuple[int, int] | None = None) -> DatasetRun:
+                progress=None, shard: tuple[int, int] | None = None, slurm=None) -> DatasetRun:
     """Every case of ``root`` (or those ``cases`` selects) into ``out``, then ``summary.csv``,
     ``summary.json`` and ``index.html`` there. Arguments as `viz3d.batch.layouts.discover`,
-    `viz3d.batch.layouts.select_cases` and `viz3d.batch.run.run_batch`; ``shard`` ``(i, n)``:
+    `viz3d.batch.layouts.select_cases` and `viz3d.batch.run.run_batch` (``slurm``: the
+    `viz3d.batch.slurm.SlurmSpec` of ``engine="slurm"``); ``shard`` ``(i, n)``:
     only shard ``i`` of ``n`` (from 1), whose records go to ``out/shards/`` (see `merge_shards`).
     """
     from .gallery import write_index
@@ -56,7 +57,7 @@ def run_dataset(root, out, options: BatchOptions, *, layout: str | None = None, 
         chosen = [case for case in chosen if in_shard(case.id, index, count)]
     lock = LOCK_NAME if shard is None else f".viz3d-batch-shard-{shard[0]}-of-{shard[1]}.lock"
     result = run_batch(chosen, options, out, engine=engine, workers=workers, scheduler=scheduler, force=force,
-                       progress=progress, lock=lock)
+                       progress=progress, lock=lock, slurm=slurm)
     context = dict(skipped=found.skipped, options=options.as_dict(), layout=found.layout, root=str(root))
     if shard is not None:
         summary = _shard_summary(result.records, context)

@@ -1,4 +1,5 @@
-"""Running every case of a batch: a pool of local worker processes (default) or a Dask cluster.
+"""Running every case of a batch: a pool of local worker processes (default), a Dask cluster,
+or Dask workers started as SLURM jobs.
 
 Each case runs in `viz3d.batch.case.run_case`, which never raises for a problem of its case;
 the engines only hand the cases out and collect the results in case order. One batch at a
@@ -12,6 +13,8 @@ time writes into an output folder (a lock file in it says so).
 - ``dask``: the cases as tasks of a Dask distributed cluster: ``"local"`` starts a
   ``distributed.LocalCluster`` of worker processes (one thread each), anything else is a
   scheduler address (``tcp://host:8786``). The workers need viz3d and the data at the same paths.
+- ``slurm``: the ``dask`` engine on workers that dask-jobqueue starts as SLURM jobs, as a
+  `viz3d.batch.slurm.SlurmSpec` asks (jobs, cores, memory, walltime, partition).
 - ``inline``: one case after another in this process (for tests and debugging).
 
 Ctrl-C (KeyboardInterrupt) stops the batch at once: workers are ended, what they were writing
@@ -30,7 +33,7 @@ from .case import run_case, tidy
 from .layouts import Case
 from .options import BatchOptions
 
-ENGINES = ("local", "dask", "inline")
+ENGINES = ("local", "dask", "slurm", "inline")
 LOCK_NAME = ".viz3d-batch.lock"
 BASE_MEMORY = 500 * 2**20  # a worker with numpy, VTK and PyVista loaded and a small case rendered
 BYTES_PER_VOXEL = 12  # CT (int16 -> float32 where needed), label, per-label boxes and distance maps
@@ -130,12 +133,14 @@ def output_lock(out: Path, name: str = LOCK_NAME):
 
 
 def run_batch(cases, options: BatchOptions, out, *, engine: str = "local", workers: int | None = None,
-              scheduler: str = "local", force: bool = False, progress=None, lock: str = LOCK_NAME) -> BatchResult:
+              scheduler: str = "local", force: bool = False, progress=None, lock: str = LOCK_NAME,
+              slurm=None) -> BatchResult:
     """Run every case into ``out``; return their records in case order.
 
     ``engine`` is one of `ENGINES`; ``workers`` the number of worker processes (default
     `default_workers`); ``scheduler`` the Dask scheduler's address, or ``"local"`` for a
-    LocalCluster of ``workers`` processes. ``force`` redoes cases already done. ``progress``,
+    LocalCluster of ``workers`` processes; ``slurm`` the `viz3d.batch.slurm.SlurmSpec` of the
+    ``slurm`` engine (default: its defaults). ``force`` redoes cases already done. ``progress``,
     if given, is called as ``progress(done, total, record)`` as each case ends. ``lock`` is the
     name of the lock file in ``out`` (each shard of a batch has its own).
     """
@@ -144,6 +149,10 @@ def run_batch(cases, options: BatchOptions, out, *, engine: str = "local", worke
         raise Viz3dError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if workers is not None and workers < 1:
         raise Viz3dError(f"--workers must be at least 1, got {workers}")
+    if engine == "slurm":
+        from .slurm import SlurmSpec
+
+        slurm = (slurm or SlurmSpec()).check()
     out = Path(out)
     workers = workers or default_workers(cases)
     report = progress or (lambda done, total, record: None)
@@ -162,8 +171,10 @@ def run_batch(cases, options: BatchOptions, out, *, engine: str = "local", worke
                 records.update(_run_inline(todo, options, out, force, tell))
             elif engine == "local":
                 records.update(_run_pool(todo, options, out, force, min(workers, len(todo)), tell))
+            elif engine == "slurm":
+                records.update(_run_dask(todo, options, out, force, _slurm_client(slurm, todo, out), tell))
             else:
-                records.update(_run_dask(todo, options, out, force, workers, scheduler, tell))
+                records.update(_run_dask(todo, options, out, force, _dask_client(scheduler, workers), tell))
         except BaseException:
             tidy(out, ids)  # what ended workers were writing
             raise
@@ -270,23 +281,43 @@ def _died(case: Case) -> dict:
     return {"key": None, "case": row, "structures": []}
 
 
-def _run_dask(cases, options, out, force, workers, scheduler, report) -> dict:
-    """The cases as tasks of a Dask distributed cluster (a LocalCluster for ``"local"``)."""
+def _dask_client(scheduler: str, workers: int):
+    """``connect(stack)``: a client of the scheduler at ``scheduler``, or of a new LocalCluster
+    of ``workers`` processes for ``"local"``, closed with ``stack``."""
+    def connect(stack):
+        from distributed import Client, LocalCluster
+
+        if scheduler == "local":
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None, silence_logs=40))
+            return stack.enter_context(Client(cluster))
+        try:
+            return stack.enter_context(Client(scheduler, timeout=DASK_CONNECT_TIMEOUT))
+        except (OSError, TimeoutError) as exc:
+            raise Viz3dError(f"--dask {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+
+    return connect
+
+
+def _slurm_client(spec, cases, out: Path):
+    """``connect(stack)``: a client of Dask workers started as SLURM jobs (`viz3d.batch.slurm`)."""
+    def connect(stack):
+        from .slurm import start_client
+
+        return start_client(stack, spec, cases, out)
+
+    return connect
+
+
+def _run_dask(cases, options, out, force, connect, report) -> dict:
+    """The cases as tasks of the Dask cluster whose client ``connect(stack)`` gives."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import as_completed
     except ImportError:
         raise Viz3dError("the Dask engine needs the 'distributed' package: pip install distributed") from None
     records: dict = {}
     with contextlib.ExitStack() as stack:
-        if scheduler == "local":
-            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None, silence_logs=40))
-            client = stack.enter_context(Client(cluster))
-        else:
-            try:
-                client = stack.enter_context(Client(scheduler, timeout=DASK_CONNECT_TIMEOUT))
-            except (OSError, TimeoutError) as exc:
-                raise Viz3dError(f"--dask {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+        client = connect(stack)
         futures = {client.submit(run_case, case, options, str(out), force, pure=False, key=f"viz3d-batch-{case.id}"
                                  f"-{os.getpid()}"): case for case in cases}
         try:

@@ -66,6 +66,20 @@ def add_batch_parser(commands) -> None:
                         help="worker processes (default: as many as the cores and the memory allow)")
     engine.add_argument("--dask", metavar="ADDRESS", default=None,
                         help="run on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster")
+    engine.add_argument("--slurm", action="store_true",
+                        help="run on Dask workers started as SLURM jobs (dask-jobqueue), sized by the --slurm-* options")
+    engine.add_argument("--slurm-jobs", type=int, default=None, metavar="N",
+                        help="with --slurm: SLURM jobs to queue (default: one per case to do, at most 4)")
+    engine.add_argument("--slurm-cores", type=int, default=1, metavar="C",
+                        help="with --slurm: cores per job, one worker process each (default 1)")
+    engine.add_argument("--slurm-memory", default=None, metavar="AMOUNT",
+                        help="with --slurm: memory per job, e.g. 8GB (default: the cores times the largest case's estimate)")
+    engine.add_argument("--slurm-walltime", default="01:00:00", metavar="TIME",
+                        help="with --slurm: each job's time limit, as sbatch -t (default 01:00:00)")
+    engine.add_argument("--slurm-partition", default=None, metavar="NAME",
+                        help="with --slurm: the partition (default: the cluster's default)")
+    engine.add_argument("--slurm-wait", type=float, default=600.0, metavar="SECONDS",
+                        help="with --slurm: give up when no job has started a worker within this time (default 600)")
     engine.add_argument("--shard", metavar="I/N|slurm", default=None,
                         help="only shard I of N of the cases (a stable share; 'slurm': from SLURM_ARRAY_TASK_ID and "
                         "SLURM_ARRAY_TASK_COUNT), its results in OUT/shards/; then viz3d batch --merge OUT")
@@ -143,13 +157,14 @@ def cmd_batch(args, console) -> None:
         raise Viz3dError(f"{out}: is a file; --out must be a folder")
     if args.workers is not None and args.workers < 1:
         raise Viz3dError(f"--workers must be at least 1, got {args.workers}")
+    engine, slurm = _engine(args)
     from ..batch.driver import run_dataset
 
     bar = _case_bar(console)
     try:
         done = run_dataset(args.root, out, options, layout=args.layout, cases=args.cases,
-                           engine="dask" if args.dask else "local", workers=args.workers,
-                           scheduler=args.dask or "local", force=args.force, progress=bar, shard=shard)
+                           engine=engine, workers=args.workers, scheduler=args.dask or "local", force=args.force,
+                           progress=bar, shard=shard, slurm=slurm)
     finally:
         if bar is not None:
             bar.close()
@@ -167,6 +182,24 @@ def cmd_batch(args, console) -> None:
         console.say(f"{line}, {done.summary['counts']['flagged']} flagged; wrote {out / 'summary.csv'} and {done.index}")
     _fail_if_any(failed, len(rows), out / "summary.csv" if shard is None
                  else out / "shards" / f"shard-{shard[0]}-of-{shard[1]}.json")
+
+
+def _engine(args):
+    """``(engine, SlurmSpec or None)`` from --dask, --slurm and the --slurm-* options."""
+    given = [flag for flag in ("slurm_jobs", "slurm_memory", "slurm_partition") if getattr(args, flag) is not None]
+    if not args.slurm:
+        if given:
+            raise Viz3dError(f"--{given[0].replace('_', '-')} goes with --slurm")
+        return ("dask" if args.dask else "local"), None
+    if args.dask:
+        raise Viz3dError("--slurm and --dask exclude each other: --slurm starts its own Dask workers")
+    if args.workers is not None:
+        raise Viz3dError("--workers is for the local pool and --dask local; with --slurm give --slurm-jobs and --slurm-cores")
+    from ..batch.slurm import SlurmSpec
+
+    spec = SlurmSpec(jobs=args.slurm_jobs, cores=args.slurm_cores, memory=args.slurm_memory, walltime=args.slurm_walltime,
+                     partition=args.slurm_partition, wait=args.slurm_wait)
+    return "slurm", spec.check()
 
 
 def _fail_if_any(failed, total, where: Path) -> None:
