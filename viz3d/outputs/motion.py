@@ -51,9 +51,60 @@ def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480),
 
     The turn starts from the scene's current camera direction (its view preset, e.g. anterior)
     and goes counter-clockwise seen from the positive end of the axis (for ``si``: from above,
-    anterior -> patient's left -> posterior -> right). ``size`` is (width, height) in pixels;
-    ``fps`` frames per second; ``progress(done, total)`` is called after each frame. The
-    scene's camera is restored afterwards. Returns the path written.
+    anterior -> patient's left -> posterior -> right). The scene's camera is restored
+    afterwards. The file is written atomically.
+
+    Parameters
+    ----------
+    scene : Scene
+        A scene from `viz3d.scene.scene.build_scene`.
+    out_path : str or path-like
+        The ``.gif`` (Pillow, loops forever) or ``.mp4`` (H.264 through imageio-ffmpeg) file.
+    frames : int, optional
+        Frames in the turn, 2 to 3600 (default 72).
+    size : (int, int), optional
+        Each frame's (width, height) in pixels; even for an MP4.
+    axis : {"si", "ap", "lr"}, optional
+        The world axis turned about: superior-inferior (RAS z, default), anterior-posterior
+        (y) or left-right (x).
+    fps : float, optional
+        Frames per second, 0.5 to 120 (default 24).
+    progress : callable or None, optional
+        If given, called as ``progress(done, total)`` after each frame.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_path``.
+
+    Raises
+    ------
+    Viz3dError
+        Before anything is drawn: when ``out_path`` is not a ``.gif`` or ``.mp4`` file name or
+        its folder is missing; ``axis``, ``frames``, ``fps`` or ``size`` is invalid; an MP4's
+        size is odd or its encoder (imageio-ffmpeg) is missing; a GIF would not fit in memory.
+
+    See Also
+    --------
+    view_sheet : The scene from several presets in one PNG.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> meshes = viz3d.build_meshes(label=viz3d.Volume(ball, np.eye(4)), table="spinopelvic10")
+    >>> scene = viz3d.build_scene(meshes, off_screen=True, interactive=False)
+    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +SKIP
+    ...     path = turntable(scene, pathlib.Path(folder) / "turn.gif", frames=12, size=(160, 120))  # renders: OpenGL
+    ...     print(path.name, path.read_bytes()[:6])
+    turn.gif b'GIF89a'
+    >>> turntable(scene, "turn.avi")  # refused before anything is drawn
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: turn.avi: a turntable is written as .gif or .mp4; use one of those file names
+    >>> scene.close()
     """
     out_path = Path(out_path)
     suffix = out_path.suffix.lower()
@@ -206,14 +257,61 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
                legend: str = "side") -> Path:
     """Render ``scene`` from each camera preset in ``views`` and write one labelled PNG sheet.
 
-    Each panel is ``size`` (width, height) pixels with the view's name in a caption bar above
-    it; panels go left to right, ``columns`` per row (default: all in one row up to 4, else
-    the smallest square-ish grid). ``legend``: ``"side"`` (default: every structure named in a
-    column of its own at the right of the sheet, or in a band under the panels when the sheet is
-    too low for the names; every panel left whole to its view),
-    ``"first"`` (the label legend only in the first panel), ``"all"`` or ``"none"``. Each panel
-    frames the drawn surfaces and places the ``auto`` planes for its view. The scene's camera,
-    planes and legend are restored afterwards. Returns the path.
+    Each panel has the view's name in a caption bar above it; panels go left to right.
+    Each panel frames the drawn surfaces and places the ``auto`` planes for its view. The
+    scene's camera, planes and legend are restored afterwards. The file is written atomically.
+
+    Parameters
+    ----------
+    scene : Scene
+        A scene from `viz3d.scene.scene.build_scene`.
+    out_path : str or path-like
+        The ``.png`` file to write.
+    views : sequence of str, optional
+        Camera presets (`viz3d.scene.scene.VIEWS`), one panel each (default: anterior, left,
+        posterior, right).
+    size : (int, int), optional
+        Each panel's (width, height) in pixels.
+    columns : int or None, optional
+        Panels per row (default: all in one row up to 4, else the smallest square-ish grid).
+    legend : {"side", "first", "all", "none"}, optional
+        ``"side"`` (default: every structure named in a column of its own at the right of the
+        sheet, or in a band under the panels when the sheet is too low for the names; every
+        panel left whole to its view), ``"first"`` (the label legend only in the first
+        panel), ``"all"`` or ``"none"``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_path``.
+
+    Raises
+    ------
+    Viz3dError
+        Before anything is drawn: when ``out_path`` is not a ``.png`` file name or its folder
+        is missing; no view is given or one is unknown; ``legend`` or ``size`` is invalid.
+
+    See Also
+    --------
+    turntable : The scene turning, as a movie.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> meshes = viz3d.build_meshes(label=viz3d.Volume(ball, np.eye(4)), table="spinopelvic10")
+    >>> scene = viz3d.build_scene(meshes, off_screen=True, interactive=False)
+    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +SKIP
+    ...     path = view_sheet(scene, pathlib.Path(folder) / "sheet.png", size=(160, 120))  # renders: OpenGL
+    ...     print(path.name, path.read_bytes()[:4])
+    sheet.png b'\\x89PNG'
+    >>> view_sheet(scene, "sheet.png", views=["anterior", "top"])  # refused before anything is drawn
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: unknown view 'top'; choose from anterior, posterior, left, right, superior, inferior, iso
+    >>> scene.close()
     """
     from ..scene.scene import VIEW_DIRECTIONS, VIEWS
 
