@@ -141,13 +141,39 @@ def mosaic_image(ct, label=None, table=None, plane="axial", n=9, window="soft", 
     The extent is the label map's along the plane's normal (the CT's without a label); slice
     ``i`` of ``n`` lies at the middle of the ``i``-th of ``n`` equal parts of it. Panels read
     left to right, top to bottom, from inferior to superior (axial), posterior to anterior
-    (coronal), left to right of the patient (sagittal). Parameters as `slice_image`;
-    ``size`` is each panel's box.
+    (coronal), left to right of the patient (sagittal).
+
+    Parameters
+    ----------
+    ct : Volume or path-like
+        The CT (Hounsfield units): a `Volume`, or a NIfTI file / DICOM folder (`viz3d.load_ct`).
+    label : Volume, path-like or None
+        The label map, on the CT's grid or any other (sampled through both affines).
+    table : LabelTable, str, path-like or None
+        Names and colours, as in `slice_image`.
+    plane : {"axial", "coronal", "sagittal"}
+        The slices' plane.
+    n : int
+        The number of slices, 1 to `MAX_MOSAIC` (default 9).
+    window : str or (float, float)
+        A preset name or ``(center, width)`` in HU, as in `slice_image`.
+    opacity : float
+        Opacity of the filled labels, 0..1 (default 0.5).
+    outline : bool
+        Draw each structure's outline in its full colour instead of filling it.
+    size : (int, int)
+        The box (width, height) in pixels each panel is fitted into (default 256 x 256).
 
     Returns
     -------
     numpy.ndarray
         ``(H, W, 3)`` uint8.
+
+    Raises
+    ------
+    Viz3dError
+        As `slice_image`; and when ``n`` is not a whole number from 1 to `MAX_MOSAIC`, or the
+        extent holds fewer than ``n`` slices.
 
     Examples
     --------
@@ -163,22 +189,49 @@ def mosaic_image(ct, label=None, table=None, plane="axial", n=9, window="soft", 
 def save_slice(path, ct, label=None, table=None, *, mosaic=None, **options) -> Path:
     """Write `slice_image` (or, with ``mosaic=N``, `mosaic_image`) to a PNG, atomically.
 
-    ``options`` are `slice_image`'s (``plane``, ``at``, ``window``, ``opacity``, ``outline``,
-    ``size``); with ``mosaic`` not ``at``. The file appears complete or not at all.
+    The file appears complete or not at all.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.png`` file to write, in an existing folder.
+    ct : Volume or path-like
+        The CT, as in `slice_image`.
+    label : Volume, path-like or None
+        The label map, as in `slice_image`.
+    table : LabelTable, str, path-like or None
+        Names and colours, as in `slice_image`.
+    mosaic : int or None, optional
+        With a number N, `mosaic_image` of N slices instead of one slice.
+    **options
+        `slice_image`'s (``plane``, ``at``, ``window``, ``opacity``, ``outline``, ``size``,
+        ``annotate``); with ``mosaic`` not ``at``.
 
     Returns
     -------
     pathlib.Path
         ``path``.
 
+    Raises
+    ------
+    Viz3dError
+        When ``path`` is not a ``.png`` file name, is a folder or its folder is missing (before
+        anything is loaded); ``mosaic`` is given with ``at``; and as `slice_image` and
+        `mosaic_image`.
+
     Examples
     --------
     >>> import numpy as np, tempfile, pathlib
     >>> from viz3d.io.volume import Volume
     >>> ct = Volume(np.zeros((8, 8, 4), np.int16), np.eye(4))
-    >>> out = save_slice(pathlib.Path(tempfile.mkdtemp()) / "slice.png", ct)
-    >>> out.read_bytes()[:4]
-    b'\\x89PNG'
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     out = save_slice(pathlib.Path(folder) / "slice.png", ct)
+    ...     print(out.name, out.read_bytes()[:4])
+    slice.png b'\\x89PNG'
+    >>> save_slice("slice.jpg", ct)
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: slice.jpg: the slice picture is written as PNG; use a .png file name
     """
     return save_slice_summary(path, ct, label, table, mosaic=mosaic, **options)[0]
 
