@@ -186,21 +186,75 @@ def export_meshes(
     """Write the meshes and ``manifest.json`` into ``out_dir``; return the manifest.
 
     One file per mesh (``<value>_<name>.<ext>``, ``bone.<ext>``; OBJ with a ``.mtl`` beside it),
-    or with ``combine`` one ``scene.<ext>`` holding every mesh as a named part. ``format`` is
-    stl, obj, ply, vtp or glb; ``coords`` RAS (default) or LPS; units are millimetres (the GLB's
-    root node scales them to glTF's metres). ``max_triangles`` / ``decimate`` set a triangle
-    budget per mesh, ``largest_component`` keeps each mesh's largest piece. Every mesh is
-    checked and repaired where needed; the manifest says per mesh whether it is printable.
+    or with ``combine`` one ``scene.<ext>`` holding every mesh as a named part. Units are
+    millimetres (the GLB's root node scales them to glTF's metres). Every mesh is checked and
+    repaired where needed; the manifest says per mesh whether it is printable.
 
     Files are written in a staging folder beside ``out_dir`` and moved in only when all are
     complete; an existing export that would change is left alone unless ``force`` (an identical
-    re-export changes nothing and succeeds). ``settings`` (the meshing options) goes into the
-    manifest. ``progress(stage, done, total, item)`` is called as meshes are prepared.
+    re-export changes nothing and succeeds).
 
-    The manifest: ``{"coordinate_system", "units": "mm", "format", "combined", "settings",
-    "meshes": [{"kind", "label", "name", "file", "triangles", "vertices", "watertight",
-    "manifold", "winding_consistent", "degenerate_faces", "components", "volume_ml",
-    "area_mm2", "bounds", "color", "printable", "problems", "repairs", ...}]}``.
+    Parameters
+    ----------
+    meshes : list of Mesh
+        The surfaces to write.
+    out_dir : str or path-like
+        The export's folder (created if missing).
+    format : {"stl", "obj", "ply", "vtp", "glb"}, optional
+        The file format (default binary STL).
+    coords : {"RAS", "LPS"}, optional
+        The coordinate system written (default RAS, as viz3d's meshes are).
+    combine : bool, optional
+        One ``scene.<ext>`` holding every mesh as a named part instead of one file per mesh.
+    max_triangles : int or None, optional
+        A triangle budget per mesh (at least 4): larger meshes are decimated to it.
+    decimate : float or None, optional
+        The fraction of triangles to keep, between 0 (exclusive) and 1.
+    smooth : bool, optional
+        Smooth decimated surfaces lightly (removes the facets decimation leaves).
+    largest_component : bool, optional
+        Keep each mesh's largest connected piece only.
+    force : bool, optional
+        Replace an existing export made with other settings.
+    settings : dict or None, optional
+        The meshing options, written into the manifest.
+    progress : callable or None, optional
+        If given, called as ``progress(stage, done, total, item)`` as meshes are prepared.
+
+    Returns
+    -------
+    dict
+        The manifest, as written to ``manifest.json``: ``{"coordinate_system", "units": "mm",
+        "format", "combined", "settings", "meshes": [{"kind", "label", "name", "file",
+        "triangles", "vertices", "watertight", "manifold", "winding_consistent",
+        "degenerate_faces", "components", "volume_ml", "area_mm2", "bounds", "color",
+        "printable", "problems", "repairs", ...}]}``.
+
+    Raises
+    ------
+    Viz3dError
+        When ``format``, ``coords``, ``max_triangles`` or ``decimate`` is invalid; ``out_dir``
+        is empty, the root folder, not a folder, not writable, or holds an export made with
+        other settings (without ``force``) or an interrupted export that is not viz3d's; a
+        file cannot be written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> meshes = viz3d.build_meshes(label=viz3d.Volume(ball, np.diag([0.8, 0.8, 0.8, 1.0])), table="spinopelvic10")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     manifest = export_meshes(meshes, pathlib.Path(folder) / "meshes")
+    ...     print(sorted(path.name for path in (pathlib.Path(folder) / "meshes").iterdir()))
+    ['1_L1.stl', 'manifest.json']
+    >>> entry = manifest["meshes"][0]
+    >>> manifest["units"], entry["file"], entry["watertight"], entry["printable"]
+    ('mm', '1_L1.stl', True, True)
+    >>> export_meshes(meshes, "meshes", format="fbx")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: unknown export format 'fbx'; choose one of stl, obj, ply, vtp, glb
     """
     options = export_settings(format=format, coords=coords, combine=combine, max_triangles=max_triangles,
                               decimate=decimate, smooth=smooth, largest_component=largest_component, extra=settings)
