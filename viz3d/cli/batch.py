@@ -1,6 +1,6 @@
 """`viz3d batch`: a whole dataset in one command (see `viz3d.batch`).
 
-The parser reuses the single-case commands' option types and defaults (`viz3d.cli.main`), so a
+The parser reuses the single-case commands' option types and defaults (`viz3d.cli.arguments`), so a
 batch's ``--export``, ``--screenshot``, ``--window`` or ``--smoothing`` mean what they mean
 for one case. The command ends with one ``viz3d: error:`` line and exit status 2 when any case
 failed, naming how many.
@@ -18,7 +18,7 @@ LAYOUTS = ("nnunet", "ctspinopelvic", "folders", "manifest")
 
 def add_batch_parser(commands) -> None:
     """Add the ``batch`` sub-command to ``commands`` (an argparse subparsers object)."""
-    from . import main as cli
+    from . import arguments
 
     batch = commands.add_parser(
         "batch", help="a whole dataset: every case's outputs under OUT/<case>/, summary.csv and index.html",
@@ -33,7 +33,7 @@ def add_batch_parser(commands) -> None:
     batch.add_argument("--cases", metavar="ID,PATTERN", default=None, help="only these cases: ids or shell patterns (s01,s1*)")
     batch.add_argument("--label-table", metavar="T", default=None,
                        help="names and colours for every case (default: each label map's own, else spinopelvic10)")
-    cli._add_mesh_options(batch)
+    arguments.add_mesh_options(batch)
     for action in batch._actions:
         if action.dest == "no_cache":  # accepted, and moot: a batch never reads nor fills the mesh cache
             action.help = argparse.SUPPRESS
@@ -47,16 +47,16 @@ def add_batch_parser(commands) -> None:
     outputs.add_argument("--decimate", type=float, default=None, metavar="F",
                          help="with --export: keep this fraction of triangles")
     outputs.add_argument("--largest-component", action="store_true", help="with --export: each surface's largest piece only")
-    outputs.add_argument("--screenshot", type=cli._view_list, default=None, metavar="V1,V2",
+    outputs.add_argument("--screenshot", type=arguments.view_list, default=None, metavar="V1,V2",
                          help="one PNG per view (screenshot-<view>.png), e.g. anterior,left")
-    outputs.add_argument("--size", type=cli._size, default=(1024, 768), metavar="WxH", help="screenshot size (default 1024x768)")
+    outputs.add_argument("--size", type=arguments.size, default=(1024, 768), metavar="WxH", help="screenshot size (default 1024x768)")
     outputs.add_argument("--sheet", action="store_true", help="sheet.png: the anterior, left, posterior and right views")
     outputs.add_argument("--turntable", type=str.lower, choices=("gif", "mp4"), default=None,
                          help="turntable.gif or .mp4 (72 frames, 640x480)")
     outputs.add_argument("--frames", type=int, default=72, metavar="N", help="with --turntable: frames in one turn (default 72)")
     outputs.add_argument("--html", action="store_true", help="scene.html: the self-contained viewer")
     outputs.add_argument("--mosaic", type=int, default=None, metavar="N", help="mosaic.png: N axial slices with the labels")
-    outputs.add_argument("--window", type=cli._window, default="soft", metavar="PRESET|C,W",
+    outputs.add_argument("--window", type=arguments.window, default="soft", metavar="PRESET|C,W",
                          help="CT window of every picture (default soft)")
     outputs.add_argument("--colors", choices=("table", "distinct"), default="table", help="structure colours (default table)")
     outputs.add_argument("--no-slices", action="store_true", help="no CT planes in the 3-D pictures")

@@ -8,194 +8,48 @@ import warnings
 from pathlib import Path
 
 from ..errors import Viz3dError
+from . import arguments
+from .arguments import DEFAULT_METHOD, DEFAULT_SMOOTHING, VIEWS
 from .batch import add_batch_parser, cmd_batch
-
-DEFAULT_SMOOTHING, DEFAULT_METHOD = 0.5, "flying-edges"  # as viz3d.surfaces.meshing's (not imported here: --help stays fast)
-
-VIEWS = ("anterior", "posterior", "left", "right", "superior", "inferior", "iso")
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line, like every other viz3d error."""
-
-    def error(self, message):
-        raise Viz3dError(message)
-
-
-def _label_selection(text: str) -> str:
-    """--labels: values, ranges and names (``1,3-5``, ``L1-L5,sacrum``), checked here, resolved
-    with the label table once it is known (`viz3d.io.labels.select_labels`)."""
-    from ..io.labels import parse_label_selection
-
-    try:
-        return parse_label_selection(text)
-    except Viz3dError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _bone_wanted(args) -> bool:
-    """Whether the command builds the bone surface: not with --no-bone, and with a --labels
-    selection only if --bone asks for it. Refuses --bone with --no-bone, and --labels without a label map."""
-    bone, no_bone, labels = getattr(args, "bone", False), getattr(args, "no_bone", False), getattr(args, "labels", None)
-    if bone and no_bone:
-        raise Viz3dError("--bone and --no-bone exclude each other")
-    if labels and getattr(args, "label", None) is None and not getattr(args, "bone_only", False):
-        raise Viz3dError(f"--labels {labels}: selects label surfaces, but no label map is given (--label LABEL)")
-    return not no_bone and (not labels or bone)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size such as 1024x768, got {text!r}") from None
-    if not (16 <= width <= 8192 and 16 <= height <= 8192):
-        raise argparse.ArgumentTypeError(f"size must be between 16 and 8192 pixels per side, got {text!r}")
-    return width, height
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number such as 8080, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535 (0: any free port), got {text!r}")
-    return port
-
-
-def _bounded(text: str, what: str, example: str, low: float, high: float, inclusive: bool = True) -> float:
-    """``text`` as a number from ``low`` to ``high`` (NaN never is), or a usage error naming ``what``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what} such as {example}, got {text!r}") from None
-    inside = low <= value <= high if inclusive else low < value < high
-    if not inside:
-        raise argparse.ArgumentTypeError(f"{what} must be from {low:g} to {high:g}, got {text!r}")
-    return value
-
-
-def _hu(text: str) -> float:
-    return _bounded(text, "a bone threshold in HU", "200", -1e6, 1e6, inclusive=False)
-
-
-def _smoothing(text: str) -> float:
-    return _bounded(text, "a smoothing factor (0: raw marching cubes, 1: strongest)", "0.5", 0.0, 1.0)
-
-
-def _view_list(text: str) -> list[str]:
-    views = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [v for v in views if v not in VIEWS]
-    if not views or unknown:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated views from {','.join(VIEWS)}, got {text!r}")
-    return views
-
-
-def _window(text: str):
-    """--window: a preset name in any case (soft, BONE) or CENTER,WIDTH / CENTER/WIDTH (40,400 or 40/400)."""
-    separator = "," if "," in text else "/" if "/" in text else None
-    if separator:
-        try:
-            center, width = (float(part) for part in text.split(separator))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a window as CENTER,WIDTH or CENTER/WIDTH such as 40,400 or 40/400, "
-                                             f"got {text!r}") from None
-        if not width > 0:  # NaN too
-            raise argparse.ArgumentTypeError(f"window width must be positive, got {text!r}")
-        if not (-1e6 < center < 1e6 and width < 1e6):
-            raise argparse.ArgumentTypeError(f"window centre and width must be finite numbers of HU, got {text!r}")
-        return center, width
-    return text.strip().lower()
-
-
-def _add_inputs(parser, *, ct_required=False):
-    parser.add_argument("ct", nargs=None if ct_required else "?", metavar="CT", help="CT as NIfTI (.nii / .nii.gz) or a DICOM folder / file")
-    parser.add_argument(
-        "--series", metavar="S", default=None,
-        help="DICOM folder with several series: index (as `info` lists them), SeriesInstanceUID, number:N or index:N "
-        "(default: the one with most slices)",
-    )
-    parser.add_argument("--label", metavar="LABEL", help="label map (NIfTI of integer class values)")
-    parser.add_argument(
-        "--label-table", metavar="T", default=None,
-        help="names and colours: spinopelvic10 (default), totalsegmentator, or a JSON / ITK-SNAP / Slicer colour-table file",
-    )
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress or status lines")
-
-
-def _add_mesh_options(parser, *, bone_switch=True):
-    parser.add_argument("--labels", type=_label_selection, metavar="1,3-5,L1-L5,liver",
-                        help="only these structures: values, ranges and names of the label table (any case; a range of "
-                        "names holds the table's values between them); leaves out the bone surface unless --bone")
-    parser.add_argument("--bone-hu", type=_hu, default=None, metavar="N",
-                        help="bone threshold in HU (default 200; a series that is not CT, e.g. MR, gets no bone surface "
-                        "unless this is given)")
-    if bone_switch:
-        parser.add_argument("--no-bone", action="store_true", help="no bone surface")
-        parser.add_argument("--bone", action="store_true", help="the bone surface too with a --labels selection")
-    parser.add_argument("--smoothing", type=_smoothing, default=DEFAULT_SMOOTHING, metavar="F",
-                        help="surface smoothing from 0 (raw marching cubes) to 1, 3D Slicer's factor (default 0.5: "
-                        "pass band 0.01, 40 iterations); the voxel volume is kept")
-    parser.add_argument("--method", choices=("flying-edges", "surface-nets", "lewiner"), default=DEFAULT_METHOD,
-                        help="surface extractor: VTK flying edges with shape-based interpolation between thick slices "
-                        "(default), VTK surface nets, or scikit-image's Lewiner marching cubes")
-    parser.add_argument("--no-smooth", action="store_true", help="raw marching-cubes surfaces: the same as --smoothing 0")
-    parser.add_argument("--no-cache", action="store_true", help="rebuild meshes even if this input was meshed before")
-
-
-def _add_scene_options(parser):
-    parser.add_argument("--window", type=_window, default="soft", metavar="PRESET|C,W", help="soft (40,400, default), bone, lung, brain, or CENTER,WIDTH")
-    parser.add_argument("--view", choices=VIEWS, default="anterior", help="camera preset (default anterior)")
-    parser.add_argument("--no-slices", action="store_true", help="hide the three CT slice planes")
-    parser.add_argument("--slices", default=None, metavar="AXIS=POS,...",
-                        help="where the CT planes go, e.g. axial=120,coronal=off,sagittal=i40: mm (RAS), iN (voxel index), "
-                        "off, auto (default: behind the drawn surfaces as the camera sees them, or edge-on through them) "
-                        "or a drawn structure's name (axial=L3: through its middle)")
-    parser.add_argument("--colors", choices=("table", "distinct"), default="table",
-                        help="table (default: the table's colours; ones too close to tell apart are replaced, with a "
-                        "warning unless they are viz3d's generated ones) or distinct (a perceptually distinct palette for every structure)")
-
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser for all sub-commands."""
-    parser = _Parser(prog="viz3d", description="A CT and its segmentation in 3-D: surfaces, slices, screenshots, STL.")
+    parser = arguments.Parser(prog="viz3d", description="A CT and its segmentation in 3-D: surfaces, slices, screenshots, STL.")
     parser.add_argument("--version", action="version", version=f"viz3d {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=arguments.Parser)
     commands.required = True
 
     info = commands.add_parser("info", help="shape, voxel size, orientation, HU range, label volumes")
-    _add_inputs(info)
+    arguments.add_inputs(info)
 
     view = commands.add_parser("view", help="the interactive 3-D window, or --web: the same scene in a web browser")
-    _add_inputs(view)
-    _add_mesh_options(view)
-    _add_scene_options(view)
+    arguments.add_inputs(view)
+    arguments.add_mesh_options(view)
+    arguments.add_scene_options(view)
     view.add_argument("--web", action="store_true",
                       help="serve the interactive scene to a web browser instead of opening a window (no display needed)")
-    view.add_argument("--port", type=_port, default=8080, metavar="N", help="with --web: port to listen on (default 8080; 0: any free port)")
+    view.add_argument("--port", type=arguments.port, default=8080, metavar="N", help="with --web: port to listen on (default 8080; 0: any free port)")
     view.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                       help="with --web: address to listen on (default 127.0.0.1, this machine only: reach it through an SSH tunnel)")
 
     shot = commands.add_parser("screenshot", help="render the scene offscreen to a PNG")
-    _add_inputs(shot)
-    _add_mesh_options(shot)
-    _add_scene_options(shot)
+    arguments.add_inputs(shot)
+    arguments.add_mesh_options(shot)
+    arguments.add_scene_options(shot)
     shot.add_argument("--out", required=True, metavar="PNG", help="output PNG file")
-    shot.add_argument("--size", type=_size, default=None, metavar="WxH",
+    shot.add_argument("--size", type=arguments.size, default=None, metavar="WxH",
                       help="image size (default 1024x768); with --views, the size of each panel (default 640x480)")
-    shot.add_argument("--views", type=_view_list, default=None, metavar="V1,V2,...",
+    shot.add_argument("--views", type=arguments.view_list, default=None, metavar="V1,V2,...",
                       help="a labelled multi-view sheet: one panel per camera preset, e.g. anterior,left,posterior,right")
 
     spin = commands.add_parser("turntable", help="a movie (MP4 or GIF) of the scene turning about the patient's S-I axis")
-    _add_inputs(spin)
-    _add_mesh_options(spin)
-    _add_scene_options(spin)
+    arguments.add_inputs(spin)
+    arguments.add_mesh_options(spin)
+    arguments.add_scene_options(spin)
     spin.add_argument("--out", required=True, metavar="FILE", help="output .mp4 (H.264) or .gif")
     spin.add_argument("--frames", type=int, default=72, metavar="N", help="frames in one full turn (default 72)")
     spin.add_argument("--fps", type=float, default=24.0, metavar="N", help="frames per second (default 24)")
-    spin.add_argument("--size", type=_size, default=(640, 480), metavar="WxH", help="frame size (default 640x480; even for MP4)")
+    spin.add_argument("--size", type=arguments.size, default=(640, 480), metavar="WxH", help="frame size (default 640x480; even for MP4)")
     spin.add_argument("--axis", choices=("si", "ap", "lr"), default="si",
                       help="world axis to turn about: si (patient's superior-inferior, default), ap or lr")
     spin.add_argument("--no-legend", action="store_true", help="no label legend in the frames")
@@ -205,8 +59,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Write every structure's surface, checked (closed, 2-manifold, outward, no degenerate faces) and "
         "repaired where needed, with manifest.json saying per surface whether it is printable.",
     )
-    _add_inputs(export)
-    _add_mesh_options(export)
+    arguments.add_inputs(export)
+    arguments.add_mesh_options(export)
     export.add_argument("--out", required=True, metavar="DIR", help="output folder")
     export.add_argument("--format", type=str.lower, choices=("stl", "obj", "ply", "vtp", "glb", "html"), default="stl",
                         help="file format (default stl); glb and ply carry the class colours, obj has a material per structure; "
@@ -223,7 +77,7 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("--largest-component", action="store_true",
                         help="keep only each surface's largest piece (drops specks and the scanner table from the bone)")
     page = export.add_argument_group("with --format html: the page's scene, as for screenshot")
-    page.add_argument("--window", type=_window, default=None, metavar="PRESET|C,W", help="CT window (default soft)")
+    page.add_argument("--window", type=arguments.window, default=None, metavar="PRESET|C,W", help="CT window (default soft)")
     page.add_argument("--view", choices=VIEWS, default=None, help="camera preset (default iso)")
     page.add_argument("--no-slices", action="store_true", help="hide the three CT slice planes")
     page.add_argument("--slices", default=None, metavar="AXIS=POS,...", help="where the CT planes go (see screenshot --help)")
@@ -246,7 +100,7 @@ def _add_slice_parser(commands) -> None:
         "on your left, anterior up; coronal: superior up, right on your left; sagittal: superior up, anterior on your "
         "left), the labels in the table's colours, a legend of the structures on the slice, and a caption.",
     )
-    _add_inputs(sheet, ct_required=True)
+    arguments.add_inputs(sheet, ct_required=True)
     sheet.add_argument("--out", required=True, metavar="PNG", help="output PNG file")
     sheet.add_argument("--plane", type=str.lower, choices=("axial", "coronal", "sagittal"), default="axial",
                        help="slice plane (default axial)")
@@ -254,11 +108,11 @@ def _add_slice_parser(commands) -> None:
                        help="where: mm along the plane's normal (RAS z for axial, y coronal, x sagittal), iN a voxel "
                        "index of the file's array, or a structure name (the slice through its centre); default the middle "
                        "of the labelled extent")
-    sheet.add_argument("--window", type=_window, default="soft", metavar="PRESET|C,W",
+    sheet.add_argument("--window", type=arguments.window, default="soft", metavar="PRESET|C,W",
                        help="soft (40,400, default), bone, lung, brain, or CENTER,WIDTH")
     sheet.add_argument("--opacity", type=float, default=0.5, metavar="A", help="opacity of the filled labels, 0..1 (default 0.5)")
     sheet.add_argument("--outline", action="store_true", help="outline each structure instead of filling it")
-    sheet.add_argument("--size", type=_size, default=None, metavar="WxH",
+    sheet.add_argument("--size", type=arguments.size, default=None, metavar="WxH",
                        help="box the slice is fitted into, true aspect kept (default 512x512; with --mosaic each panel's, 256x256)")
     sheet.add_argument("--mosaic", type=int, default=None, metavar="N",
                        help="a QC sheet of N slices evenly through the labelled extent, one shared legend")
@@ -325,7 +179,7 @@ def _inputs_and_meshes(args, console, for_scene=True):
     from ..api import MESHING_MODULES, load_and_mesh, meshes_cached
 
     options = dict(series=getattr(args, "series", None), table=args.label_table, labels=args.labels,
-                   bone=_bone_wanted(args), bone_hu=args.bone_hu, smooth=not args.no_smooth,
+                   bone=arguments.bone_wanted(args), bone_hu=args.bone_hu, smooth=not args.no_smooth,
                    smoothing=getattr(args, "smoothing", DEFAULT_SMOOTHING), method=getattr(args, "method", DEFAULT_METHOD))
     use_cache = not getattr(args, "no_cache", False)
     if for_scene:
@@ -547,7 +401,8 @@ def cmd_export_html(args, console) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = write_html(meshes, ct, out, window=window, view=getattr(args, "view", None) or "iso",
                       show_slices=not getattr(args, "no_slices", False), slices=getattr(args, "slices", None),
-                      colors=getattr(args, "colors", None) or "table")
+                      colors=getattr(args, "colors", None) or "table",
+                      names_source=_names_source(args) if any(mesh.kind == "label" for mesh in meshes) else None)
     console.say(f"wrote {path} ({len(meshes)} surfaces{', CT planes' if ct is not None else ''}; opens offline in a browser)")
 
 
@@ -574,7 +429,7 @@ def cmd_export(args, console) -> None:
     from ..io.labels import resolve_label_table
     from ..surfaces.meshing import DEFAULT_BONE_HU
 
-    meshing = {"labels": args.labels, "bone": _bone_wanted(args), "bone_only": args.bone_only,
+    meshing = {"labels": args.labels, "bone": arguments.bone_wanted(args), "bone_only": args.bone_only,
                "bone_hu": DEFAULT_BONE_HU if args.bone_hu is None else args.bone_hu,
                "label_table": args.label_table, "smoothing": 0.0 if args.no_smooth else args.smoothing,
                "method": args.method, "label_table_source": resolve_label_table(args.label_table, args.label).source}
