@@ -72,15 +72,61 @@ def serve(
     announce=None,
     quiet: bool = False,
 ) -> int:
-    """Serve ``scene`` to web browsers at ``http://host:port/`` until Ctrl-C or SIGTERM; return the port.
+    """Serve ``scene`` to web browsers at ``http://host:port/`` until Ctrl-C or SIGTERM.
 
-    ``scene`` is a `Scene` built off screen, best with ``interactive=False`` (the page has its
-    own controls); while the browser drags the camera or a slider, the scene draws cheaply
-    (`Scene.begin_interaction`) and the full frame follows on release. ``port=0`` picks a free port. ``announce(url, port)`` is called once the
-    server listens (default: print the URL on stdout and, unless ``quiet``, the SSH tunnel hint
-    on stderr). Blocks in the calling thread, which also does the rendering; SIGINT and SIGTERM
-    stop the server and return normally. ``title``: the page's title and heading (default
-    ``viz3d — <case name>``, `page_title`).
+    While the browser drags the camera or a slider, the scene draws cheaply
+    (`Scene.begin_interaction`) and the full frame follows on release. Blocks in the calling
+    thread, which also does the rendering; SIGINT and SIGTERM stop the server and return
+    normally.
+
+    Parameters
+    ----------
+    scene : Scene
+        A scene built off screen, best with ``interactive=False`` (the page has its own
+        controls).
+    host : str, optional
+        The address to listen on (default ``127.0.0.1``: reach it from a laptop through an
+        SSH tunnel, `ssh_hint`).
+    port : int, optional
+        The port, 0 to 65535 (default 8080); 0 picks a free port.
+    title : str or None, optional
+        The page's title and heading (default ``viz3d — <case name>``, `page_title`).
+    announce : callable or None, optional
+        Called as ``announce(url, port)`` once the server listens (default: print the URL on
+        stdout and, unless ``quiet``, the SSH tunnel hint on stderr).
+    quiet : bool, optional
+        Leave out the SSH tunnel hint.
+
+    Returns
+    -------
+    int
+        The port the server listened on.
+
+    Raises
+    ------
+    Viz3dError
+        When the web packages (trame) are missing, ``port`` is out of range, the scene's
+        window was closed, or the server cannot listen on ``host:port``.
+
+    See Also
+    --------
+    write_html : The scene as one HTML file, without a server.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> meshes = viz3d.build_meshes(label=viz3d.Volume(ball, np.eye(4)), table="spinopelvic10")
+    >>> scene = viz3d.build_scene(meshes, off_screen=True, interactive=False)
+    >>> port = serve(scene, port=0, quiet=True)  # doctest: +SKIP
+    viz3d: serving the scene at http://127.0.0.1:41795/  (Ctrl-C stops it)
+    >>> serve(scene, port=70000)  # refused before the server starts
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: port must be between 0 and 65535, got 70000
+    >>> scene.close()
     """
     _require_web_packages("the web view")
     title = page_title(scene) if title is None else str(title)
@@ -280,8 +326,66 @@ def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = Tr
                colors: str = "table") -> Path:
     """Build the scene for ``meshes`` / ``ct`` and write it as one self-contained HTML file at ``path``.
 
-    The arguments are those of `viz3d.scene.scene.build_scene` (the planes ``auto``-placed for ``view``,
-    the camera framing the surfaces). See `scene_to_html`.
+    The page shows the scene with vtk.js, offline (see `scene_to_html`): the planes are
+    ``auto``-placed for ``view`` and the camera frames the surfaces. The file is written
+    atomically.
+
+    Parameters
+    ----------
+    meshes : list of Mesh
+        The surfaces.
+    ct : Volume or None
+        The CT for the three planes; None: no planes.
+    path : str or path-like
+        The ``.html`` file to write.
+    window : (float, float), optional
+        The planes' ``(center, width)`` in HU, as in `viz3d.scene.scene.build_scene`.
+    show_slices : bool, optional
+        Whether the CT planes are shown.
+    show_bone : bool, optional
+        Whether the bone surface is shown.
+    view : str, optional
+        The camera preset (default ``"iso"``), one of `viz3d.scene.scene.VIEWS`.
+    size : (int, int), optional
+        The scene's (width, height) in pixels, for the camera's framing.
+    title : str or None, optional
+        The page's title (default ``viz3d — <case name>``, `page_title`).
+    slices : str, dict or None, optional
+        Where the CT planes go, as in `viz3d.scene.scene.build_scene`.
+    colors : {"table", "distinct"}, optional
+        The surfaces' colours, as in `viz3d.scene.scene.build_scene`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    Viz3dError
+        As `viz3d.scene.scene.build_scene` for invalid arguments; when ``path`` is not an
+        ``.html`` file name, is a folder or its folder is missing; the web packages (trame)
+        are missing; or the scene holds nothing vtk.js can draw.
+
+    See Also
+    --------
+    serve : The scene in web browsers, live.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> meshes = viz3d.build_meshes(label=viz3d.Volume(ball, np.eye(4)), table="spinopelvic10")
+    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +SKIP
+    ...     path = write_html(meshes, None, pathlib.Path(folder) / "scene.html")  # renders: needs OpenGL (EGL)
+    ...     print(path.name, path.read_text()[:15])
+    scene.html <!doctype html>
+    >>> write_html(meshes, None, "scene.txt")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: scene.txt: the HTML export writes an .html file; use a .html file name
     """
     from ..runtime import configure_offscreen
 
