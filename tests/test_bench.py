@@ -44,7 +44,7 @@ def test_bench_fidelity_table(tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = json.loads(out.read_text())["fidelity"]
-    assert len(rows) == 5 * 3 * 5 and "3D Slicer default" in run.stdout
+    assert len(rows) == 5 * 4 * 5 and "3D Slicer default" in run.stdout
     ours = {(r["shape"], r["slice_mm"]): r for r in rows if r["method"] == "viz3d flying-edges"}
     slicer = {(r["shape"], r["slice_mm"]): r for r in rows if r["method"] == "3D Slicer default"}
     for key, row in ours.items():

@@ -215,6 +215,41 @@ def voxelise(shapes, spacing=(0.8, 0.8, 0.8), affine: np.ndarray | None = None,
     return Volume(np.asfortranarray(array.reshape(shape)), affine)
 
 
+def upsample_labels(label: Volume, factor: int) -> Volume:
+    """``label`` written on a grid ``factor`` times finer along every axis, the way a segmentation
+    made at a coarse resolution reaches a fine CT grid (and `scripts/bench.py`'s clinical-size
+    case is made from the 3 mm sample): each class's 0/1 mask, inside its box plus one voxel,
+    linearly interpolated with voxels as cells (scipy's ``grid_mode``) and kept where it is at
+    least 0.5, the higher value winning where two classes reach; the new voxels tile the old
+    ones' box. Its boundaries step in terraces ``factor`` voxels high.
+
+    >>> coarse = voxelise([sphere(6.0)], spacing=(3.0, 3.0, 3.0))
+    >>> fine = upsample_labels(coarse, 3)
+    >>> fine.shape, [round(float(v), 3) for v in fine.voxel_sizes]
+    ((27, 27, 27), [1.0, 1.0, 1.0])
+    >>> round(float(np.count_nonzero(fine.array) / np.count_nonzero(coarse.array) / 27), 2)
+    0.9
+    """
+    from scipy import ndimage
+
+    array = np.asarray(label.array)
+    out = np.zeros(tuple(n * factor for n in array.shape), np.uint8)
+    best = np.zeros(out.shape, np.float32)
+    for value, box in enumerate(ndimage.find_objects(array), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, array.shape))
+        mask = ndimage.zoom((array[box] == value).astype(np.float32), factor, order=1, mode="nearest", grid_mode=True)
+        target = tuple(slice(s.start * factor, s.stop * factor) for s in box)
+        wins = (mask >= 0.5) & (mask > best[target])
+        out[target][wins] = value
+        best[target][wins] = mask[wins]
+    affine = np.array(label.affine, float)
+    affine[:3, 3] += affine[:3, :3] @ np.full(3, -0.5 + 0.5 / factor)  # the first new voxel's centre
+    affine[:3, :3] /= factor
+    return Volume(np.asfortranarray(out), affine)
+
+
 @dataclass(frozen=True)
 class SurfaceError:
     """A surface measured against its true shape (see the module's docstring)."""

@@ -163,8 +163,13 @@ def label_meshes(
     at 0.5; on a grid whose slices are thicker than its in-plane voxels (3-5 mm CT), the mask's
     signed distance (mm) is interpolated between slices first (shape-based interpolation) and
     contoured at 0, so the surface passes through each slice's outline instead of stepping
-    from one to the next. Then windowed-sinc smoothing (see `smoothing_parameters`), and an
-    offset along the normals that restores the voxel volume (see `restore_volume`).
+    from one to the next. A label map resampled from a coarser grid (a segmentation made at
+    3 mm and written on a 0.5 mm CT grid: every boundary a staircase of 6-voxel terraces) is
+    found by `effective_resolution` and meshed on its own grid the same way: each class back
+    on the coarse grid, its signed distance interpolated to two samples per coarse voxel and
+    contoured (see `_resampled_surface`); a class that the coarse grid would lose keeps its
+    own voxels. Then windowed-sinc smoothing (see `smoothing_parameters`), and an offset
+    along the normals that restores the voxel volume (see `restore_volume`).
 
     Parameters
     ----------
@@ -181,8 +186,9 @@ def label_meshes(
         (each vertex moving at most half the voxel's width along its normal), so thin bones
         neither shrink nor vanish.
     method : {"flying-edges", "surface-nets", "lewiner"}
-        The surface extractor: VTK's flying edges (default), VTK's surface nets (its own
-        constrained smoothing, ``floor(15 f² + 9 f)`` iterations as in Slicer; where voxels meet
+        The surface extractor: VTK's flying edges (default; the only one that interpolates
+        between thick slices and meshes resampled maps on their own grid), VTK's surface nets
+        (its own constrained smoothing, ``floor(15 f² + 9 f)`` iterations as in Slicer; where voxels meet
         only along an edge it leaves pairs of coincident vertices, so its surfaces are not
         always closed: 27 of the sample's 41), or scikit-image's Lewiner marching cubes (the
         tutorial's tool), smoothed as flying edges is.
@@ -311,10 +317,15 @@ def surfaces(
     jobs = []  # (cost estimate, name, build)
     if label is not None:
         wanted = set(labels) if labels is not None else None
-        for value, box in label_boxes(label.array):
+        boxes = label_boxes(label.array)
+        resampled = None
+        if factor > 0 and method == "flying-edges":
+            steps, phases = effective_resolution(label.array, boxes)
+            resampled = (steps, phases) if max(steps) > 1 else None
+        for value, box in boxes:
             if wanted is None or value in wanted:
                 jobs.append((_box_voxels(box), names.name_of(value),
-                             partial(_label_surface, label, value, box, names, factor, method)))
+                             partial(_label_surface, label, value, box, names, factor, method, resampled)))
     if ct is not None and bone_hu is not None:
         def bone_job():
             volume = ct() if callable(ct) else ct
@@ -385,8 +396,19 @@ def _checked_method(method: str) -> str:
     return method
 
 
-def _label_surface(label: "Volume", value: int, box, names, factor: float, method: str) -> Mesh | None:
-    """The surface of class ``value`` from the voxels of ``box`` (grown by one voxel), in RAS mm."""
+def _label_surface(label: "Volume", value: int, box, names, factor: float, method: str,
+                   resampled=None) -> Mesh | None:
+    """The surface of class ``value`` from the voxels of ``box`` (grown by one voxel), in RAS mm;
+    ``resampled``: the map's ``(steps, phases)`` when it was resampled from a coarser grid."""
+    if resampled is not None:
+        poly, voxels = _resampled_surface(label, value, box, factor, *resampled)
+        if poly is not None:
+            if not poly.GetNumberOfPolys():
+                return None
+            vertices, faces = to_world(*polydata_arrays(poly), label.affine)
+            axes = label.affine[:3, :3] * np.asarray(resampled[0], float)  # the coarse voxel's edges
+            vertices = restore_volume(vertices, faces, voxels * label.voxel_volume_mm3, voxel_axes=axes)
+            return Mesh(names.name_of(value), "label", value, names.color_of(value), vertices, faces)
     array = label.array
     grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, array.shape))
     mask = np.zeros(tuple(s.stop - s.start + 2 for s in grown), np.uint8, order="F")
@@ -406,6 +428,180 @@ def _label_surface(label: "Volume", value: int, box, names, factor: float, metho
     if factor > 0:
         vertices = restore_volume(vertices, faces, voxels * label.voxel_volume_mm3, voxel_axes=label.affine[:3, :3])
     return Mesh(names.name_of(value), "label", value, names.color_of(value), vertices, faces)
+
+
+# Interpolated signed distances are contoured a micrometre outside 0: halfway between two voxels
+# of opposite depth a sample is exactly 0, and a contour through a sample gives zero-area faces.
+DEPTH_ISO = -1e-3
+RESAMPLED_STEPS = (3, 12)  # effective voxels this many voxels wide are detected (a 2-fold upsample is left to smoothing)
+RESAMPLED_MIN_RISES = 20  # terrace rises within one voxel of the step needed to call an axis resampled
+RESAMPLED_SHARE = 0.5  # ... at least this share of the rises from 2 voxels up to the largest step
+RESAMPLED_PHASE = 1.6  # and the surfaces' edges this many times as common at one phase modulo the step as at the others
+RESAMPLED_UPSAMPLING = 2  # samples per effective voxel where a resampled label map is contoured
+RISE_PLANES = 8  # planes of each label's box sampled across each axis to find its terraces, at least
+RISE_VOXELS = 1 << 22  # ... or as many as hold a share of this many voxels (maps of few labels: more planes each)
+
+
+def effective_resolution(array: np.ndarray, boxes=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(steps, phases)``: per index axis, how many voxels wide the label map's own voxels are
+    (1: as wide as the grid's) and at which voxel index modulo the step their blocks start.
+
+    A label map resampled from a k-times coarser grid (a segmentation run at 3 mm and written
+    on the 0.5 mm grid of its CT) draws every boundary in terraces k voxels high; a map drawn
+    on its own grid steps one voxel at a time wherever a surface is shallow. So along each
+    axis this measures the rises of each label's top and bottom surfaces between neighbouring
+    columns, on sampled planes of each label's box: a rise is a run of columns whose surface
+    height changes (all one way) between two flat runs of at least two columns. The step is
+    the most common rise height from 2 voxels up (to `RESAMPLED_STEPS`' largest); an axis counts
+    as resampled when that step is at least 3, at least `RESAMPLED_MIN_RISES` rises and
+    `RESAMPLED_SHARE` of those from 2 voxels up lie within one voxel of it, single-voxel rises
+    (the ramps between a trilinear upsample's terraces, or a native map's shallow slopes) add
+    up to less height than those, and the surfaces' edges fall at one phase modulo the step
+    `RESAMPLED_PHASE` times as often as at the others on average (a block grid; a non-integer
+    ratio of grids, such as 3 mm written on 0.977 mm, drifts and is left alone).
+    Native maps, analytic shapes voxelised at any spacing and the real 3 mm sample give ones.
+
+    Parameters
+    ----------
+    array : ndarray
+        Integer label map.
+    boxes : list, optional
+        `label_boxes` of ``array`` when already known.
+
+    Examples
+    --------
+    >>> ball = (np.linalg.norm(np.indices((24, 24, 24)) - 11.5, axis=0) < 10).astype(np.uint8)
+    >>> effective_resolution(ball)
+    ((1, 1, 1), (0, 0, 0))
+    >>> coarse = ball[::2, ::2, ::2]  # the ball drawn on a grid twice as coarse, written 4-fold finer
+    >>> effective_resolution(coarse.repeat(4, 0).repeat(4, 1).repeat(4, 2)[1:])
+    ((4, 4, 4), (3, 0, 0))
+    """
+    boxes = label_boxes(array) if boxes is None else boxes
+    rises, edges = _terraces(array, boxes)
+    steps, phases = [1, 1, 1], [0, 0, 0]
+    lowest, largest = RESAMPLED_STEPS
+    for axis in range(3):
+        heights = rises[axis][rises[axis] <= largest]
+        counts = np.bincount(heights, minlength=largest + 1)
+        step = int(counts[2:].argmax()) + 2
+        near = counts[step - 1:step + 2].sum()
+        carried = counts * np.arange(largest + 1)
+        if (step < lowest or near < RESAMPLED_MIN_RISES or near < RESAMPLED_SHARE * counts[2:].sum()
+                or carried[1] >= carried[step - 1:step + 2].sum()):
+            continue
+        at = np.bincount(edges[axis] % step, minlength=step)
+        peak = int(at.argmax())
+        if at[peak] >= RESAMPLED_PHASE * (at.sum() - at[peak]) / (step - 1):
+            steps[axis], phases[axis] = step, peak
+    return tuple(steps), tuple(phases)
+
+
+def _terraces(array: np.ndarray, boxes):
+    """Per index axis: the rise heights of every label's top and bottom surfaces along the other
+    two axes (see `effective_resolution`), and where those surfaces are (the voxel boundary
+    before the first and after the last voxel of each column), on sampled planes of each box."""
+    rises, edges = ([[] for _ in range(3)] for _ in range(2))
+    for value, box in boxes:
+        extent = [s.stop - s.start for s in box]
+        for across in range(3):  # planes across this axis
+            area = max(int(np.prod(extent)) // extent[across], 1)
+            count = min(extent[across], max(RISE_PLANES, RISE_VOXELS // (3 * len(boxes) * area)))
+            picks = box[across].start + np.unique(np.linspace(0, extent[across] - 1, count).round().astype(int))
+            planes = np.equal(array[tuple(picks if a == across else s for a, s in enumerate(box))], value)
+            for up in range(3):
+                if up == across:
+                    continue
+                columns = np.ascontiguousarray(np.moveaxis(planes, (across, 3 - up - across, up), (0, 1, 2)))
+                present = columns.any(axis=2)
+                first = np.argmax(columns, axis=2)
+                last = columns.shape[2] - np.argmax(columns[:, :, ::-1], axis=2)  # one past the last voxel
+                for height in (first, last):
+                    rises[up].append(_rise_heights(height, present))
+                    edges[up].append(height[present] + box[up].start)
+    return [np.concatenate(r).astype(np.int64) for r in rises], [np.concatenate(e).astype(np.int64) for e in edges]
+
+
+def _rise_heights(height: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Heights of the rises along each row of a height map: runs of columns whose height changes,
+    all one way, between two flat runs of at least two columns (``present``: columns that have one).
+
+    >>> _rise_heights(np.array([[0, 0, 0, 4, 6, 6, 6, 7, 7, 7, 8]]), np.ones((1, 11), bool)).tolist()
+    [6, 1]
+    """
+    change = np.diff(height.astype(np.int64), axis=1)
+    valid = present[:, 1:] & present[:, :-1]
+    code = np.where(valid, np.sign(change), 2)  # 0 flat, -1/1 falling/rising, 2 no neighbour
+    border = np.full((len(code), 1), 2)
+    code = np.concatenate([border, code, border], axis=1).ravel()
+    change = np.concatenate([np.zeros_like(border), change, np.zeros_like(border)], axis=1).ravel()
+    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+    lengths = np.diff(np.r_[starts, len(code)])
+    kind = code[starts]
+    total = np.add.reduceat(np.abs(change), starts)
+    run = np.flatnonzero(np.abs(kind[1:-1]) == 1) + 1  # never the borders
+    flanked = (kind[run - 1] == 0) & (lengths[run - 1] >= 2) & (kind[run + 1] == 0) & (lengths[run + 1] >= 2)
+    return total[run[flanked]]
+
+
+def _block_mask(array: np.ndarray, box, value: int, steps, phases):
+    """Class ``value`` on the label map's own (coarser) grid: each block of ``steps`` voxels
+    (starting at ``phases``) is in when at least half its voxels are. Returns the blocks around
+    ``box`` with one block of margin (uint8, Fortran order), the block index of its first
+    block, and the number of voxels of the class in ``box``.
+
+    >>> a = np.zeros((12, 3, 3), np.uint8); a[3:9] = 5; a[9, 0, 0] = 5
+    >>> blocks, start, voxels = _block_mask(a, (slice(3, 10), slice(0, 3), slice(0, 3)), 5, (3, 1, 1), (0, 0, 0))
+    >>> blocks[:, 1, 1].tolist(), start.tolist(), voxels
+    ([0, 1, 1, 0, 0], [0, -1, -1], 55)
+    """
+    first = np.array([(s.start - p) // k - 1 for s, k, p in zip(box, steps, phases)])
+    last = np.array([-(-(s.stop - p) // k) + 1 for s, k, p in zip(box, steps, phases)])  # exclusive
+    blocks = last - first
+    fine = np.zeros(tuple(blocks * np.asarray(steps)), np.uint8)
+    source, target = [], []
+    for j, k, p, n, size in zip(first, steps, phases, blocks, array.shape):
+        lo = p + j * k
+        inside = slice(max(lo, 0), min(lo + n * k, size))
+        source.append(inside)
+        target.append(slice(inside.start - lo, inside.stop - lo))
+    np.equal(array[tuple(source)], value, out=fine[tuple(target)].view(bool))
+    voxels = int(np.count_nonzero(fine))
+    counts = fine.reshape(blocks[0], steps[0], blocks[1], steps[1], blocks[2], steps[2]).sum(axis=(1, 3, 5), dtype=np.int32)
+    return np.asfortranarray(2 * counts >= np.prod(steps)).view(np.uint8), first, voxels
+
+
+def _resampled_surface(label: "Volume", value: int, box, factor: float, steps, phases):
+    """The surface of class ``value`` of a label map resampled from a coarser grid (see
+    `effective_resolution`), in index coordinates, and its voxel count; (None, count) when the
+    coarse grid loses the class (its blocks hold less than half or more than twice its voxels).
+
+    The class is taken back to the map's own grid (`_block_mask`), its signed distance there
+    (mm) interpolated to `RESAMPLED_UPSAMPLING` samples per coarse voxel along the resampled
+    axes and contoured at 0, then smoothed on that grid: the surface passes smoothly through
+    the coarse voxels' outlines, where contouring the resampled map draws their terraces.
+    """
+    coarse, first, voxels = _block_mask(label.array, box, value, steps, phases)
+    if not 0.5 * voxels <= np.count_nonzero(coarse) * np.prod(steps) <= 2.0 * voxels:
+        return None, voxels
+    effective = np.asarray(label.voxel_sizes, float) * np.asarray(steps)
+    wanted = tuple(RESAMPLED_UPSAMPLING if k > 1 else 1 for k in steps)
+    factors = _box_factors(wanted, tuple(slice(0, n - 2) for n in coarse.shape))
+    if all(k == 1 for k in factors):
+        poly = flying_edges(coarse, np.zeros(3), 0.5)
+    else:
+        poly = flying_edges(_interpolated_depth(coarse, factors, effective), np.zeros(3), DEPTH_ISO)
+    poly = _smoothed(poly, factor, effective / np.asarray(factors))
+    if poly.GetNumberOfPolys():  # sample g: coarse voxel first + g / factor, centred on its block of voxels
+        from vtkmodules.util.numpy_support import vtk_to_numpy
+
+        points = vtk_to_numpy(poly.GetPoints().GetData())
+        scale = np.asarray(steps, float) / np.asarray(factors)
+        shift = np.asarray(phases) + first * np.asarray(steps) + (np.asarray(steps) - 1) / 2.0
+        points *= scale.astype(points.dtype)
+        points += shift.astype(points.dtype)
+        poly.GetPoints().Modified()
+    return poly, voxels
 
 
 def _box_factors(factors, box) -> tuple[int, int, int]:
@@ -482,7 +678,7 @@ def _contour_mask(mask: np.ndarray, origin: np.ndarray, factors, voxel_sizes):
         return flying_edges(mask, origin, 0.5)
     from vtkmodules.util.numpy_support import vtk_to_numpy
 
-    poly = flying_edges(_interpolated_depth(mask, factors, voxel_sizes), np.zeros(3), 0.0)
+    poly = flying_edges(_interpolated_depth(mask, factors, voxel_sizes), np.zeros(3), DEPTH_ISO)
     if poly.GetNumberOfPolys():
         points = vtk_to_numpy(poly.GetPoints().GetData())
         points /= np.asarray(factors, points.dtype)
