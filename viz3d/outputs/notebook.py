@@ -46,12 +46,54 @@ def show_in_notebook(scene, ct=None, *, backend: str = "trame", size=NOTEBOOK_SI
                      **scene_kwargs):
     """Show a scene in the notebook cell; return what the cell displays.
 
-    ``scene`` is a `Scene` or a list of `Mesh` (then the scene is built here from ``scene`` and
-    ``ct`` with ``scene_kwargs`` for `viz3d.scene.scene.build_scene`). With ``interactive`` None
-    (default) the view is interactive when PyVista's trame backend is installed and this runs
-    in a Jupyter kernel, and a static PNG otherwise; True insists on the interactive view
-    (an error says what is missing), False always gives the picture. ``backend`` is PyVista's
-    ``jupyter_backend`` (``"trame"``, ``"server"``, ``"client"``).
+    The view is interactive when PyVista's trame backend is installed and this runs in a
+    Jupyter kernel, and a static PNG otherwise (with a `UserWarning` saying why).
+
+    Parameters
+    ----------
+    scene : Scene or list of Mesh
+        A built `Scene`, or meshes: then the scene is built here from ``scene`` and ``ct``
+        with ``scene_kwargs`` for `viz3d.scene.scene.build_scene` (``view="iso"`` and
+        ``interactive=False`` unless given).
+    ct : Volume or None, optional
+        The CT, with meshes only.
+    backend : str, optional
+        PyVista's ``jupyter_backend`` (``"trame"``, ``"server"``, ``"client"``).
+    size : (int, int), optional
+        The view's (width, height) in pixels.
+    interactive : bool or None, optional
+        None (default): interactive where possible, as above; True insists on the interactive
+        view (an error says what is missing); False always gives the picture.
+    **scene_kwargs
+        `viz3d.scene.scene.build_scene`'s options, with meshes only.
+
+    Returns
+    -------
+    object
+        The interactive viewer (PyVista's), or the picture: an ``IPython.display.Image``, or
+        a `StaticPicture` (PNG bytes that notebooks display) without IPython.
+
+    Raises
+    ------
+    Viz3dError
+        When a built scene is given with ``ct`` or ``scene_kwargs``; ``size`` is invalid;
+        ``interactive=True`` and the notebook packages are missing or this is no Jupyter
+        kernel; and as `viz3d.scene.scene.build_scene` for invalid scene options.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> meshes = viz3d.build_meshes(label=viz3d.Volume(ball, np.eye(4)), table="spinopelvic10")
+    >>> show_in_notebook(meshes, interactive=False)  # doctest: +SKIP
+    <IPython.core.display.Image object>
+    >>> scene = viz3d.build_scene(meshes, off_screen=True, interactive=False)
+    >>> show_in_notebook(scene, view="left")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: give either a built Scene, or meshes (and a CT and scene options), not both
+    >>> scene.close()
     """
     from ..scene.size import check_size
     from .render import render_image
