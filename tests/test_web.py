@@ -460,3 +460,28 @@ def test_notebook_uses_pyvistas_trame_backend_in_a_kernel(monkeypatch):
         assert calls == [{"jupyter_backend": "trame", "return_viewer": True, "window_size": (900, 600)}]
     finally:
         scene.close()
+
+
+@needs_browser
+def test_html_legend_names_every_structure_without_scrolling_beside_the_view(tmp_path, browser):
+    """60 names in a 1100 x 720 page: every row of the HTML legend lies inside the page (columns
+    and smaller type, no scroll bar), its first line says where the names came from, and the
+    3-D view ends left of it, so the legend never covers a surface. Before, the box scrolled
+    after 70 % of the page height and lay over the view."""
+    from viz3d.outputs.web import write_html
+
+    meshes = [sphere(f"structure number {i}", (8.0 * (i % 10) - 40, 0, 8.0 * (i // 10) - 24), 3,
+                     (0.2 + 0.01 * i, 0.9 - 0.01 * i, 0.3), n=6) for i in range(60)]
+    out = write_html(meshes, None, tmp_path / "many.html", view="anterior", names_source="sidecar case.json")
+    browser.get(out.as_uri())
+    wait_for(lambda: browser.execute_script("return document.querySelectorAll('canvas').length") > 0, 30,
+             message="the vtk.js canvas")
+    boxes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#viz3d-legend .viz3d-row')).map(r => {"
+        "const b = r.getBoundingClientRect(); return [b.top, b.bottom, b.left, b.right, r.textContent]; })")
+    height, width = browser.execute_script("return [window.innerHeight, window.innerWidth]")
+    assert len(boxes) == 61 and boxes[0][4] == "names: sidecar case.json"
+    assert all(0 <= top and bottom <= height and 0 <= left and right <= width for top, bottom, left, right, _ in boxes)
+    legend = browser.execute_script("return document.getElementById('viz3d-legend').getBoundingClientRect().left")
+    view = browser.execute_script("return document.querySelector('canvas').getBoundingClientRect().right")
+    assert view <= legend

@@ -323,7 +323,7 @@ def _preset_of(window, presets) -> str | None:
 # --------------------------------------------------------------------------- the HTML file
 def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = True, show_bone: bool = True,
                view: str = "iso", size=(1024, 768), title: str | None = None, slices=None,
-               colors: str = "table") -> Path:
+               colors: str = "table", names_source: str | None = None) -> Path:
     """Build the scene for ``meshes`` / ``ct`` and write it as one self-contained HTML file at ``path``.
 
     The page shows the scene with vtk.js, offline (see `scene_to_html`): the planes are
@@ -354,6 +354,8 @@ def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = Tr
         Where the CT planes go, as in `viz3d.scene.scene.build_scene`.
     colors : {"table", "distinct"}, optional
         The surfaces' colours, as in `viz3d.scene.scene.build_scene`.
+    names_source : str or None, optional
+        Where the names came from: the legend's first line (as in `build_scene`).
 
     Returns
     -------
@@ -393,7 +395,8 @@ def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = Tr
     from ..scene.scene import build_scene
 
     scene = build_scene(meshes, ct, window=window, show_slices=show_slices, show_bone=show_bone, view=view,
-                        off_screen=True, size=size, interactive=False, slices=slices, colors=colors)
+                        off_screen=True, size=size, interactive=False, slices=slices, colors=colors,
+                        names_source=names_source)
     try:
         return scene_to_html(scene, path, title=title)
     finally:
@@ -447,7 +450,8 @@ def scene_to_html(scene, path, *, title: str | None = None) -> Path:
     if scene.is_visible("bone"):
         for name, actor in scene.bone_actors.items():
             legend.append((name, actor.prop.color.float_rgb))
-    page = _html_page(data, title=title, legend=legend, window=scene.window if scene.is_visible("slices") and added else None)
+    page = _html_page(data, title=title, legend=legend, window=scene.window if scene.is_visible("slices") and added else None,
+                      names=getattr(scene, "legend_title", None) if legend else None)
 
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -524,8 +528,13 @@ def _vtksz(render_window) -> bytes:
     return buffer.getvalue()
 
 
-def _html_page(data: bytes, *, title: str, legend, window) -> str:
-    """trame-vtk's offline vtk.js viewer with the scene embedded, a title and an HTML legend."""
+def _html_page(data: bytes, *, title: str, legend, window, names: str | None = None) -> str:
+    """trame-vtk's offline vtk.js viewer with the scene embedded, a title and an HTML legend.
+
+    The legend names every structure without scrolling: its rows fill columns as tall as the page
+    allows, in type from 12 down to 8 px, as the scene's legend does, and the 3-D view is left of
+    it, never under it (a script lays both out again when the page is resized); ``names`` (where
+    the names came from) is its first line."""
     from trame_vtk.tools.vtksz2html import HTML_VIEWER_PATH
 
     viewer = Path(HTML_VIEWER_PATH).read_text(encoding="utf-8")
@@ -540,15 +549,19 @@ def _html_page(data: bytes, *, title: str, legend, window) -> str:
         f'{int(round(g * 255))},{int(round(b * 255))})"></span>{_html.escape(name)}</div>'
         for name, (r, g, b) in legend
     )
+    if names:
+        rows = f'<div class="viz3d-row viz3d-names">{_html.escape(names)}</div>' + rows
     caption = f"{_html.escape(title)}"
     if window is not None:
         caption += f" &middot; CT window {window[0]:g}/{window[1]:g} HU"
     overlay = f"""
 <style>
-  #viz3d-legend {{ position: fixed; top: 8px; right: 8px; max-height: 70vh; overflow-y: auto; z-index: 10;
-    background: rgba(10, 10, 15, 0.72); color: #ebebeb; font: 12px/1.35 sans-serif; padding: 6px 8px;
-    border: 1px solid #59596a; border-radius: 3px; }}
+  html, body {{ background: rgb(26, 28, 36); }}
+  #viz3d-legend {{ position: fixed; top: 8px; right: 8px; z-index: 10; display: grid; grid-auto-flow: column;
+    column-gap: 12px; background: rgba(10, 10, 15, 0.72); color: #ebebeb; font: 12px/1.35 sans-serif;
+    padding: 6px 8px; border: 1px solid #59596a; border-radius: 3px; }}
   #viz3d-legend .viz3d-row {{ white-space: nowrap; }}
+  #viz3d-legend .viz3d-names {{ color: #a8a8a8; }}
   #viz3d-legend .viz3d-swatch {{ display: inline-block; width: 10px; height: 10px; margin-right: 6px;
     border: 1px solid #222; vertical-align: -1px; }}
   #viz3d-caption {{ position: fixed; left: 8px; bottom: 6px; z-index: 10; color: #d0d0d0;
@@ -557,6 +570,22 @@ def _html_page(data: bytes, *, title: str, legend, window) -> str:
 <div class="content" style="position: fixed; inset: 0;"></div>
 <div id="viz3d-legend">{rows}</div>
 <div id="viz3d-caption">{caption} &middot; drag: rotate, shift-drag: pan, wheel: zoom &middot; RAS mm</div>
+<script>
+function viz3dLegend() {{  // every name shown: columns as tall as the page, type from 12 down to 8 px
+  const box = document.getElementById("viz3d-legend"), rows = box.children;
+  if (!rows.length) return;
+  for (let px = 12; px >= 8; px--) {{
+    box.style.fontSize = px + "px";
+    const fit = Math.max(1, Math.floor((window.innerHeight - 40) / rows[0].getBoundingClientRect().height));
+    box.style.gridTemplateRows = "repeat(" + Math.min(fit, rows.length) + ", auto)";
+    if (box.getBoundingClientRect().width <= 0.4 * window.innerWidth) break;
+  }}
+  // the 3-D view left of the legend, so that the legend never covers the surfaces
+  document.querySelector(".content").style.right = (box.getBoundingClientRect().width + 16) + "px";
+}}
+window.addEventListener("resize", viz3dLegend);
+viz3dLegend();
+</script>
 """
     out = io.StringIO()
     encoded = base64.b64encode(data).decode("ascii")

@@ -207,7 +207,7 @@ class Scene:
         self.legend_labels: list[str] = []
         self.legend_entries: list = []
         self.legend_title: str | None = None  # "names: <where they came from>", the legend's first line
-        self._legend_layout_size = None  # the window size the legend picture was drawn for
+        self._legend_layout_size = None  # (window size, controls, shown) the legend picture was drawn for
         self._legend_px = (0, 0)
         self.legend_left_out = False  # the names do not fit beside the surfaces at this size (see _layout_legend)
         self._legend_warned = False
@@ -583,20 +583,21 @@ class Scene:
         return row0, row0 + h, col1 - w, col1
 
     def _layout_legend(self) -> None:
-        """Draw the legend picture again for the window's size (and controls) when they have changed."""
+        """Draw the legend picture again for the window's size (controls, visibility) when they have changed."""
         if self.legend is None:
             return
         size = tuple(self.plotter.window_size)
-        if (size, bool(self.sliders)) == self._legend_layout_size:
+        shown = bool(self.legend.GetVisibility())
+        if (size, bool(self.sliders), shown) == self._legend_layout_size:
             return
-        self._legend_layout_size = (size, bool(self.sliders))
+        self._legend_layout_size = (size, bool(self.sliders), shown)
         max_width = LEGEND_MAX_WIDTH * size[0] - 2 * LEGEND_MARGIN_PX
         image = legend_picture(self.legend_entries, max_width, LEGEND_MAX_HEIGHT * size[1] - LEGEND_MARGIN_PX,
                                title=self.legend_title)
         marker = ORIENTATION_VIEWPORT
         # in columns: the whole height in one column is narrower (not with the window's sliders and
         # help line, which the marker would then cover)
-        if image.width > max_width / 2 and not self.sliders:
+        if image.width > max_width / 2 and not self.sliders and shown:  # a hidden legend leaves the marker be
             tall = legend_picture(self.legend_entries, max_width, size[1] - 2 * LEGEND_MARGIN_PX, title=self.legend_title)
             if tall.width < image.width:
                 image = tall  # and the orientation marker goes to the lower left
@@ -605,7 +606,7 @@ class Scene:
         self.legend_left_out = image.width + 2 * LEGEND_MARGIN_PX > LEGEND_MAX_SHARE * size[0]
         if self.legend_left_out:  # drawn transparent (the actor's visibility stays the user's)
             marker = ORIENTATION_VIEWPORT
-            if self.legend.GetVisibility():  # a hidden one (a QC sheet's panels) is missed by nobody
+            if shown:  # a hidden one (a QC sheet's panels) is missed by nobody
                 self._warn_legend_left_out(size)
         self.legend.GetProperty().SetOpacity(0.0 if self.legend_left_out else 1.0)
         _set_legend_image(self.legend, image)
