@@ -182,7 +182,8 @@ def build_meshes(
     ------
     Viz3dError
         When neither ``ct`` nor ``label`` is given, ``table`` cannot be loaded, ``labels``
-        names no structure of the table, or ``method`` is unknown.
+        names no structure of the table, ``method`` is unknown, or ``smoothing`` is not a
+        number from 0 to 1.
 
     See Also
     --------
