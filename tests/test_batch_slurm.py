@@ -164,6 +164,43 @@ def test_a_worker_job_that_never_starts_ends_the_batch_with_one_line_and_is_canc
     assert not list((tmp_path / "out").glob("s0*"))
 
 
+@needs_slurm
+def test_ctrl_c_while_the_workers_start_ends_the_batch_as_interrupted_and_cancels_its_jobs(dataset, tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    batch = subprocess.Popen([sys.executable, "-m", "viz3d", "batch", str(dataset / "data"), "--out", str(out),
+                              "--export", "stl", "--slurm", "--slurm-jobs", "1", "-q"],
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, "DASK_JOBQUEUE__SLURM__INTERFACE": "lo"})
+    deadline = time.monotonic() + DEADLINE
+    while not list((out / ".viz3d-slurm").glob("viz3d-batch-*.err")):  # the job runs (its log is open)
+        assert batch.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)  # the polling interval
+    os.killpg(batch.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    assert batch.wait(timeout=60) == 130
+    assert batch.stderr.read() == "viz3d: interrupted\n"
+    (log,) = (out / ".viz3d-slurm").glob("viz3d-batch-*.err")
+    job = log.stem.rsplit("-", 1)[1]
+    assert wait_until_ended(job) == {job: "CANCELLED"}
+    assert all((case / "case.json").is_file() for case in out.iterdir() if not case.name.startswith("."))
+
+
+def test_importing_dask_jobqueue_leaves_ctrl_c_to_the_command_line():
+    pytest.importorskip("dask_jobqueue")
+    check = ("import signal, sys\n"
+             "before = signal.getsignal(signal.SIGINT)\n"
+             "if sys.argv[1] == 'plain':\n"
+             "    import dask_jobqueue\n"
+             "else:\n"
+             "    from viz3d.batch.slurm import import_slurm_cluster\n"
+             "    import_slurm_cluster()\n"
+             "print(signal.getsignal(signal.SIGINT) is before)\n")
+    said = {way: subprocess.run([sys.executable, "-c", check, way], capture_output=True, text=True, timeout=120).stdout
+            for way in ("plain", "viz3d")}  # fresh interpreters: the import's side effect happens once a process
+    assert said == {"plain": "False\n", "viz3d": "True\n"}
+
+
 def test_slurm_without_sbatch_on_path_is_one_error_line(tmp_path, capsys, monkeypatch):
     make_dataset(tmp_path / "data", "folders", n=1)
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
@@ -188,3 +225,20 @@ def test_slurm_options_that_make_no_sense_are_one_error_line_before_anything_is_
     status = main(["batch", str(tmp_path / "data"), "--out", str(tmp_path / "out"), *args])
     assert (status, capsys.readouterr().err) == (2, f"viz3d: error: {message}\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_inside_a_slurm_job_the_local_pool_is_sized_by_the_jobs_cores_and_memory(monkeypatch):
+    from viz3d.batch.layouts import Case
+    from viz3d.batch import run
+    from viz3d.batch.run import BASE_MEMORY, default_workers
+
+    cases = [Case(f"s{i}", None, None) for i in range(8)]
+    monkeypatch.setattr(run, "available_memory", lambda: 256 * 2**30)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)  # a big node
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "3")
+    monkeypatch.delenv("SLURM_MEM_PER_CPU", raising=False)
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", str(100 * 1024))  # MB
+    assert default_workers(cases) == 3
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", str(2 * BASE_MEMORY // 2**20))  # two workers' estimate, less the margin
+    assert default_workers(cases) == 1

@@ -122,11 +122,9 @@ def start_client(stack, spec: SlurmSpec, cases, out: Path):
     if shutil.which("sbatch") is None:
         raise Viz3dError("--slurm: no sbatch on PATH (SLURM's commands are not installed here; run the batch on "
                          "the cluster's login node, or use --shard in an sbatch --array job)")
-    try:
-        from dask_jobqueue import SLURMCluster
-        from distributed import Client
-    except ImportError:
-        raise Viz3dError("--slurm needs dask-jobqueue: pip install dask-jobqueue (or viz3d's 'dask' extra)") from None
+    SLURMCluster = import_slurm_cluster()
+    from distributed import Client
+
     logs = Path(out) / LOG_FOLDER
     logs.mkdir(parents=True, exist_ok=True)
     cluster = stack.enter_context(SLURMCluster(
@@ -139,6 +137,25 @@ def start_client(stack, spec: SlurmSpec, cases, out: Path):
     client = stack.enter_context(Client(cluster))
     wait_for_worker(client, cluster, spec.wait, logs)
     return client
+
+
+def import_slurm_cluster():
+    """dask-jobqueue's ``SLURMCluster``, imported with Ctrl-C left as it was: importing
+    dask-jobqueue makes SIGINT exit the process with status 0 (its runner's handler), which
+    would end a batch silently instead of as the command line's ``viz3d: interrupted``."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise Viz3dError("--slurm needs dask-jobqueue: pip install dask-jobqueue (or viz3d's 'dask' extra)") from None
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return SLURMCluster
 
 
 def check_job_script(script: str) -> None:
