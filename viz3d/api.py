@@ -311,7 +311,7 @@ def label_table_for(label: Volume | None, table=None):
     """
     from .io.labels import check_coverage, resolve_label_table, values_present
 
-    names = resolve_label_table(table, label.source if label is not None else None)
+    names = resolve_label_table(table, (label.source or None) if label is not None else None)  # "": made in memory
     if label is None:
         return names
     array = label.array
