@@ -186,6 +186,28 @@ def test_ctrl_c_while_the_workers_start_ends_the_batch_as_interrupted_and_cancel
     assert all((case / "case.json").is_file() for case in out.iterdir() if not case.name.startswith("."))
 
 
+@needs_slurm
+def test_when_every_worker_job_ends_mid_batch_the_batch_says_so_in_one_line_instead_of_waiting(tmp_path, sample_dir):
+    make_dataset(tmp_path / "data", "ctspinopelvic", n=2, source=(sample_dir / "ct.nii.gz", sample_dir / "label.nii.gz"))
+    out = tmp_path / "out"
+    batch = subprocess.Popen([sys.executable, "-m", "viz3d", "batch", str(tmp_path / "data"), "--out", str(out),
+                              "--export", "stl", "--label-table", "totalsegmentator", "--slurm", "--slurm-jobs", "1", "-q"],
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "DASK_JOBQUEUE__SLURM__INTERFACE": "lo"})
+    deadline = time.monotonic() + DEADLINE
+    while not list(out.glob(".staging-*")):  # a worker is writing a case
+        assert batch.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)  # the polling interval
+    (log,) = (out / ".viz3d-slurm").glob("viz3d-batch-*.err")
+    job = log.stem.rsplit("-", 1)[1]
+    subprocess.run(["scancel", job], timeout=30)  # as a walltime or a node failure would end it
+    assert batch.wait(timeout=120) == 2
+    line = batch.stderr.read()
+    assert line.startswith(f"viz3d: error: --slurm: every worker's job has ended (job {job} CANCELLED")
+    assert line.endswith(f"run the same command again to resume (a longer --slurm-walltime or more --slurm-jobs); "
+                         f"the jobs' logs are in {out / '.viz3d-slurm'}\n")
+    assert not list(out.glob(".staging-*"))
+
+
 def test_importing_dask_jobqueue_leaves_ctrl_c_to_the_command_line():
     pytest.importorskip("dask_jobqueue")
     check = ("import signal, sys\n"

@@ -39,6 +39,7 @@ BASE_MEMORY = 500 * 2**20  # a worker with numpy, VTK and PyVista loaded and a s
 BYTES_PER_VOXEL = 12  # CT (int16 -> float32 where needed), label, per-label boxes and distance maps
 DASK_CONNECT_TIMEOUT = "20s"  # how long --dask ADDRESS waits for its scheduler to answer
 MEMORY_SHARE = 0.8  # of the memory available now, leaving room for the rest of the machine
+WATCH_SECONDS = 5.0  # --slurm: how often, while no case finishes, the batch checks that its workers' jobs live
 
 
 @dataclass(frozen=True)
@@ -314,17 +315,17 @@ def _died(case: Case) -> dict:
 
 
 def _dask_client(scheduler: str, workers: int):
-    """``connect(stack)``: a client of the scheduler at ``scheduler``, or of a new LocalCluster
-    of ``workers`` processes for ``"local"``, closed with ``stack``."""
+    """``connect(stack)``: ``(client, None)``, the client of the scheduler at ``scheduler``, or of
+    a new LocalCluster of ``workers`` processes for ``"local"``, closed with ``stack``."""
     def connect(stack):
         from distributed import Client, LocalCluster
 
         if scheduler == "local":
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                        dashboard_address=None, silence_logs=40))
-            return stack.enter_context(Client(cluster))
+            return stack.enter_context(Client(cluster)), None
         try:
-            return stack.enter_context(Client(scheduler, timeout=DASK_CONNECT_TIMEOUT))
+            return stack.enter_context(Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)), None
         except (OSError, TimeoutError) as exc:
             raise Viz3dError(f"--dask {scheduler}: cannot reach the Dask scheduler ({exc})") from None
 
@@ -332,7 +333,8 @@ def _dask_client(scheduler: str, workers: int):
 
 
 def _slurm_client(spec, cases, out: Path):
-    """``connect(stack)``: a client of Dask workers started as SLURM jobs (`viz3d.batch.slurm`)."""
+    """``connect(stack)``: ``(client, watch)`` of Dask workers started as SLURM jobs
+    (`viz3d.batch.slurm.start_client`)."""
     def connect(stack):
         from .slurm import start_client
 
@@ -342,18 +344,19 @@ def _slurm_client(spec, cases, out: Path):
 
 
 def _run_dask(cases, options, out, force, connect, report) -> dict:
-    """The cases as tasks of the Dask cluster whose client ``connect(stack)`` gives."""
+    """The cases as tasks of the Dask cluster whose ``(client, watch)`` ``connect(stack)`` gives
+    (``watch``, when not None, raises once no worker can come back: see `_finished`)."""
     try:
-        from distributed import as_completed
+        import distributed  # noqa: F401 - the engine's dependency, said in one line when missing
     except ImportError:
         raise Viz3dError("the Dask engine needs the 'distributed' package: pip install distributed") from None
     records: dict = {}
     with contextlib.ExitStack() as stack:
-        client = connect(stack)
+        client, watch = connect(stack)
         futures = {client.submit(run_case, case, options, str(out), force, pure=False, key=f"viz3d-batch-{case.id}"
                                  f"-{os.getpid()}"): case for case in cases}
         try:
-            for future in as_completed(futures):
+            for future in _finished(futures, watch):
                 case = futures[future]
                 try:
                     records[case.id] = future.result()
@@ -364,6 +367,25 @@ def _run_dask(cases, options, out, force, connect, report) -> dict:
             client.cancel(list(futures))
             raise
     return records
+
+
+def _finished(futures, watch=None):
+    """Each of ``futures`` as it finishes. With ``watch``, every `WATCH_SECONDS` in which none
+    finishes, ``watch()`` is called: it raises when the workers are gone for good (every SLURM
+    job ended), which would otherwise leave the batch waiting for ever."""
+    from distributed import as_completed, wait
+
+    if watch is None:
+        yield from as_completed(futures)
+        return
+    pending = set(futures)
+    while pending:
+        try:
+            done, pending = wait(list(pending), timeout=WATCH_SECONDS, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            watch()
+            continue
+        yield from done
 
 
 def _lost(case: Case, exc: Exception) -> dict:

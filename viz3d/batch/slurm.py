@@ -109,8 +109,9 @@ def job_memory(spec: SlurmSpec, cases) -> int:
 
 
 def start_client(stack, spec: SlurmSpec, cases, out: Path):
-    """A Dask client of a new SLURMCluster with ``spec.jobs`` jobs queued and at least one
-    worker connected; the cluster (and so its jobs) ends when ``stack`` closes.
+    """``(client, watch)``: a Dask client of a new SLURMCluster with ``spec.jobs`` jobs queued and
+    at least one worker connected, and `watch_jobs` for it; the cluster (and so its jobs) ends
+    when ``stack`` closes.
 
     Raises
     ------
@@ -136,7 +137,7 @@ def start_client(stack, spec: SlurmSpec, cases, out: Path):
     cluster.scale(jobs=spec.jobs or min(DEFAULT_JOBS, max(1, len(cases))))
     client = stack.enter_context(Client(cluster))
     wait_for_worker(client, cluster, spec.wait, logs)
-    return client
+    return client, lambda: watch_jobs(client, cluster, logs)
 
 
 def import_slurm_cluster():
@@ -187,6 +188,20 @@ def wait_for_worker(client, cluster, wait: float, logs: Path) -> None:
             raise Viz3dError(f"--slurm: no worker started within {wait:g} s ({describe(states) or 'no job queued'}); "
                              "the jobs were cancelled: raise --slurm-wait, or ask for fewer cores, less memory "
                              "or another --slurm-partition")
+
+
+def watch_jobs(client, cluster, logs: Path) -> None:
+    """Raise one line when no worker is connected and none will come: every job of the cluster
+    has ended (its walltime, scancel, a node failure); dask-jobqueue queues no new ones."""
+    if client.scheduler_info().get("workers"):
+        return
+    ids = job_ids(cluster)
+    states = job_states(ids)
+    if ids and not (states and all(state in ENDED for state, _ in states.values())):
+        return
+    raise Viz3dError(f"--slurm: every worker's job has ended ({describe(states) or 'all gone'}) with cases still to do; "
+                     f"the finished cases are in place: run the same command again to resume (a longer "
+                     f"--slurm-walltime or more --slurm-jobs); the jobs' logs are in {logs}")
 
 
 def job_ids(cluster) -> list[str]:

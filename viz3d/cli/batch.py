@@ -49,7 +49,8 @@ def add_batch_parser(commands) -> None:
     outputs.add_argument("--largest-component", action="store_true", help="with --export: each surface's largest piece only")
     outputs.add_argument("--screenshot", type=arguments.view_list, default=None, metavar="V1,V2",
                          help="one PNG per view (screenshot-<view>.png), e.g. anterior,left")
-    outputs.add_argument("--size", type=arguments.size, default=(1024, 768), metavar="WxH", help="screenshot size (default 1024x768)")
+    outputs.add_argument("--size", type=arguments.size, default=(1024, 768), metavar="WxH",
+                         help="screenshot size (default 1024x768)")
     outputs.add_argument("--sheet", action="store_true", help="sheet.png: the anterior, left, posterior and right views")
     outputs.add_argument("--turntable", type=str.lower, choices=("gif", "mp4"), default=None,
                          help="turntable.gif or .mp4 (72 frames, 640x480)")
