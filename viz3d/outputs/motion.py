@@ -172,7 +172,7 @@ def turntable_cameras(scene, frames: int, axis: str = "si") -> list[tuple[np.nda
     the drawn surfaces (`Scene.focus_bounds`).
 
     The first frame looks from the scene's current camera direction; the distance is the
-    largest of the per-frame fits (`Scene._fit_camera`), so the surfaces never leave the picture
+    largest of the per-frame fits (`Scene.fit_camera`), so the surfaces never leave the picture
     and do not change size while they turn.
     """
     if axis not in TURNTABLE_AXES:
@@ -197,11 +197,11 @@ def turntable_cameras(scene, frames: int, axis: str = "si") -> list[tuple[np.nda
         camera.SetPosition(*(center + d))
         camera.SetViewUp(*u)
         camera.OrthogonalizeViewUp()
-        return scene._fit_camera(camera, center, shift=False, areas=[area])
+        return scene.fit_camera(camera, center, shift=False, areas=[area])
 
     # one free area for every frame (the window centre stays): the one where the largest of the
     # per-frame fits is nearest
-    distance, area = min(((max(fit(d, u, a) for d, u in rotated), a) for a in scene._free_areas()),
+    distance, area = min(((max(fit(d, u, a) for d, u in rotated), a) for a in scene.free_areas()),
                          key=lambda da: da[0])
     fit(*rotated[-1], area)  # leaves the camera's window centre on that area
     focal = np.array(camera.GetFocalPoint())
@@ -439,6 +439,6 @@ def _restore_camera(scene, saved) -> None:
     camera.SetWindowCenter(*window_center)
     scene.view = view
     for axis, where in slices.items():
-        scene._move_slice(axis, where, render=False)
-    scene._layout_legend()
+        scene.move_slice(axis, where, render=False)
+    scene.layout_legend()
     scene.plotter.renderer.ResetCameraClippingRange(*scene.bounds)

@@ -256,7 +256,7 @@ def serve(
                         lo, hi = scene.slice_ranges[axis]
                         if hi - lo < 1e-6:
                             lo, hi = lo - 0.5, hi + 0.5
-                        v.VSlider(v_model=(f"slice_{axis}",), min=lo, max=hi, step=scene._slice_step,
+                        v.VSlider(v_model=(f"slice_{axis}",), min=lo, max=hi, step=scene.slice_step,
                                   label=f"{axis} ({letter})", hide_details=True, density="compact",
                                   id=f"slice-{axis}", **drag_events)
                     html.Div(" · ".join(f"{letter} {{{{ Number(slice_{axis}).toFixed(1) }}}}"

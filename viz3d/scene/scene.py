@@ -15,7 +15,7 @@ that plane. The CT array is never copied or modified.
 
 Composition. The camera frames what is drawn: the label surfaces (else the bone, else the CT box),
 not the CT's box; each preset fits their projected outline into the part of the picture that the
-legend and the orientation marker leave free (`Scene._fit_camera`). The legend is a picture of
+legend and the orientation marker leave free (`Scene.fit_camera`). The legend is a picture of
 its own at the upper right (every structure named, in columns and smaller type for large sets),
 never over the surfaces. A CT plane never hides the surfaces: by default (``auto``) each plane
 seen at an angle lies just behind the drawn surfaces as the camera sees them (the coronal plane at
@@ -190,7 +190,9 @@ class Scene:
     only when interactive); ``slice_ranges`` (axis -> (lo, hi) mm); ``view`` (last camera preset);
     ``bounds`` (everything drawn, CT box included) and ``focus_bounds`` (what the camera frames:
     the label surfaces, else the bone, else the CT box); ``auto_slices`` (the planes placed by
-    the camera, see `place_auto_slices`); ``color_changes`` (name -> (table colour, drawn colour)).
+    the camera, see `place_auto_slices`); ``color_changes`` (name -> (table colour, drawn colour));
+    ``slice_step`` (mm between CT slices: the planes' step); ``legend_left_out`` (the legend does
+    not fit the window's size and is not drawn, see `layout_legend`).
     """
 
     def __init__(self, plotter, ct):
@@ -209,7 +211,7 @@ class Scene:
         self.legend_title: str | None = None  # "names: <where they came from>", the legend's first line
         self._legend_layout_size = None  # (window size, controls, shown) the legend picture was drawn for
         self._legend_px = (0, 0)
-        self.legend_left_out = False  # the names do not fit beside the surfaces at this size (see _layout_legend)
+        self.legend_left_out = False  # the names do not fit beside the surfaces at this size (see layout_legend)
         self._legend_warned = False
         self._marker_viewport = ORIENTATION_VIEWPORT
         self._fit_area = None  # the free rectangle the last camera fit used
@@ -226,7 +228,7 @@ class Scene:
         self._window = (40.0, 400.0)
         self._positions: dict = {}
         self._visible = {group: True for group in GROUPS}
-        self._slice_step = 1.0
+        self.slice_step = 1.0
         self._syncing = False
         self._lod: list = []  # (actor, full-resolution mapper, interaction mapper)
         self._plane_grids: dict = {}  # axis -> viz3d.scene.slices.PlaneGrid
@@ -284,9 +286,11 @@ class Scene:
         if axis not in self.slice_planes:
             raise Viz3dError(f"the {axis} plane is off in this scene")
         self.auto_slices.discard(axis)  # placed by hand from now on
-        return self._move_slice(axis, position_mm)
+        return self.move_slice(axis, position_mm)
 
-    def _move_slice(self, axis: str, position_mm, render: bool = True) -> float:
+    def move_slice(self, axis: str, position_mm, render: bool = True) -> float:
+        """Move a plane to ``position_mm`` (clamped to its range) as `set_slice` does, but an
+        ``auto`` plane stays auto (a picture's camera put back); returns where it went."""
         try:
             position = float(position_mm)
         except (TypeError, ValueError):
@@ -328,14 +332,14 @@ class Scene:
         for axis in sorted(self.auto_slices):
             k = AXIS_INDEX[axis]
             lo, hi = self.focus_bounds[2 * k], self.focus_bounds[2 * k + 1]
-            gap = max(self._slice_step, 1.0)
+            gap = max(self.slice_step, 1.0)
             if abs(direction[k]) < 0.02:  # edge-on: through the eye, so it covers nothing
                 position = min(max(float(eye[k]), lo), hi)
             elif direction[k] > 0:  # the camera on the + side: the plane beyond the - side
                 position = lo - gap
             else:
                 position = hi + gap
-            placed[axis] = self._move_slice(axis, position, render=False)
+            placed[axis] = self.move_slice(axis, position, render=False)
         return placed
 
     def step_slice(self, axis: str, steps: int = 1) -> float:
@@ -344,7 +348,7 @@ class Scene:
             raise Viz3dError(f"unknown slice axis {axis!r}; choose one of {', '.join(SLICE_AXES)}")
         if not self.slice_planes:
             return float("nan")
-        return self.set_slice(axis, self._positions[axis] + steps * self._slice_step)
+        return self.set_slice(axis, self._positions[axis] + steps * self.slice_step)
 
     # ----------------------------------------------------------------- visibility
     def set_visible(self, group: str, visible: bool) -> None:
@@ -392,7 +396,7 @@ class Scene:
         camera.SetPosition(*(center + direction / np.linalg.norm(direction) * distance))
         camera.SetViewUp(*up)
         camera.OrthogonalizeViewUp()
-        self._fit_camera(camera, center)
+        self.fit_camera(camera, center)
         self.view = name
         self.place_auto_slices()
         renderer.ResetCameraClippingRange(*self.bounds)
@@ -422,24 +426,24 @@ class Scene:
             center = self._focus_center()
             camera.SetFocalPoint(*center)
             camera.SetPosition(*(center + direction))
-            self._fit_camera(camera, center)
+            self.fit_camera(camera, center)
             self.plotter.renderer.ResetCameraClippingRange(*self.bounds)
         else:
-            self._layout_legend()
+            self.layout_legend()
         self._fitted = self._camera_now()
 
-    def _fit_camera(self, camera, center, margin=0.92, shift: bool = True, areas=None) -> float:
+    def fit_camera(self, camera, center, margin=0.92, shift: bool = True, areas=None) -> float:
         """Place the camera so the drawn surfaces fill the part of the window that overlays leave free.
 
         The free area is a rectangle beside or above the legend and the orientation marker and,
-        with the interactive controls, between the slider rows (`_free_areas`); of the candidate
+        with the interactive controls, between the slider rows (`free_areas`); of the candidate
         rectangles (or ``areas``), the one in which the surfaces come out largest. The camera's
         window centre moves the focal point to the middle of that area. The fit uses the
         surfaces' points (`focus_bounds`), not the CT box; with ``shift`` the focal point moves to
         the middle of their projected outline, so they fill the area whatever their shape (a
         turntable keeps its axis: ``shift=False``). Returns the camera's distance to the focal point.
         """
-        self._layout_legend()
+        self.layout_legend()
         forward = np.array(camera.GetDirectionOfProjection())  # from camera to focal point
         up = np.array(camera.GetViewUp())
         right = np.cross(forward, up)
@@ -460,13 +464,13 @@ class Scene:
             tan_h = tan_half * margin * (x1 - x0) * width / max(height, 1)
             return float(np.max(np.maximum(toward + np.abs(x) / tan_h, toward + np.abs(y) / tan_v)))
 
-        distance, area = min(((distance_in(a), a) for a in (areas or self._free_areas())), key=lambda da: da[0])
+        distance, area = min(((distance_in(a), a) for a in (areas or self.free_areas())), key=lambda da: da[0])
         x0, x1, y0, y1 = self._fit_area = area
         camera.SetWindowCenter(-(x0 + x1 - 1.0), -(y0 + y1 - 1.0))
         camera.SetPosition(*(center - forward * max(distance, 1e-3)))
         return distance
 
-    def _free_areas(self) -> list[tuple[float, float, float, float]]:
+    def free_areas(self) -> list[tuple[float, float, float, float]]:
         """Rectangles (x0, x1, y0, y1) of the window, normalised, that no overlay covers.
 
         Left of the legend (when shown) and, with the controls, between the slider rows; then
@@ -487,8 +491,8 @@ class Scene:
         return [beside, (0.0, x1, max(y0, my1 + 0.01), y1)]
 
     def _free_area(self) -> tuple[float, float, float, float]:
-        """(x0, x1, y0, y1) of the window, normalised, that the last fit used (see `_free_areas`)."""
-        return self._fit_area or self._free_areas()[0]
+        """(x0, x1, y0, y1) of the window, normalised, that the last fit used (see `free_areas`)."""
+        return self._fit_area or self.free_areas()[0]
 
     # ----------------------------------------------------------------- window
     def show(self, *, title: str = "viz3d") -> None:
@@ -582,7 +586,7 @@ class Scene:
         col1, row0 = width - LEGEND_MARGIN_PX, LEGEND_MARGIN_PX
         return row0, row0 + h, col1 - w, col1
 
-    def _layout_legend(self) -> None:
+    def layout_legend(self) -> None:
         """Draw the legend picture again for the window's size (controls, visibility) when they have changed."""
         if self.legend is None:
             return
@@ -1129,7 +1133,7 @@ def _add_slices(pv, scene, ct, bounds, specs=None, meshes=()) -> None:
     shape = np.array(ct.array.shape)
     lo, hi = grid_box(ct.affine, shape)
     center = ct.affine[:3, :3] @ ((shape - 1) / 2.0) + ct.affine[:3, 3]
-    scene._slice_step = float(min(np.linalg.norm(ct.affine[:3, :3], axis=0)))
+    scene.slice_step = float(min(np.linalg.norm(ct.affine[:3, :3], axis=0)))
     scene._codes = value_codes(ct.array)
     for axis in SLICE_AXES:
         k = AXIS_INDEX[axis]
@@ -1210,7 +1214,7 @@ def _add_legend(pv, scene, label_meshes) -> None:
     legend.PickableOff()
     scene.legend = legend
     scene._legend_corner = corner  # kept alive with the actor
-    scene._layout_legend()
+    scene.layout_legend()
     scene.plotter.add_actor(legend, reset_camera=False, name="legend", pickable=False)
 
 
