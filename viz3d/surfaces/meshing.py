@@ -544,31 +544,31 @@ def _rise_heights(height: np.ndarray, present: np.ndarray) -> np.ndarray:
     return total[run[flanked]]
 
 
-def _block_mask(array: np.ndarray, box, value: int, steps, phases):
+def _coarse_mask(array: np.ndarray, box, value: int, steps, phases):
     """Class ``value`` on the label map's own (coarser) grid: each block of ``steps`` voxels
-    (starting at ``phases``) is in when at least half its voxels are. Returns the blocks around
-    ``box`` with one block of margin (uint8, Fortran order), the block index of its first
-    block, and the number of voxels of the class in ``box``.
+    (starting at ``phases``) takes the class of its centre voxel (the one just past the centre
+    for an even step), which is the coarse voxel's own class in a nearest or linear upsample.
+    Returns the blocks around ``box`` with one block of margin (uint8, Fortran order), the
+    block index of its first block, and the number of voxels of the class in ``box``.
 
     >>> a = np.zeros((12, 3, 3), np.uint8); a[3:9] = 5; a[9, 0, 0] = 5
-    >>> blocks, start, voxels = _block_mask(a, (slice(3, 10), slice(0, 3), slice(0, 3)), 5, (3, 1, 1), (0, 0, 0))
+    >>> blocks, start, voxels = _coarse_mask(a, (slice(3, 10), slice(0, 3), slice(0, 3)), 5, (3, 1, 1), (0, 0, 0))
     >>> blocks[:, 1, 1].tolist(), start.tolist(), voxels
     ([0, 1, 1, 0, 0], [0, -1, -1], 55)
     """
     first = np.array([(s.start - p) // k - 1 for s, k, p in zip(box, steps, phases)])
     last = np.array([-(-(s.stop - p) // k) + 1 for s, k, p in zip(box, steps, phases)])  # exclusive
-    blocks = last - first
-    fine = np.zeros(tuple(blocks * np.asarray(steps)), np.uint8)
+    blocks = np.zeros(tuple(last - first), np.uint8, order="F")
     source, target = [], []
-    for j, k, p, n, size in zip(first, steps, phases, blocks, array.shape):
-        lo = p + j * k
-        inside = slice(max(lo, 0), min(lo + n * k, size))
-        source.append(inside)
-        target.append(slice(inside.start - lo, inside.stop - lo))
-    np.equal(array[tuple(source)], value, out=fine[tuple(target)].view(bool))
-    voxels = int(np.count_nonzero(fine))
-    counts = fine.reshape(blocks[0], steps[0], blocks[1], steps[1], blocks[2], steps[2]).sum(axis=(1, 3, 5), dtype=np.int32)
-    return np.asfortranarray(2 * counts >= np.prod(steps)).view(np.uint8), first, voxels
+    for j, n, k, p, size in zip(first, blocks.shape, steps, phases, array.shape):
+        centres = p + (j + np.arange(n)) * k + k // 2
+        inside = np.flatnonzero((centres >= 0) & (centres < size))
+        if not len(inside):  # an axis shorter than half a block: nothing to sample (the caller falls back)
+            return blocks, first, int(np.count_nonzero(array[box] == value))
+        source.append(slice(centres[inside[0]], centres[inside[-1]] + 1, k))
+        target.append(slice(inside[0], inside[-1] + 1))
+    np.equal(array[tuple(source)], value, out=blocks[tuple(target)].view(bool))
+    return blocks, first, int(np.count_nonzero(array[box] == value))
 
 
 def _resampled_surface(label: "Volume", value: int, box, factor: float, steps, phases):
@@ -576,12 +576,12 @@ def _resampled_surface(label: "Volume", value: int, box, factor: float, steps, p
     `effective_resolution`), in index coordinates, and its voxel count; (None, count) when the
     coarse grid loses the class (its blocks hold less than half or more than twice its voxels).
 
-    The class is taken back to the map's own grid (`_block_mask`), its signed distance there
+    The class is taken back to the map's own grid (`_coarse_mask`), its signed distance there
     (mm) interpolated to `RESAMPLED_UPSAMPLING` samples per coarse voxel along the resampled
     axes and contoured at 0, then smoothed on that grid: the surface passes smoothly through
     the coarse voxels' outlines, where contouring the resampled map draws their terraces.
     """
-    coarse, first, voxels = _block_mask(label.array, box, value, steps, phases)
+    coarse, first, voxels = _coarse_mask(label.array, box, value, steps, phases)
     if not 0.5 * voxels <= np.count_nonzero(coarse) * np.prod(steps) <= 2.0 * voxels:
         return None, voxels
     effective = np.asarray(label.voxel_sizes, float) * np.asarray(steps)
