@@ -10,6 +10,7 @@ from shapes import write_box_case
 
 import viz3d.api as api
 from viz3d import cache
+from viz3d.errors import Viz3dWarning
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_warnings_are_repeated_once_from_the_cache(tmp_path, monkeypatch):
     nib.save(nib.Nifti1Image(ct, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "ct.nii.gz")
     nib.save(nib.Nifti1Image(label, np.diag([1.0, 1.0, 2.5, 1.0])), tmp_path / "label.nii.gz")
     for _ in range(2):
-        with pytest.warns(api.Viz3dWarning) as caught:
+        with pytest.warns(Viz3dWarning) as caught:
             api.load_and_mesh(tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz")
         grids = [str(w.message) for w in caught if "different grids" in str(w.message)]
         assert len(grids) == 1, [str(w.message) for w in caught]
@@ -120,7 +121,7 @@ def test_collected_warnings_belong_to_their_thread():
             inside.wait()
         seen[name] = notes
 
-    with pytest.warns(api.Viz3dWarning):
+    with pytest.warns(Viz3dWarning):
         threads = [threading.Thread(target=worker, args=(n,)) for n in ("ct", "meshes")]
         [t.start() for t in threads]
         [t.join() for t in threads]
@@ -401,7 +402,7 @@ def test_a_damaged_mesh_entry_is_rebuilt_with_a_warning_never_trusted(case, monk
     _, first = api.load_and_mesh(*case)
     cache.flush()
     DAMAGES[damage](cache.cache_dir())
-    with pytest.warns(api.Viz3dWarning, match=r"cache entry meshes-[0-9a-f]{40} damaged \(.+\), rebuilt"):
+    with pytest.warns(Viz3dWarning, match=r"cache entry meshes-[0-9a-f]{40} damaged \(.+\), rebuilt"):
         _, again = api.load_and_mesh(*case)
     assert len(calls) == 2
     assert [(m.name, m.label) for m in again] == [(m.name, m.label) for m in first]
@@ -422,7 +423,7 @@ def test_a_damaged_ct_entry_is_rebuilt_with_a_warning_never_trusted(case, where)
     else:
         path = only(folder, "array-*.json")
         path.write_text(path.read_text().replace('"affine": [[-1.5', '"affine": [[-2.5', 1))
-    with pytest.warns(api.Viz3dWarning, match=r"cache entry array-[0-9a-f]{40} damaged \(.+\), rebuilt"):
+    with pytest.warns(Viz3dWarning, match=r"cache entry array-[0-9a-f]{40} damaged \(.+\), rebuilt"):
         ct2, _ = api.load_and_mesh(*case, bone_hu=300)
     assert np.array_equal(ct2.array, expected) and np.allclose(ct2.affine, ct1.affine)
     ct3, _ = api.load_and_mesh(*case, bone_hu=400)

@@ -24,12 +24,13 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from viz3d.api import Viz3dWarning
+from viz3d.errors import Viz3dWarning
 from viz3d.io.dicom import SeriesInfo, is_dicom_path, list_series, load_dicom
 from viz3d.errors import Viz3dError
 from viz3d.surfaces.meshing import bone_mesh
 from viz3d.surfaces.quality import to_trimesh
-from viz3d.io.volume import Volume, load_label
+from viz3d.io.formats import load_label
+from viz3d.io.volume import Volume
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
@@ -579,7 +580,7 @@ def test_label_meshes_of_the_real_series_sit_on_its_bone(real, sample_dir):
 
     from viz3d.io.labels import builtin_table
     from viz3d.surfaces.meshing import bone_mesh, label_meshes
-    from viz3d.io.volume import load_label
+    from viz3d.io.formats import load_label
 
     label = load_label(sample_dir / "label_for_ct_dicom.nii.gz")
     vertebrae = label_meshes(label, builtin_table("totalsegmentator"), labels=list(range(26, 51)))

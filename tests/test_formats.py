@@ -17,7 +17,8 @@ import pytest
 import viz3d
 from viz3d.cli.main import main
 from viz3d.errors import Viz3dError
-from viz3d.io.formats import FORMATS, Segmentation, format_of, label_layers, load_segmentation
+from viz3d.io.formats import FORMATS, format_of, load_segmentation
+from viz3d.io.segmentation import Segmentation, label_layers
 
 sitk = pytest.importorskip("SimpleITK")
 nrrd = pytest.importorskip("nrrd")

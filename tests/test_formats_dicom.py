@@ -17,7 +17,8 @@ import pytest
 import viz3d
 from viz3d.cli.main import main
 from viz3d.errors import Viz3dError, Viz3dWarning
-from viz3d.io.formats import format_of, label_layers, load_segmentation
+from viz3d.io.formats import format_of, load_segmentation
+from viz3d.io.segmentation import label_layers
 
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")

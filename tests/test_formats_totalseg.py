@@ -14,8 +14,10 @@ import pytest
 import viz3d
 from viz3d.cli.main import main
 from viz3d.errors import Viz3dError
-from viz3d.io.formats import label_layers, load_segmentation
-from viz3d.io.labels import builtin_table, resolve_label_table
+from viz3d.io.formats import load_segmentation
+from viz3d.io.segmentation import label_layers
+from viz3d.io.formats import resolve_label_table
+from viz3d.io.labels import builtin_table
 
 CLASSES = {1: "spleen", 2: "kidney_right", 5: "liver"}
 

@@ -7,7 +7,8 @@ import viz3d.surfaces.meshing as meshing
 from viz3d.io.labels import builtin_table
 from viz3d.surfaces.meshing import bone_mesh, label_meshes, present_labels
 from viz3d.surfaces.quality import mesh_report, to_trimesh
-from viz3d.io.volume import Volume, load_label
+from viz3d.io.formats import load_label
+from viz3d.io.volume import Volume
 
 
 def rotation(axis, degrees):

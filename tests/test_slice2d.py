@@ -365,7 +365,7 @@ def test_the_command_writes_the_png_it_describes(capsys, small_case):
 def real_case():
     from viz3d.api import load_ct
     from viz3d.io.labels import load_label_table
-    from viz3d.io.volume import load_label
+    from viz3d.io.formats import load_label
 
     sample = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg_example"
     return load_ct(sample / "ct.nii.gz"), load_label(sample / "label.nii.gz"), load_label_table("totalsegmentator")

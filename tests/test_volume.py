@@ -20,7 +20,8 @@ import pytest
 
 from viz3d.errors import Viz3dError, Viz3dWarning
 from viz3d.surfaces.meshing import bone_mesh
-from viz3d.io.volume import AIR_HU, Volume, inflate_soon, load_ct, load_label
+from viz3d.io.formats import load_label
+from viz3d.io.volume import AIR_HU, Volume, inflate_soon, load_ct
 
 
 # ------------------------------------------------------------------ helpers

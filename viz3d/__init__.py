@@ -18,10 +18,10 @@ __version__ = "0.1.0"
 # Names imported from their modules when used (PEP 562): `import viz3d` and the command line's
 # start stay cheap, and the command line can configure the process before numpy loads.
 _LAZY = {
-    "Viz3dWarning": "api", "alignment_warnings": "api", "build_meshes": "api", "label_statistics": "api",
+    "Viz3dWarning": "errors", "alignment_warnings": "api", "build_meshes": "api", "label_statistics": "api",
     "load_ct": "api", "list_series": "io.dicom", "load_dicom": "io.dicom", "Viz3dError": "errors",
     "export_meshes": "outputs.export", "Mesh": "surfaces.meshing", "bone_mesh": "surfaces.meshing",
-    "label_meshes": "surfaces.meshing", "Volume": "io.volume", "load_label": "io.volume",
+    "label_meshes": "surfaces.meshing", "Volume": "io.volume", "load_label": "io.formats",
     "slice_image": "outputs.slice2d", "mosaic_image": "outputs.slice2d", "save_slice": "outputs.slice2d",
 }
 # The stages of the flow, as subpackages: viz3d.io -> viz3d.surfaces -> viz3d.scene -> viz3d.outputs (see

@@ -14,11 +14,11 @@ import concurrent.futures
 
 import numpy as np
 
-from .errors import Viz3dError, Viz3dWarning, collecting_warnings, warn  # Viz3dWarning: re-exported
+from .errors import Viz3dError, collecting_warnings, warn
 from .surfaces.meshing import (DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE_COMPONENT_MM3, DEFAULT_SMOOTHING, Mesh,
                       label_boxes, smoothing_factor, surfaces)
-from .io.dicom import is_dicom_path, list_series, load_dicom
-from .io.volume import Volume, forget_inflated, inflate_soon, load_label
+from .io.formats import load_label
+from .io.volume import Volume, forget_inflated, inflate_soon
 
 
 # what loading and meshing import (DICOM's pydicom comes with nibabel)
@@ -255,15 +255,15 @@ def _build_meshes(ct, label, *, table, labels, bone, bone_hu, smooth, smoothing,
 
 def _first_layer(label):
     """The label map meshed first: ``label`` itself, or its first layer when it has several."""
-    from .io.formats import label_layers
+    from .io.segmentation import label_layers
 
     return label_layers(label)[0] if label is not None else None
 
 
 def _with_other_layers(meshes: list[Mesh], label, names, **options) -> list[Mesh]:
     """``meshes`` with the surfaces of ``label``'s other layers (overlapping segments, see
-    `viz3d.io.formats.Segmentation`) among the label surfaces, by value, before the bone."""
-    from .io.formats import label_layers
+    `viz3d.io.segmentation.Segmentation`) among the label surfaces, by value, before the bone."""
+    from .io.segmentation import label_layers
 
     layers = label_layers(label)[1:] if label is not None else ()
     if not layers:
@@ -277,7 +277,7 @@ def label_table_for(label: Volume | None, table=None):
     """Find the `LabelTable` naming a label map's values.
 
     ``table`` (a `LabelTable`, built-in name or file) or else the one the label map's file
-    carries or has beside it, or the default (see `viz3d.io.labels.resolve_label_table`),
+    carries or has beside it, or the default (see `viz3d.io.formats.resolve_label_table`),
     checked against the values present: one `Viz3dWarning` when it does not name them all
     (`viz3d.io.labels.check_coverage`).
 
@@ -309,7 +309,8 @@ def label_table_for(label: Volume | None, table=None):
     >>> names.name_of(5), names.source
     ('liver', '--label-table totalsegmentator')
     """
-    from .io.labels import check_coverage, resolve_label_table, values_present
+    from .io.formats import resolve_label_table
+    from .io.labels import check_coverage, values_present
 
     names = resolve_label_table(table, (label.source or None) if label is not None else None)  # "": made in memory
     if label is None:
@@ -472,7 +473,6 @@ def _check_inputs(ct_path, label_path) -> None:
 
 def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smooth, smoothing, method) -> str:
     """The mesh-cache key of `load_and_mesh`'s inputs and options."""
-    from pathlib import Path
 
     from . import cache, __version__
 
@@ -546,7 +546,7 @@ def label_statistics(label: Volume, table=None) -> list[dict]:
     >>> row["name"], row["voxels"], round(row["volume_ml"], 3), row["bbox_mm"]
     ('L1', 64, 0.512, [[3.0, 3.0, 3.0], [11.0, 11.0, 11.0]])
     """
-    from .io.formats import label_layers
+    from .io.segmentation import label_layers
 
     names = label_table_for(label, table)
     rows = []

@@ -165,7 +165,7 @@ def _make_outputs(case: Case, options: BatchOptions, folder: Path) -> tuple[list
 
 
 def _export(case: Case, meshes, options: BatchOptions, folder: Path) -> dict:
-    from ..io.labels import resolve_label_table
+    from ..io.formats import resolve_label_table
     from ..outputs.export import export_meshes
 
     if not meshes:
@@ -180,7 +180,7 @@ def _export(case: Case, meshes, options: BatchOptions, folder: Path) -> dict:
 
 
 def _names_source(case: Case, options: BatchOptions, meshes) -> str | None:
-    from ..io.labels import resolve_label_table
+    from ..io.formats import resolve_label_table
 
     if case.label is None or not any(mesh.kind == "label" for mesh in meshes):
         return None

@@ -197,7 +197,7 @@ def cmd_info(args, console) -> None:
     import numpy as np
 
     from ..api import alignment_warnings, label_statistics, label_table_for
-    from ..io.labels import resolve_label_table
+    from ..io.formats import resolve_label_table
 
     resolve_label_table(args.label_table)  # a bad --label-table is refused before loading
     ct, label = _load_inputs(args, console)
@@ -277,7 +277,7 @@ def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024
 
 def _names_source(args) -> str | None:
     """Where the label names came from, for the legend (`viz3d.io.labels.resolve_label_table`'s source)."""
-    from ..io.labels import resolve_label_table
+    from ..io.formats import resolve_label_table
 
     if getattr(args, "label", None) is None:
         return None
@@ -426,7 +426,7 @@ def cmd_export(args, console) -> None:
         if args.ct is None:
             raise Viz3dError("--bone-only needs a CT: the bone surface comes from the CT's Hounsfield units")
         args.label = None  # not loaded: no label surface is wanted
-    from ..io.labels import resolve_label_table
+    from ..io.formats import resolve_label_table
     from ..surfaces.meshing import DEFAULT_BONE_HU
 
     meshing = {"labels": args.labels, "bone": arguments.bone_wanted(args), "bone_only": args.bone_only,

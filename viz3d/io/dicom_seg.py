@@ -5,7 +5,7 @@ RecommendedDisplayCIELabValue, converted to RGB, as colour. The frames are place
 per-frame positions and shared orientation and spacing (highdicom's ``get_volume``), in the
 frame of reference of the CT they were drawn on; when that CT is given it must share the
 SEG's FrameOfReferenceUID. A fractional segment holds the voxels of value 0.5 or more.
-Segments that overlap go to different layers (`viz3d.io.formats.Segmentation`).
+Segments that overlap go to different layers (`viz3d.io.segmentation.Segmentation`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError, check_regular_file
-from .formats import Segmentation, layered
+from .segmentation import Segmentation, layered
 from .labels import LabelTable
 from .volume import Volume, check_grid
 

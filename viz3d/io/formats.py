@@ -29,79 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
-from ..errors import Viz3dError
-from .labels import LabelTable
+from . import labels
+from .labels import LabelTable, is_nifti_name
+from .segmentation import Segmentation, reference_ct
 from .volume import NIFTI_SUFFIXES, Volume
 
 HEAD_BYTES = 1 << 16  # what `Format.claims` sees of a file: magic numbers and a NRRD header's first fields
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """Segments on one grid: label-map layers and, where the file carries one, the table naming them.
-
-    Segments that overlap cannot share one label map, so a file may hold several layers (3D
-    Slicer's ``.seg.nrrd``; overlapping masks, SEG segments or RTSTRUCT ROIs, put in layers by
-    `layered`); each is a label map `Volume` on
-    the same grid, and a value means one segment in whichever layer holds it (values are
-    distinct across layers), so each layer is meshed on its own and the surfaces keep apart.
-
-    Parameters
-    ----------
-    layers : tuple of Volume
-        One or more label maps on the same grid.
-    table : LabelTable or None
-        The names and colours the file carries (with its `LabelTable.source`), or None: then
-        they are found as for any label map (`viz3d.io.labels.resolve_label_table`).
-
-    Examples
-    --------
-    >>> a = Volume(np.array([[[0, 1]]], np.uint8), np.eye(4), "seg")
-    >>> b = Volume(np.array([[[2, 2]]], np.uint8), np.eye(4), "seg")
-    >>> seg = Segmentation((a, b))
-    >>> len(label_layers(seg.label)), seg.label.array.tolist()
-    (2, [[[2, 2]]])
-    """
-
-    layers: tuple[Volume, ...]
-    table: LabelTable | None = None
-
-    def __post_init__(self):
-        layers = tuple(self.layers)
-        if not layers:
-            raise Viz3dError("a segmentation needs at least one layer")
-        first = layers[0]
-        for index, layer in enumerate(layers[1:], start=1):
-            if layer.shape != first.shape or not np.allclose(layer.affine, first.affine, atol=1e-4):
-                raise Viz3dError(f"{first.source or 'segmentation'}: layer {index} is not on the grid of layer 0")
-        object.__setattr__(self, "layers", layers)
-
-    @property
-    def label(self) -> Volume:
-        """The segmentation as one label map `Volume`: the only layer, or the layers painted one
-        over the other (what a slice picture shows), carrying them all in ``meta["layers"]``:
-        surfaces and voxel counts come from those (see `label_layers`)."""
-        first = self.layers[0]
-        if len(self.layers) == 1:
-            return first
-        dtype = np.result_type(*[layer.array.dtype for layer in self.layers])
-        painted = first.array.astype(dtype, copy=True)
-        for layer in self.layers[1:]:
-            inside = layer.array != 0
-            painted[inside] = layer.array[inside]
-        return Volume(painted, first.affine, first.source, {**first.meta, "layers": self.layers})
-
-
-def label_layers(label: Volume) -> tuple[Volume, ...]:
-    """Every layer of a label map `Volume` (itself alone, unless it came from a layered file):
-    what is meshed and counted, each layer on its own.
-
-    >>> label_layers(Volume(np.zeros((1, 1, 1), np.uint8), np.eye(4)))[0].shape
-    (1, 1, 1)
-    """
-    return tuple(label.meta.get("layers") or (label,))
 
 
 @dataclass(frozen=True)
@@ -137,38 +71,6 @@ def _nifti_ct(path, series=None, progress=None) -> Volume:
     from .volume import load_ct
 
     return load_ct(path)
-
-
-def reference_ct(reference) -> Volume | None:
-    """The CT a segmentation is read against: ``reference`` itself, or what it returns when it is
-    a function (a CT still being read in the background), or None.
-
-    >>> reference_ct(None) is None, reference_ct(lambda: None) is None
-    (True, True)
-    """
-    return reference() if callable(reference) else reference
-
-
-def layered(masks, shape, dtype=np.uint8) -> list[np.ndarray]:
-    """Label-map layers holding ``masks``: each ``(value, boolean mask)`` is painted into the first
-    layer none of whose voxels it overlaps, else into a new layer (as 3D Slicer stores segments).
-
-    >>> a, b = np.array([[[1, 1, 0]]], bool), np.array([[[0, 1, 1]]], bool)
-    >>> [layer.tolist() for layer in layered([(1, a), (2, b)], (1, 1, 3))]
-    [[[[1, 1, 0]]], [[[0, 2, 2]]]]
-    """
-    layers: list[np.ndarray] = []
-    for value, mask in masks:
-        if not mask.any():
-            continue
-        for layer in layers:
-            if not layer[mask].any():
-                layer[mask] = value
-                break
-        else:
-            layers.append(np.zeros(shape, dtype))
-            layers[-1][mask] = value
-    return layers or [np.zeros(shape, dtype)]
 
 
 def _nifti_segmentation(path, reference=None) -> Segmentation:
@@ -357,6 +259,60 @@ def load_segmentation(path, reference=None) -> Segmentation:
     return format_of(path, "label").read_segmentation(Path(os.fspath(path)), reference)
 
 
+def load_label(path: str | Path, reference=None) -> Volume:
+    """Load a label map (integer class values) from any file or folder viz3d reads.
+
+    NIfTI, NRRD, MetaImage, a 3D Slicer ``.seg.nrrd``, a TotalSegmentator folder, a DICOM SEG
+    or RTSTRUCT: see `FORMATS` (`Segmentation.label`: with overlapping segments, their
+    layers are in ``meta["layers"]``). Integer types are kept. Float files are accepted when
+    every value is integral and non-negative.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The label file, or a folder (TotalSegmentator's masks, a DICOM SEG or RTSTRUCT).
+    reference : Volume, callable or None, optional
+        The CT it belongs to (a `Volume`, a function returning one, or None): an RTSTRUCT is
+        filled onto its grid, a DICOM SEG checked against its frame of reference.
+
+    Returns
+    -------
+    Volume
+        The label map: whole non-negative class values, 0 the background; ``source`` is
+        ``path``.
+
+    Raises
+    ------
+    Viz3dError
+        Naming the file: when it is missing or unreadable, a DICOM image rather than a
+        segmentation, an RTSTRUCT without a ``reference`` or of another frame of reference,
+        or holds non-integral or negative values (the first offending value is named).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> array = np.zeros((20, 20, 20), np.float32)
+    >>> array[5:15, 5:15, 5:15] = 2.0
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "label.nii.gz"
+    ...     nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+    ...     label = load_label(path)
+    >>> label.array.dtype, np.unique(label.array).tolist()
+    (dtype('uint8'), [0, 2])
+    >>> array[0, 0, 0] = 0.5
+    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +ELLIPSIS
+    ...     path = pathlib.Path(folder) / "label.nii.gz"
+    ...     nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+    ...     load_label(path)
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: .../label.nii.gz: label map has non-integral values (e.g. 0.5); labels must be whole numbers
+    """
+    return load_segmentation(path, reference).label
+
+
 def table_in_file(path) -> LabelTable | None:
     """The label table a label input carries itself (a ``.seg.nrrd``'s segments, a mask folder's
     file names), or None: then the names are looked for as for any label map.
@@ -368,3 +324,29 @@ def table_in_file(path) -> LabelTable | None:
     if entry.names is None:
         return None
     return entry.names(Path(os.fspath(path)))
+
+
+def resolve_label_table(spec=None, label_path=None) -> LabelTable:
+    """The label table naming a label input's values, with its source: `viz3d.io.labels.resolve_label_table`'s
+    order, with the table a non-NIfTI input carries itself (`table_in_file`) in second place.
+
+    Parameters
+    ----------
+    spec : LabelTable, str, path-like or None
+        What the user asked for (``--label-table``), or None.
+    label_path : str, path-like or None
+        The label input (a file or a folder); None gives ``spec`` or the default.
+
+    Returns
+    -------
+    LabelTable
+
+    Examples
+    --------
+    >>> resolve_label_table().source
+    'default (spinopelvic10)'
+    """
+    carried = None
+    if spec is None and label_path is not None and not is_nifti_name(label_path):
+        carried = table_in_file(label_path)
+    return labels.resolve_label_table(spec, label_path, carried=carried)

@@ -372,14 +372,15 @@ _TOTALSEG_CYCLE = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0
                    (255, 128, 0), (255, 0, 128), (128, 255, 128), (0, 128, 255), (128, 128, 128), (185, 170, 155))
 
 
-def resolve_label_table(spec=None, label_path: str | os.PathLike | None = None) -> LabelTable:
+def resolve_label_table(spec=None, label_path: str | os.PathLike | None = None, carried: LabelTable | None = None) -> LabelTable:
     """The label table whose names a label map's values get, with its `LabelTable.source`.
 
     In this order, the first that exists wins:
 
     1. ``spec``: a `LabelTable` (returned as it is), a built-in name or a table file
-       (source ``"--label-table <spec>"``); then the table a non-NIfTI input carries itself (a
-       ``.seg.nrrd``'s segments, a mask folder's file names: `viz3d.io.formats.table_in_file`);
+       (source ``"--label-table <spec>"``); then ``carried``, the table a non-NIfTI input carries
+       itself (a ``.seg.nrrd``'s segments, a mask folder's file names: what
+       `viz3d.io.formats.resolve_label_table` passes here from `viz3d.io.formats.table_in_file`);
     2. a table carried in the label map's NIfTI header (:func:`table_from_nifti_header`:
        TotalSegmentator's ``--ml`` output), source ``"NIfTI header (TotalSegmentator)"``;
     3. a table beside the label map, same stem with ``.json`` (viz3d's JSON), ``.txt``
@@ -398,6 +399,8 @@ def resolve_label_table(spec=None, label_path: str | os.PathLike | None = None) 
         What the user asked for (``--label-table``), or None.
     label_path : str, path-like or None
         The label map's file; None gives ``spec`` or the default.
+    carried : LabelTable or None
+        The table the label input carries itself, found by its format's reader, or None.
 
     Returns
     -------
@@ -421,13 +424,9 @@ def resolve_label_table(spec=None, label_path: str | os.PathLike | None = None) 
     if spec is not None:
         table = load_label_table(spec)
         return replace(table, source=f"--label-table {os.fspath(spec)}")
-    if label_path is not None and not _is_nifti_name(label_path):
-        from .formats import table_in_file  # a .seg.nrrd's segments, a mask folder's file names
-
-        table = table_in_file(label_path)
-        if table is not None:
-            return table
-    if label_path is not None and _is_nifti_name(label_path):
+    if carried is not None:
+        return carried
+    if label_path is not None and is_nifti_name(label_path):
         table = table_from_nifti_header(label_path)
         if table is not None:
             return table
@@ -452,12 +451,12 @@ def label_table_file(spec=None, label_path: str | os.PathLike | None = None) -> 
         if isinstance(spec, str) and spec.strip().lower() in BUILTIN_TABLES:
             return None
         return Path(os.fspath(spec))
-    if label_path is None or not _is_nifti_name(label_path) or table_from_nifti_header(label_path) is not None:
+    if label_path is None or not is_nifti_name(label_path) or table_from_nifti_header(label_path) is not None:
         return None
     return sidecar_table_path(label_path) or nnunet_dataset_json(label_path)
 
 
-def _is_nifti_name(path) -> bool:
+def is_nifti_name(path) -> bool:
     """Whether a file name ends as a NIfTI file's does (only those are looked at for tables)."""
     return Path(os.fspath(path)).name.lower().endswith(NIFTI_SUFFIXES)
 

@@ -8,7 +8,7 @@ the CT slice it lies on whose centres it encloses; contours on one slice combine
 a contour inside another is a hole, as RT planning systems draw them. Contours that are open,
 single points, or do not lie on one of the CT's slices are skipped with one warning per ROI.
 ROIs that overlap (a body outline and the organs in it) go to different layers
-(`viz3d.io.formats.Segmentation`).
+(`viz3d.io.segmentation.Segmentation`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import Viz3dError, warn
 from .dicom_seg import RTSTRUCT_SOP_CLASS, check_frame_of_reference, read_dataset, sop_class_of
-from .formats import Segmentation, layered
+from .segmentation import Segmentation, layered
 from .labels import LabelTable
 from .volume import Volume
 

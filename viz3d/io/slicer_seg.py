@@ -14,7 +14,7 @@ first, kind ``list``), one label map per layer, and a label value means one segm
 layer only. Files from Slicer before 4.11 have no ``_LabelValue`` / ``_Layer``: one binary
 layer per segment. Each segment keeps its label value when those are distinct across layers;
 otherwise the segments are numbered 1, 2, ... in header order, so that every value names one
-segment in whichever layer holds it (see `viz3d.io.formats.Segmentation`).
+segment in whichever layer holds it (see `viz3d.io.segmentation.Segmentation`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError, warn
-from .formats import Segmentation
+from .segmentation import Segmentation
 from .labels import LabelTable
 from .nrrd import nrrd_affine, read_nrrd, spatial_axes
 from .volume import Volume, label_values

@@ -5,7 +5,7 @@ Each mask's name is its file name without ``.nii`` / ``.nii.gz``. When every nam
 TotalSegmentator's classes, each keeps that class's value (the value its ``--ml`` label map
 and the built-in ``totalsegmentator`` table give it); otherwise the masks are numbered 1, 2, ...
 in name order. Every non-zero voxel of a mask is inside it; empty masks are skipped. Masks that
-overlap go to different layers (see `viz3d.io.formats.Segmentation`).
+overlap go to different layers (see `viz3d.io.segmentation.Segmentation`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError
-from .formats import Segmentation, layered
+from .segmentation import Segmentation, layered
 from .labels import LabelTable, builtin_table
 from .volume import NIFTI_SUFFIXES, Volume
 

@@ -522,63 +522,8 @@ def _air_for_nonfinite(path: Path, array: np.ndarray, meta: dict) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def load_label(path: str | Path, reference=None) -> Volume:
-    """Load a label map (integer class values) from any file or folder viz3d reads.
-
-    NIfTI, NRRD, MetaImage, a 3D Slicer ``.seg.nrrd``, a TotalSegmentator folder, a DICOM SEG
-    or RTSTRUCT: see `viz3d.io.formats` (`Segmentation.label`: with overlapping segments, their
-    layers are in ``meta["layers"]``). Integer types are kept. Float files are accepted when
-    every value is integral and non-negative.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The label file, or a folder (TotalSegmentator's masks, a DICOM SEG or RTSTRUCT).
-    reference : Volume, callable or None, optional
-        The CT it belongs to (a `Volume`, a function returning one, or None): an RTSTRUCT is
-        filled onto its grid, a DICOM SEG checked against its frame of reference.
-
-    Returns
-    -------
-    Volume
-        The label map: whole non-negative class values, 0 the background; ``source`` is
-        ``path``.
-
-    Raises
-    ------
-    Viz3dError
-        Naming the file: when it is missing or unreadable, a DICOM image rather than a
-        segmentation, an RTSTRUCT without a ``reference`` or of another frame of reference,
-        or holds non-integral or negative values (the first offending value is named).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> import nibabel as nib
-    >>> array = np.zeros((20, 20, 20), np.float32)
-    >>> array[5:15, 5:15, 5:15] = 2.0
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     path = pathlib.Path(folder) / "label.nii.gz"
-    ...     nib.save(nib.Nifti1Image(array, np.eye(4)), path)
-    ...     label = load_label(path)
-    >>> label.array.dtype, np.unique(label.array).tolist()
-    (dtype('uint8'), [0, 2])
-    >>> array[0, 0, 0] = 0.5
-    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +ELLIPSIS
-    ...     path = pathlib.Path(folder) / "label.nii.gz"
-    ...     nib.save(nib.Nifti1Image(array, np.eye(4)), path)
-    ...     load_label(path)
-    Traceback (most recent call last):
-    ...
-    viz3d.errors.Viz3dError: .../label.nii.gz: label map has non-integral values (e.g. 0.5); labels must be whole numbers
-    """
-    from .formats import load_segmentation
-
-    return load_segmentation(path, reference).label
-
-
 def load_nifti_label(path: str | Path) -> Volume:
-    """Load a label map from a NIfTI file (see `load_label`)."""
+    """Load a label map from a NIfTI file (see `viz3d.io.formats.load_label`)."""
     path = Path(path)
     array, affine, meta = _read_nifti(path)
     return Volume(label_values(path, array), affine, str(path), meta)

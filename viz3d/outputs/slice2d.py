@@ -287,7 +287,7 @@ def _volume(value, what: str, loader) -> Volume | None:
 def _inputs(ct, label, table):
     from ..api import label_table_for, load_ct
     from ..io.labels import LabelTable
-    from ..io.volume import load_label
+    from ..io.formats import load_label
 
     if ct is None:
         raise Viz3dError("a slice picture needs a CT")
