@@ -68,6 +68,69 @@ def stage_of(module: str) -> str | None:
     return parts[1] if len(parts) > 2 and parts[1] in STAGES else None
 
 
+def module_aliases(name: str, path: Path, known: dict[str, Path]) -> dict[str, str]:
+    """Names bound to viz3d modules in the file (``import viz3d.io.dicom as dicom``,
+    ``from . import main as cli``): alias -> module."""
+    aliases = {}
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in known and alias.asname:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                if f"{base}.{alias.name}" in known:
+                    aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
+    return aliases
+
+
+def test_no_module_uses_a_private_name_of_another():
+    """Neither ``from m import _name``, nor ``m._name`` on an imported viz3d module, nor a
+    `Scene`'s private members (``scene._x``) outside `viz3d.scene`."""
+    known = modules()
+    found = [f"{source}:{line} takes {taken} from {module}" for source, module, taken, line in internal_edges()
+             if taken is not None and taken.startswith("_") and not taken.startswith("__")]
+    for name, path in known.items():
+        aliases = module_aliases(name, path, known)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                owner = node.value.id
+                if owner in aliases or (owner == "scene" and stage_of(name) != "scene"):
+                    found.append(f"{name}:{node.lineno} uses {owner}.{node.attr}")
+    assert found == []
+
+
+def test_the_modules_import_each_other_without_a_cycle():
+    """Imports inside functions count too: a cycle there is a tangle of responsibilities all the same."""
+    graph: dict[str, set[str]] = {}
+    for source, module, _, _ in internal_edges():
+        if module != "viz3d":  # the package's own lazy table names everything
+            graph.setdefault(source, set()).add(module)
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node, trail):
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
 def test_no_stage_imports_a_later_stage():
     backwards = [f"{source}:{line} imports {module}" for source, module, _, line in internal_edges()
                  if stage_of(source) and stage_of(module)

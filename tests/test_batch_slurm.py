@@ -251,11 +251,11 @@ def test_slurm_options_that_make_no_sense_are_one_error_line_before_anything_is_
 
 def test_inside_a_slurm_job_the_local_pool_is_sized_by_the_jobs_cores_and_memory(monkeypatch):
     from viz3d.batch.layouts import Case
-    from viz3d.batch import run
-    from viz3d.batch.run import BASE_MEMORY, default_workers
+    from viz3d.batch import resources
+    from viz3d.batch.resources import BASE_MEMORY, default_workers
 
     cases = [Case(f"s{i}", None, None) for i in range(8)]
-    monkeypatch.setattr(run, "available_memory", lambda: 256 * 2**30)
+    monkeypatch.setattr(resources, "available_memory", lambda: 256 * 2**30)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)  # a big node
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.setenv("SLURM_CPUS_ON_NODE", "3")

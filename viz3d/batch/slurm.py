@@ -94,7 +94,7 @@ class SlurmSpec:
 
 def job_memory(spec: SlurmSpec, cases) -> int:
     """Bytes to ask per job: ``spec.memory``, else ``cores`` times the largest case's estimate
-    (`viz3d.batch.run.estimate_case_memory`) with `MEMORY_MARGIN`, in whole GiB.
+    (`viz3d.batch.resources.estimate_case_memory`) with `MEMORY_MARGIN`, in whole GiB.
 
     >>> from viz3d.batch.layouts import Case
     >>> job_memory(SlurmSpec(cores=2), [Case("x", None, None)]) / 2**30
@@ -102,7 +102,7 @@ def job_memory(spec: SlurmSpec, cases) -> int:
     """
     if spec.memory is not None:
         return spec.memory_bytes
-    from .run import BASE_MEMORY, estimate_case_memory
+    from .resources import BASE_MEMORY, estimate_case_memory
 
     largest = max((estimate_case_memory(case) for case in cases), default=BASE_MEMORY)
     return math.ceil(spec.cores * largest * MEMORY_MARGIN / 2**30) * 2**30
