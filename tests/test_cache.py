@@ -480,7 +480,8 @@ def test_in_its_own_folder_the_cache_deletes_only_its_own_entries(case, monkeypa
 
 def test_eviction_removes_whole_entries_least_recently_used_first(digests, monkeypatch):
     rows = np.zeros((40_000, 3))
-    mesh = lambda label: cache.Mesh(f"m{label}", "label", label, (1.0, 0.0, 0.0), rows + label, rows.astype(np.int64))
+    def mesh(label):
+        return cache.Mesh(f"m{label}", "label", label, (1.0, 0.0, 0.0), rows + label, rows.astype(np.int64))
     keys = [f"{i:040x}" for i in range(3)]
     for key, label in zip(keys, range(3)):
         cache.save_meshes(key, [mesh(label)])

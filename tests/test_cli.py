@@ -466,7 +466,7 @@ def test_public_names_resolve_lazily(monkeypatch):
         assert getattr(viz3d, name) is not None, name
     assert viz3d.outputs.export.write_stl is not None  # submodules too
     with pytest.raises(AttributeError, match="no_such_name"):
-        viz3d.no_such_name
+        viz3d.no_such_name  # noqa: B018 - looking the name up is the test
     assert not hasattr(viz3d, "pyvista")  # only viz3d's own submodules are imported on demand
     # always the module's own function: a patch seen once does not stick after it is undone
     original = viz3d.api.load_ct
@@ -864,7 +864,8 @@ def test_export_records_the_smoothing_and_method_and_each_changes_the_surfaces(c
                                label=(slice(12, 20), slice(10, 19), slice(2, 9)), value=3,
                                affine=np.diag([0.8, 0.8, 3.0, 1.0]))
     files = {}
-    for name, options in {"default": [], "raw": ["--smoothing", "0"], "lewiner": ["--method", "lewiner", "--smoothing", "0.3"]}.items():
+    runs = {"default": [], "raw": ["--smoothing", "0"], "lewiner": ["--method", "lewiner", "--smoothing", "0.3"]}
+    for name, options in runs.items():
         out = tmp_path / name
         status, _, err = run_cli(capsys, "export", ct, "--label", label, "--out", out, "--no-bone", *options)
         assert status == 0, err

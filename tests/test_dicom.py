@@ -543,7 +543,8 @@ def run_viz3d(capsys, *args):
 def test_info_on_a_dicom_folder_shows_identity_and_series(clinical_folder, capsys):
     status, out, err = run_viz3d(capsys, "info", clinical_folder)
     assert status == 0, err
-    fields = dict(re.findall(r"^\s+(PatientID|Modality|SeriesInstanceUID|SeriesDescription|n_slices|transfer_syntax)\s*: (.*)$", out, re.M))
+    names = "PatientID|Modality|SeriesInstanceUID|SeriesDescription|n_slices|transfer_syntax"
+    fields = dict(re.findall(rf"^\s+({names})\s*: (.*)$", out, re.M))
     assert fields["SeriesInstanceUID"] == "1.2.826.0.1.7.2"
     assert fields["SeriesDescription"] == "axial body" and fields["n_slices"] == "12"
     assert fields["Modality"] == "CT" and "Little Endian" in fields["transfer_syntax"]

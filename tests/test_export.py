@@ -366,7 +366,8 @@ def test_budget_on_the_command_line(sample, tmp_path, capsys):
             assert entry["problems"] and f"{entry['name']} ({entry['file']}) is NOT printable" in err
     assert manifest["settings"]["max_triangles"] == 400
     assert manifest["printable"] == all(e["printable"] for e in manifest["meshes"])
-    manifest, err = export_cli(capsys, sample, tmp_path / "bone", "--max-triangles", "1000", "--bone-only", labels=None, bone=True)
+    manifest, err = export_cli(capsys, sample, tmp_path / "bone", "--max-triangles", "1000", "--bone-only",
+                               labels=None, bone=True)
     (bone,) = manifest["meshes"]
     assert bone["triangles"] <= 1000 and bone["printable"] and bone["components"] == 11
 

@@ -98,6 +98,7 @@ def serve(scene, **kwargs):
 
 __all__ = [
     "Mesh", "Viz3dError", "Viz3dWarning", "Volume", "alignment_warnings", "bone_mesh", "build_meshes",
-    "build_scene", "export_meshes", "label_meshes", "label_statistics", "list_series", "load_ct", "load_dicom", "load_label", "mosaic_image",
+    "build_scene", "export_meshes", "label_meshes", "label_statistics", "list_series", "load_ct", "load_dicom",
+    "load_label", "mosaic_image",
     "save_slice", "screenshot", "serve", "slice_image", "show_in_notebook", "turntable", "view_sheet", "write_html",
 ]

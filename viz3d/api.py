@@ -120,7 +120,8 @@ def alignment_warnings(ct: Volume, label: Volume) -> list[str]:
     if np.any(a[1] < b[0]) or np.any(b[1] < a[0]):
         messages.append(
             "CT and label DO NOT OVERLAP in world space (CT box "
-            f"{np.round(a, 1).tolist()} mm, label box {np.round(b, 1).tolist()} mm): they are probably not the same patient or scan"
+            f"{np.round(a, 1).tolist()} mm, label box {np.round(b, 1).tolist()} mm): "
+            "they are probably not the same patient or scan"
         )
     return messages
 

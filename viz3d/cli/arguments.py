@@ -109,7 +109,8 @@ def window(text: str):
 
 
 def add_inputs(parser, *, ct_required=False):
-    parser.add_argument("ct", nargs=None if ct_required else "?", metavar="CT", help="CT as NIfTI (.nii / .nii.gz) or a DICOM folder / file")
+    parser.add_argument("ct", nargs=None if ct_required else "?", metavar="CT",
+                        help="CT as NIfTI (.nii / .nii.gz), NRRD, MetaImage, or a DICOM folder / file")
     parser.add_argument(
         "--series", metavar="S", default=None,
         help="DICOM folder with several series: index (as `info` lists them), SeriesInstanceUID, number:N or index:N "
@@ -144,7 +145,8 @@ def add_mesh_options(parser, *, bone_switch=True):
 
 
 def add_scene_options(parser):
-    parser.add_argument("--window", type=window, default="soft", metavar="PRESET|C,W", help="soft (40,400, default), bone, lung, brain, or CENTER,WIDTH")
+    parser.add_argument("--window", type=window, default="soft", metavar="PRESET|C,W",
+                        help="soft (40,400, default), bone, lung, brain, or CENTER,WIDTH")
     parser.add_argument("--view", choices=VIEWS, default="anterior", help="camera preset (default anterior)")
     parser.add_argument("--no-slices", action="store_true", help="hide the three CT slice planes")
     parser.add_argument("--slices", default=None, metavar="AXIS=POS,...",
@@ -153,4 +155,5 @@ def add_scene_options(parser):
                         "or a drawn structure's name (axial=L3: through its middle)")
     parser.add_argument("--colors", choices=("table", "distinct"), default="table",
                         help="table (default: the table's colours; ones too close to tell apart are replaced, with a "
-                        "warning unless they are viz3d's generated ones) or distinct (a perceptually distinct palette for every structure)")
+                        "warning unless they are viz3d's generated ones) or distinct (a perceptually distinct palette "
+                        "for every structure)")

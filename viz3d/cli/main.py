@@ -28,9 +28,11 @@ def make_parser() -> argparse.ArgumentParser:
     arguments.add_scene_options(view)
     view.add_argument("--web", action="store_true",
                       help="serve the interactive scene to a web browser instead of opening a window (no display needed)")
-    view.add_argument("--port", type=arguments.port, default=8080, metavar="N", help="with --web: port to listen on (default 8080; 0: any free port)")
+    view.add_argument("--port", type=arguments.port, default=8080, metavar="N",
+                      help="with --web: port to listen on (default 8080; 0: any free port)")
     view.add_argument("--host", default="127.0.0.1", metavar="ADDR",
-                      help="with --web: address to listen on (default 127.0.0.1, this machine only: reach it through an SSH tunnel)")
+                      help="with --web: address to listen on (default 127.0.0.1, this machine only: reach it through "
+                      "an SSH tunnel)")
 
     shot = commands.add_parser("screenshot", help="render the scene offscreen to a PNG")
     arguments.add_inputs(shot)
@@ -49,7 +51,8 @@ def make_parser() -> argparse.ArgumentParser:
     spin.add_argument("--out", required=True, metavar="FILE", help="output .mp4 (H.264) or .gif")
     spin.add_argument("--frames", type=int, default=72, metavar="N", help="frames in one full turn (default 72)")
     spin.add_argument("--fps", type=float, default=24.0, metavar="N", help="frames per second (default 24)")
-    spin.add_argument("--size", type=arguments.size, default=(640, 480), metavar="WxH", help="frame size (default 640x480; even for MP4)")
+    spin.add_argument("--size", type=arguments.size, default=(640, 480), metavar="WxH",
+                      help="frame size (default 640x480; even for MP4)")
     spin.add_argument("--axis", choices=("si", "ap", "lr"), default="si",
                       help="world axis to turn about: si (patient's superior-inferior, default), ap or lr")
     spin.add_argument("--no-legend", action="store_true", help="no label legend in the frames")
@@ -113,7 +116,8 @@ def _add_slice_parser(commands) -> None:
     sheet.add_argument("--opacity", type=float, default=0.5, metavar="A", help="opacity of the filled labels, 0..1 (default 0.5)")
     sheet.add_argument("--outline", action="store_true", help="outline each structure instead of filling it")
     sheet.add_argument("--size", type=arguments.size, default=None, metavar="WxH",
-                       help="box the slice is fitted into, true aspect kept (default 512x512; with --mosaic each panel's, 256x256)")
+                       help="box the slice is fitted into, true aspect kept (default 512x512; with --mosaic each "
+                       "panel's, 256x256)")
     sheet.add_argument("--mosaic", type=int, default=None, metavar="N",
                        help="a QC sheet of N slices evenly through the labelled extent, one shared legend")
 
@@ -147,7 +151,8 @@ class _Console:
             bar = bars.get(stage)
             if bar is None:
                 bar = bars[stage] = tqdm(desc=stage, total=total, file=sys.stderr, leave=False,
-                                         bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
+                                         bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} "
+                                         "{postfix} [{elapsed}]")
             bar.total = total
             if item:
                 bar.set_postfix_str(item[:30], refresh=False)
@@ -231,7 +236,7 @@ def cmd_info(args, console) -> None:
                   f"   {colour}")
     if ct is not None and label is not None:
         for message in alignment_warnings(ct, label):
-            warnings.warn(message, UserWarning)
+            warnings.warn(message, UserWarning, stacklevel=2)
 
 
 DICOM_FIELDS = ("PatientID", "StudyDate", "Modality", "SeriesInstanceUID", "SeriesDescription", "n_slices",
@@ -446,7 +451,8 @@ def cmd_export(args, console) -> None:
         if entry["repairs"]:
             console.say(f"{entry['name']}: repaired ({'; '.join(entry['repairs'])})")
         if not entry["printable"]:
-            warnings.warn(f"{entry['name']} ({entry['file']}) is NOT printable: {'; '.join(entry['problems'])}", UserWarning)
+            warnings.warn(f"{entry['name']} ({entry['file']}) is NOT printable: {'; '.join(entry['problems'])}",
+                          UserWarning, stacklevel=2)
     files = sorted({entry["file"] for entry in manifest["meshes"]})
     what = f"{files[0]} ({len(manifest['meshes'])} parts)" if args.combine else f"{len(files)} {args.format.upper()} files"
     console.say(f"wrote {what} and manifest.json to {args.out} ({manifest['coordinate_system']} mm)")
@@ -479,7 +485,8 @@ def cmd_demo(args, console) -> None:
     ct_path, label_path = demo_paths()
     scene_args = argparse.Namespace(
         ct=str(ct_path), label=str(label_path), label_table="totalsegmentator", labels=None, bone_hu=200.0,
-        no_bone=False, no_smooth=False, smoothing=DEFAULT_SMOOTHING, method=DEFAULT_METHOD, window="soft", view="iso", no_slices=False,
+        no_bone=False, no_smooth=False, smoothing=DEFAULT_SMOOTHING, method=DEFAULT_METHOD, window="soft", view="iso",
+        no_slices=False,
         quiet=True,
     )
     if has_display():
@@ -489,7 +496,8 @@ def cmd_demo(args, console) -> None:
     cmd_screenshot(scene_args, _Console(quiet=True))
     if not args.quiet:
         print(f"viz3d: no display here, so the demo (a real CT with 41 labelled structures and bone) was rendered "
-              f"offscreen to {args.out}; copy it to your laptop to look at it, or serve the interactive scene to your browser with "
+              f"offscreen to {args.out}; copy it to your laptop to look at it, or serve the interactive scene to your "
+              "browser with "
               f"`viz3d view --web` (see `viz3d view --help`)")
 
 

@@ -724,7 +724,8 @@ def _check_transfer_syntaxes(headers: list[_Header]) -> list[str]:
         except (NotImplementedError, ValueError):
             decoder = None
         if decoder is None:
-            raise Viz3dError(f"{where}: unsupported transfer syntax {label}: no decoder for its pixel data (convert the series, e.g. with dcm2niix)")
+            raise Viz3dError(f"{where}: unsupported transfer syntax {label}: no decoder for its pixel data "
+                             "(convert the series, e.g. with dcm2niix)")
         if not decoder.is_available:
             raise Viz3dError(
                 f"{where}: transfer syntax {label} needs a pixel-data plugin that is not installed "
@@ -955,7 +956,8 @@ def _untilt(array: np.ndarray, shift: tuple[float, float], centre: float) -> np.
 
 def _load_series(folder: Path, info: SeriesInfo, headers: list[_Header], infos: list[SeriesInfo], progress=None) -> Volume:
     if any(h.samples != 1 for h in headers):
-        raise Viz3dError(f"{headers[0].path}: colour images (SamplesPerPixel {headers[0].samples}) are not supported; expected a greyscale series such as CT")
+        raise Viz3dError(f"{headers[0].path}: colour images (SamplesPerPixel {headers[0].samples}) are not supported; "
+                         "expected a greyscale series such as CT")
     _check_headers(info, headers)
     syntax_names = _check_transfer_syntaxes(headers)
     plan = _plan(folder, info, headers)

@@ -582,8 +582,11 @@ def _finish_journal(place: Path, out_dir) -> bool:
         raise Viz3dError(f"{out_dir}: cannot read the journal of an interrupted export ({JOURNAL_NAME}: {exc}); "
                          "export again with --force") from None
     staging, moves, removals = journal.get("staging"), journal.get("moves"), journal.get("removals")
-    plain = lambda names: isinstance(names, list) and all(isinstance(n, str) and n == Path(n).name
-                                                          and n not in ("", ".", "..") for n in names)
+
+    def plain(names) -> bool:  # file names only, no path
+        return isinstance(names, list) and all(isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..")
+                                               for n in names)
+
     if not (isinstance(staging, str) and _staging_pattern(place).fullmatch(staging) and plain(moves)
             and plain(removals)):
         raise Viz3dError(f"{out_dir}: the journal of an interrupted export ({JOURNAL_NAME}) is not viz3d's; "

@@ -318,7 +318,8 @@ def make_printable(mesh: Mesh, check: SurfaceCheck | None = None) -> tuple[Mesh,
 
         before = check
         faces, _ = igl.resolve_duplicated_faces(np.ascontiguousarray(faces, np.int64))
-        vertices, faces, _ = igl.split_nonmanifold(np.ascontiguousarray(vertices, np.float64), np.ascontiguousarray(faces, np.int64))
+        vertices, faces, _ = igl.split_nonmanifold(np.ascontiguousarray(vertices, np.float64),
+                                                   np.ascontiguousarray(faces, np.int64))
         vertices, faces = np.asarray(vertices, np.float64), np.asarray(faces, np.int64)
         vertices, faces = compact(vertices, faces)
         check = inspect_surface(vertices, faces)

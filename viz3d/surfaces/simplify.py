@@ -188,7 +188,8 @@ def smooth_surface(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """New vertex positions after windowed-sinc smoothing (VTK); topology and faces unchanged."""
     from .meshing import windowed_sinc
 
-    return from_polydata(windowed_sinc(to_polydata(vertices, faces), SMOOTHING_ITERATIONS, SMOOTHING_PASSBAND, nonmanifold=True))[0]
+    smoothed = windowed_sinc(to_polydata(vertices, faces), SMOOTHING_ITERATIONS, SMOOTHING_PASSBAND, nonmanifold=True)
+    return from_polydata(smoothed)[0]
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
