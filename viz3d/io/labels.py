@@ -1114,7 +1114,7 @@ def distinct_colors(n: int, avoid=()) -> list[RGB]:
     n = int(n)
     if n <= 0:
         return []
-    candidates, lab = _palette_candidates()
+    candidates, lab = palette_candidates()
     nearest = np.full(len(candidates), np.inf)
     for rgb in avoid:
         nearest = np.minimum(nearest, delta_e_ciede2000(lab, srgb_to_lab(rgb)))
@@ -1134,8 +1134,9 @@ def distinct_colors(n: int, avoid=()) -> list[RGB]:
 _PALETTE_CANDIDATES = None
 
 
-def _palette_candidates():
-    """sRGB grid (17 levels a channel) without dark or greyish colours, and its CIELAB values."""
+def palette_candidates():
+    """The colours `distinct_colors` and the scene's recolouring pick from: an sRGB grid (17 levels
+    a channel) without dark or greyish colours, ``(rgb, lab)`` arrays of shape ``(N, 3)``."""
     global _PALETTE_CANDIDATES
     if _PALETTE_CANDIDATES is None:
         import numpy as np

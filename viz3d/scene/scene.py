@@ -1004,7 +1004,7 @@ def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFF
     """
     import dataclasses
 
-    from ..io.labels import _palette_candidates, default_color, delta_e_ciede2000, distinct_colors, srgb_to_lab
+    from ..io.labels import palette_candidates, default_color, delta_e_ciede2000, distinct_colors, srgb_to_lab
 
     if mode not in COLOR_MODES:
         raise Viz3dError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
@@ -1021,7 +1021,7 @@ def assign_colors(meshes, mode: str = "table", threshold: float = MIN_COLOR_DIFF
         return meshes, changes, None
     lab = srgb_to_lab(np.clip(np.array(old), 0.0, 1.0))
     current = lab.copy()
-    candidates, candidate_lab = _palette_candidates()
+    candidates, candidate_lab = palette_candidates()
     pairs, changes = [], {}
     to_candidates = None  # (candidates, structures) colour differences, computed when first needed
     for j in range(1, len(index)):
