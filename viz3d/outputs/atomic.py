@@ -64,3 +64,44 @@ def _discard(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def output_folder(path: str | Path) -> Path:
+    """The existing folder a file ``path`` is to be written in, or `Viz3dError` when ``path`` is a
+    folder itself or its folder does not exist: the one check every picture and page writer makes
+    before any work.
+
+    >>> output_folder("picture.png")
+    PosixPath('.')
+    >>> output_folder("/no/such/folder/picture.png")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: /no/such/folder: output folder does not exist (or is not a folder)
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise Viz3dError(f"{path}: is a folder, expected a file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
+    return folder
+
+
+def check_output_file(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
+    """``path`` as a `Path` when it is a file name ending in one of ``suffixes`` (any case) in an
+    existing folder (`output_folder`); else `Viz3dError`, saying ``what`` is written for a wrong
+    suffix.
+
+    >>> check_output_file("scene.PNG", (".png",), "screenshots are written as PNG").name
+    'scene.PNG'
+    >>> check_output_file("scene.jpg", (".png",), "screenshots are written as PNG")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: scene.jpg: screenshots are written as PNG; use a .png file name
+    """
+    path = Path(path)
+    if not path.name.lower().endswith(tuple(suffixes)):
+        raise Viz3dError(f"{path}: {what}; use a {suffixes[0]} file name")
+    output_folder(path)
+    return path
+

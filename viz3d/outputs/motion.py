@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError
-from .atomic import atomic_path
+from .atomic import atomic_path, output_folder
 from ..scene.size import check_size
 from .render import render_image
 
@@ -127,7 +127,7 @@ def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480),
     if suffix == ".gif" and frames * width * height * 3 > GIF_MAX_BYTES:
         raise Viz3dError(f"a GIF of {frames} frames of {width}x{height} is too large to assemble "
                          f"({frames * width * height * 3 / 2**30:.1f} GiB of pixels); write an .mp4, or fewer or smaller frames")
-    _output_folder(out_path)  # checked before any rendering
+    output_folder(out_path)  # checked before any rendering
     if suffix == ".mp4":
         _ffmpeg_exe()  # fail early, before any rendering, when the encoder is missing
 
@@ -333,7 +333,7 @@ def view_sheet(scene, out_path, *, views=SHEET_VIEWS, size=(640, 480), columns: 
         columns = n if n <= 4 else math.ceil(math.sqrt(n))
     columns = max(1, min(int(columns), n))
     rows = math.ceil(n / columns)
-    _output_folder(out_path)  # checked before any rendering
+    output_folder(out_path)  # checked before any rendering
 
     from PIL import Image, ImageDraw
 
@@ -400,15 +400,6 @@ def _font(pixels: int):
 
 
 # --------------------------------------------------------------------------- shared helpers
-def _output_folder(out_path: Path) -> Path:
-    if out_path.is_dir():
-        raise Viz3dError(f"{out_path}: is a folder, expected a file name")
-    folder = out_path.parent if str(out_path.parent) else Path(".")
-    if not folder.is_dir():
-        raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
-    return folder
-
-
 def _resize(scene, width, height) -> None:
     """Size the scene's window as the pictures will be, so camera fits use their aspect ratio."""
     window = scene.plotter.render_window

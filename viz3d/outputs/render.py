@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_output_file
 from ..errors import Viz3dError
 from ..scene.size import DEFAULT_SIZE, check_size
 
@@ -98,14 +98,7 @@ def screenshot(scene, out_path, *, size=DEFAULT_SIZE) -> Path:
     viz3d.errors.Viz3dError: scene.jpg: screenshots are written as PNG; use a .png file name
     >>> scene.close()
     """
-    out_path = Path(out_path)
-    if out_path.suffix.lower() != ".png":
-        raise Viz3dError(f"{out_path}: screenshots are written as PNG; use a .png file name")
-    if out_path.is_dir():
-        raise Viz3dError(f"{out_path}: is a folder, expected a .png file name")
-    folder = out_path.parent
-    if not folder.is_dir():
-        raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
+    out_path = check_output_file(out_path, (".png",), "screenshots are written as PNG")
     width, height = check_size(size)
 
     with atomic_path(out_path) as tmp:

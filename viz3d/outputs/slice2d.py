@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError, warn
+from .atomic import check_output_file
 from ..io.labels import short_names
 from ..io.volume import Volume
 
@@ -241,15 +242,7 @@ def save_slice(path, ct, label=None, table=None, *, mosaic=None, **options) -> P
 
 def check_output(path) -> Path:
     """Refuse an output that is not a ``.png`` file name in an existing folder (before any loading)."""
-    path = Path(path)
-    if not path.name.lower().endswith(".png"):
-        raise Viz3dError(f"{path}: the slice picture is written as PNG; use a .png file name")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise Viz3dError(f"{folder}: the output folder does not exist")
-    if path.is_dir():
-        raise Viz3dError(f"{path}: is a folder, not a file name")
-    return path
+    return check_output_file(path, (".png",), "the slice picture is written as PNG")
 
 
 def save_slice_summary(path, ct, label=None, table=None, *, mosaic=None, plane="axial", at=None, window="soft",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_output_file
 from ..errors import Viz3dError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -419,14 +419,7 @@ def scene_to_html(scene, path, *, title: str | None = None) -> Path:
     """
     _require_web_packages("the HTML export")
     title = page_title(scene) if title is None else str(title)
-    path = Path(path)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise Viz3dError(f"{path}: the HTML export writes an .html file; use a .html file name")
-    if path.is_dir():
-        raise Viz3dError(f"{path}: is a folder, expected an .html file name")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise Viz3dError(f"{folder}: output folder does not exist (or is not a folder)")
+    path = check_output_file(path, (".html", ".htm"), "the HTML export writes an .html file")
 
     added = _add_html_slices(scene) if scene.slice_planes and scene.is_visible("slices") else []
     hidden = []
