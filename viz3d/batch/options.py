@@ -13,12 +13,11 @@ import json
 from dataclasses import dataclass
 
 from ..errors import Viz3dError
+from ..scene.views import SHEET_VIEWS, VIEWS
 
-VIEWS = ("anterior", "posterior", "left", "right", "superior", "inferior", "iso")
 EXPORT_FORMATS = ("stl", "obj", "ply", "vtp", "glb")
 TURNTABLE_FORMATS = ("gif", "mp4")
 METHODS = ("flying-edges", "surface-nets", "lewiner")
-SHEET_VIEWS = ("anterior", "left", "posterior", "right")
 WINDOWS = ("soft", "bone", "lung", "brain")
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import Viz3dError
+from ..scene.views import VIEWS
 
 DEFAULT_SMOOTHING, DEFAULT_METHOD = 0.5, "flying-edges"  # as viz3d.surfaces.meshing's (not imported here: --help stays fast)
-VIEWS = ("anterior", "posterior", "left", "right", "superior", "inferior", "iso")
 
 
 class Parser(argparse.ArgumentParser):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Viz3dError
+from ..scene.views import SHEET_VIEWS
 from .atomic import atomic_path, output_folder
 from ..scene.size import check_size
 from .render import render_image
@@ -37,7 +38,6 @@ _SIDE_START = {"si": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), "ap": ((0.0, 0.0, 1.0),
 DEFAULT_FRAMES = 72
 GIF_MAX_BYTES = 2 * 2**30  # a GIF is assembled in memory (MP4 frames are streamed to the encoder)
 DEFAULT_FPS = 24
-SHEET_VIEWS = ("anterior", "left", "posterior", "right")
 SHEET_CAPTION_HEIGHT = 30
 SHEET_BACKGROUND = (26, 28, 36)
 SHEET_TEXT = (235, 235, 235)

@@ -63,6 +63,7 @@ import numpy as np
 from ..errors import Viz3dError
 from ..runtime import has_display, import_pyvista
 from .size import DEFAULT_SIZE, check_size
+from .views import VIEWS
 
 WINDOW_PRESETS = {
     "soft": (40.0, 400.0),
@@ -70,7 +71,6 @@ WINDOW_PRESETS = {
     "lung": (-600.0, 1500.0),
     "brain": (40.0, 80.0),
 }
-VIEWS = ("anterior", "posterior", "left", "right", "superior", "inferior", "iso")
 SLICE_AXES = ("axial", "coronal", "sagittal")
 GROUPS = ("bone", "labels", "slices")
 
