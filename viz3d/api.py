@@ -561,6 +561,8 @@ def label_statistics(label: Volume, table=None) -> list[dict]:
 
 def _box_in_world(box, affine) -> list[list[float]]:
     """World (RAS mm) extent of the voxels in an index box, from the 8 corners of its outer faces."""
+    from nibabel.affines import apply_affine
+
     corners = np.array(np.meshgrid(*[(s.start - 0.5, s.stop - 0.5) for s in box], indexing="ij")).reshape(3, -1).T
-    world = corners @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+    world = apply_affine(affine, corners)
     return [[round(float(x), 3) for x in world.min(axis=0)], [round(float(x), 3) for x in world.max(axis=0)]]

@@ -94,8 +94,10 @@ class Volume:
 
     @property
     def voxel_sizes(self) -> tuple[float, float, float]:
-        """Voxel edge lengths in mm (column norms of the affine)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        """Voxel edge lengths in mm (column norms of the affine: nibabel's `voxel_sizes`)."""
+        from nibabel.affines import voxel_sizes
+
+        return tuple(float(s) for s in voxel_sizes(self.affine))
 
     @property
     def voxel_volume_mm3(self) -> float:
@@ -143,9 +145,11 @@ def grid_box(affine, shape, pad: float = 0.0) -> np.ndarray:
     [[-6.0, 0.0, 0.0], [0.0, 4.0, 15.0]]
     """
     affine = np.asarray(affine, dtype=float)
-    corners = np.array(np.meshgrid(*[[-pad, n - 1 + pad] for n in shape], indexing="ij")).reshape(3, -1)
-    world = affine[:3, :3] @ corners + affine[:3, 3:4]
-    return np.stack([world.min(axis=1), world.max(axis=1)])
+    from nibabel.affines import apply_affine
+
+    corners = np.array(np.meshgrid(*[[-pad, n - 1 + pad] for n in shape], indexing="ij")).reshape(3, -1).T
+    world = apply_affine(affine, corners)
+    return np.stack([world.min(axis=0), world.max(axis=0)])
 
 
 def check_grid(source, affine, hint: str) -> None:
@@ -178,7 +182,9 @@ def check_grid(source, affine, hint: str) -> None:
     affine = np.asarray(affine, dtype=float)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise Viz3dError(f"{source}: the voxel-to-world affine is not a finite 4x4 matrix (check {hint})")
-    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    from nibabel.affines import voxel_sizes
+
+    sizes = voxel_sizes(affine)
     low, high = VOXEL_SIZE_RANGE_MM
     if np.any(sizes < low) or np.any(sizes > high):
         shown = ", ".join(f"{size:.4g}" for size in sizes)

@@ -363,7 +363,9 @@ class _Grid:
 
     @property
     def spacing(self) -> np.ndarray:
-        return np.linalg.norm(self.affine[:3, :3], axis=0)
+        from nibabel.affines import voxel_sizes
+
+        return voxel_sizes(self.affine)
 
     def file_axis(self, axis: int) -> tuple[int, bool]:
         """The file's array axis that became canonical ``axis``, and whether it was flipped."""
@@ -429,9 +431,10 @@ class _Scene:
         ijk = np.zeros((3, shape[0] * shape[1]))
         grid_u, grid_v = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
         ijk[u], ijk[v], ijk[self.axis] = grid_u.ravel(), grid_v.ravel(), index
-        world = self.ct.affine[:3, :3] @ ijk + self.ct.affine[:3, 3:4]
-        inverse = np.linalg.inv(self.label.affine)
-        voxel = np.rint(inverse[:3, :3] @ world + inverse[:3, 3:4]).astype(np.int64)
+        from nibabel.affines import apply_affine
+
+        ct_to_label = np.linalg.inv(self.label.affine) @ self.ct.affine
+        voxel = np.rint(apply_affine(ct_to_label, ijk.T).T).astype(np.int64)
         inside = np.all((voxel >= 0) & (voxel < np.array(self.label.shape)[:, None]), axis=0)
         values = np.zeros(voxel.shape[1], np.int64)
         values[inside] = self.label.array[voxel[0, inside], voxel[1, inside], voxel[2, inside]]
@@ -446,9 +449,10 @@ class _Scene:
         voxels = np.argwhere(mask_of(self.label.array)).T.astype(float)  # label file's indices
         if voxels.size == 0:
             return np.zeros(n, np.int64)
-        world = self.label.affine[:3, :3] @ voxels + self.label.affine[:3, 3:4]
-        inverse = np.linalg.inv(self.ct.affine)
-        index = np.rint(inverse[self.axis, :3] @ world + inverse[self.axis, 3]).astype(np.int64)
+        from nibabel.affines import apply_affine
+
+        label_to_ct = np.linalg.inv(self.ct.affine) @ self.label.affine
+        index = np.rint(apply_affine(label_to_ct, voxels.T)[:, self.axis]).astype(np.int64)
         index = index[(index >= 0) & (index < n)]
         return np.bincount(index, minlength=n)
 
