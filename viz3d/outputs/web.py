@@ -132,175 +132,16 @@ def serve(
     title = page_title(scene) if title is None else str(title)
     if not (0 <= int(port) <= 65535):
         raise Viz3dError(f"port must be between 0 and 65535, got {port}")
+    if scene.plotter.render_window is None:
+        raise Viz3dError("this scene's window has been closed; build the scene again")
     from trame.app import get_server
-    from trame.ui.vuetify3 import VAppLayout
-    from trame.widgets import html, vtk as vtk_widgets, vuetify3 as v
-
-    from ..scene.scene import SLICE_AXES, VIEWS, WINDOW_CENTER_RANGE, WINDOW_PRESETS, WINDOW_WIDTH_RANGE
 
     server = get_server(f"viz3d-{id(scene)}", client_type="vue3")
-    state, ctrl = server.state, server.controller
-    state.trame__title = title  # the browser tab's title (trame's own default is "Trame")
-    window = scene.plotter.render_window
-    if window is None:
-        raise Viz3dError("this scene's window has been closed; build the scene again")
-
-    center, width = scene.window
-    state.update({
-        "window_center": center, "window_width": width, "preset": _preset_of(scene.window, WINDOW_PRESETS),
-        "show_bone": scene.is_visible("bone"), "show_labels": scene.is_visible("labels"),
-        "show_slices": scene.is_visible("slices"), "view": scene.view,
-    })
-    for axis in SLICE_AXES:
-        if axis in scene.slice_ranges:
-            state[f"slice_{axis}"] = scene.slice_positions[axis]
-
-    view_widget = None
-
-    def push():
-        if view_widget is not None:
-            view_widget.update()
-
-    @state.change("window_center", "window_width")
-    def _on_window(window_center, window_width, **_):
-        try:
-            c, w = float(window_center), max(float(window_width), WINDOW_WIDTH_RANGE[0])
-        except (TypeError, ValueError):
-            return
-        if (c, w) != scene.window:
-            scene.set_window(c, w)
-            state.preset = _preset_of(scene.window, WINDOW_PRESETS)
-            push()
-
-    def apply_preset(name):
-        scene.apply_preset(name)
-        state.window_center, state.window_width = scene.window
-        state.preset = name
-        push()
-
-    def on_slice(axis, value):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return
-        if abs(value - scene.slice_positions.get(axis, value + 1)) < 1e-6:
-            return  # the page showing where the scene put the plane (auto placement), not a move
-        scene.set_slice(axis, value)
-        push()
-
-    def sync_slices():
-        for axis, where in scene.slice_positions.items():
-            if state[f"slice_{axis}"] != where:
-                state[f"slice_{axis}"] = where
-
-    for axis in SLICE_AXES:
-        if axis in scene.slice_ranges:
-            state.change(f"slice_{axis}")(lambda _axis=axis, **kw: on_slice(_axis, kw[f"slice_{_axis}"]))
-
-    @state.change("show_bone", "show_labels", "show_slices")
-    def _on_visibility(show_bone, show_labels, show_slices, **_):
-        for group, flag in (("bone", show_bone), ("labels", show_labels), ("slices", show_slices)):
-            if scene.is_visible(group) != bool(flag):
-                scene.set_visible(group, bool(flag))
-        push()
-
-    def set_view(name):
-        scene.set_view(name)
-        state.view = name
-        sync_slices()  # the auto planes moved for the new camera
-        push()
-
-    # cheap drawing while the browser drags the camera or a slider (see Scene.begin_interaction)
-    scene.build_lod()
-    state.drawing = "full"
-
-    def begin_interaction(*_, **__):
-        scene.begin_interaction()
-        state.drawing = "coarse"
-
-    def end_interaction(*_, **__):
-        scene.end_interaction()
-        state.drawing = "full"
-        sync_slices()
-        push()
-
-    ctrl.apply_preset = apply_preset
-    ctrl.set_view = set_view
-    ctrl.begin_interaction = begin_interaction
-    ctrl.end_interaction = end_interaction
-
-    drag_events = {"start": ctrl.begin_interaction, "end": ctrl.end_interaction}  # a slider's drag
-    with VAppLayout(server, full_height=True, theme="dark") as layout:
-        layout.title = title
-        with html.Div(style="display: flex; height: 100vh; width: 100vw; overflow: hidden;"):
-            with html.Div(classes="pa-3", id="viz3d-controls", style="width: 300px; min-width: 300px; overflow-y: auto; "
-                                                 "font-size: 0.85rem; background: #1c1e24;"):
-                html.Div(title, classes="text-h6 mb-2")
-                html.Div("Window", classes="text-subtitle-2 mt-2")
-                with html.Div(classes="d-flex flex-wrap", style="gap: 4px;"):
-                    for name in WINDOW_PRESETS:
-                        v.VBtn(name, size="small", click=(ctrl.apply_preset, f"['{name}']"),
-                               color=(f"preset === '{name}' ? 'primary' : undefined",), id=f"preset-{name}")
-                v.VSlider(v_model=("window_center",), min=min(WINDOW_CENTER_RANGE[0], center),
-                          max=max(WINDOW_CENTER_RANGE[1], center), step=1, label="centre", hide_details=True,
-                          density="compact", id="window-center", **drag_events)
-                v.VSlider(v_model=("window_width",), min=WINDOW_WIDTH_RANGE[0], max=max(WINDOW_WIDTH_RANGE[1], width),
-                          step=1, label="width", hide_details=True, density="compact", id="window-width",
-                          **drag_events)
-                html.Div("{{ Math.round(window_center) }} / {{ Math.round(window_width) }} HU", classes="text-caption")
-                if scene.slice_ranges:
-                    html.Div("Slices (mm)", classes="text-subtitle-2 mt-3")
-                    for axis, letter in zip(SLICE_AXES, "SAR"):
-                        if axis not in scene.slice_ranges:
-                            continue
-                        lo, hi = scene.slice_ranges[axis]
-                        if hi - lo < 1e-6:
-                            lo, hi = lo - 0.5, hi + 0.5
-                        v.VSlider(v_model=(f"slice_{axis}",), min=lo, max=hi, step=scene.slice_step,
-                                  label=f"{axis} ({letter})", hide_details=True, density="compact",
-                                  id=f"slice-{axis}", **drag_events)
-                    html.Div(" · ".join(f"{letter} {{{{ Number(slice_{axis}).toFixed(1) }}}}"
-                                        for axis, letter in zip(SLICE_AXES, "SAR") if axis in scene.slice_ranges)
-                             + " mm", classes="text-caption")
-                html.Div("Show", classes="text-subtitle-2 mt-3")
-                for group, present in (("bone", scene.bone_actors), ("labels", scene.label_actors),
-                                       ("slices", scene.slice_actors)):
-                    if present:  # a group the scene does not have gets no switch
-                        v.VSwitch(v_model=(f"show_{group}",), label=group, hide_details=True, density="compact",
-                                  color="primary", id=f"show-{group}")
-                html.Div("Camera", classes="text-subtitle-2 mt-3")
-                with html.Div(classes="d-flex flex-wrap", style="gap: 4px;"):
-                    for name in VIEWS:
-                        v.VBtn(VIEW_LABELS.get(name, name), size="small", click=(ctrl.set_view, f"['{name}']"),
-                               color=(f"view === '{name}' ? 'primary' : undefined",), id=f"view-{name}")
-                html.Div("drag: rotate · shift-drag: pan · wheel: zoom", classes="text-caption mt-3")
-            with html.Div(style="flex: 1 1 auto; position: relative; min-width: 0;", id="viz3d-view"):
-                view_widget = vtk_widgets.VtkRemoteView(
-                    window, ref="viz3d_view", interactive_ratio=1, interactive_quality=70, still_quality=98,
-                    # vtk.js animates the view from button/wheel down to up: that is the drag
-                    interactor_events=("viz3d_interactor_events", ["StartAnimation", "EndAnimation"]),
-                    StartAnimation=ctrl.begin_interaction, EndAnimation=ctrl.end_interaction,
-                )
-                ctrl.view_update = view_widget.update
-
-    def on_ready(**_):
-        actual = int(server.port)
-        shown_host = f"[{host}]" if ":" in host else host
-        url = f"http://{shown_host}:{actual}/"
-        if announce is not None:
-            announce(url, actual)
-        else:
-            print(f"viz3d: serving the scene at {url}  (Ctrl-C stops it)", flush=True)
-            if not quiet:
-                print(f"viz3d: from a laptop, open a tunnel to this server:\n"
-                      f"    {ssh_hint(actual, host)}\n"
-                      f"  then browse to http://localhost:{actual}/ on the laptop", file=sys.stderr, flush=True)
-                if host not in _LOOPBACK:
-                    print(f"viz3d: warning: listening on {host}: anyone who can reach this machine on port {actual} "
-                          "sees the scene (there is no password)", file=sys.stderr, flush=True)
-        push()
-
-    ctrl.on_server_ready.add(on_ready)
+    server.state.trame__title = title  # the browser tab's title (trame's own default is "Trame")
+    session = _WebSession(scene, server.state, server.controller)
+    session.view_widget = _page(server, session, title)
+    server.controller.on_server_ready.add(
+        lambda **_: (_announce(int(server.port), host, announce, quiet), session.push()))
 
     from ..runtime import plain_argv
 
@@ -311,6 +152,204 @@ def serve(
     except OSError as exc:
         raise Viz3dError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); try another --port") from None
     return int(server.port or port)
+
+
+class _WebSession:
+    """The page's state (trame's ``state``) and the scene kept in step: each control's change
+    moves the scene, and what the scene moves by itself (auto planes) goes back to the page."""
+
+    def __init__(self, scene, state, ctrl):
+        from ..scene.scene import SLICE_AXES, WINDOW_PRESETS
+
+        self.scene, self.state, self.ctrl, self.view_widget = scene, state, ctrl, None
+        center, width = scene.window
+        state.update({
+            "window_center": center, "window_width": width, "preset": _preset_of(scene.window, WINDOW_PRESETS),
+            "show_bone": scene.is_visible("bone"), "show_labels": scene.is_visible("labels"),
+            "show_slices": scene.is_visible("slices"), "view": scene.view, "drawing": "full",
+        })
+        self.axes = [axis for axis in SLICE_AXES if axis in scene.slice_ranges]
+        for axis in self.axes:
+            state[f"slice_{axis}"] = scene.slice_positions[axis]
+        state.change("window_center", "window_width")(self.on_window)
+        state.change("show_bone", "show_labels", "show_slices")(self.on_visibility)
+        for axis in self.axes:
+            state.change(f"slice_{axis}")(lambda _axis=axis, **kw: self.on_slice(_axis, kw[f"slice_{_axis}"]))
+        scene.build_lod()  # cheap drawing while the browser drags the camera or a slider (Scene.begin_interaction)
+        ctrl.apply_preset, ctrl.set_view = self.apply_preset, self.set_view
+        ctrl.begin_interaction, ctrl.end_interaction = self.begin_interaction, self.end_interaction
+
+    def push(self):
+        if self.view_widget is not None:
+            self.view_widget.update()
+
+    def on_window(self, window_center, window_width, **_):
+        from ..scene.scene import WINDOW_PRESETS, WINDOW_WIDTH_RANGE
+
+        try:
+            c, w = float(window_center), max(float(window_width), WINDOW_WIDTH_RANGE[0])
+        except (TypeError, ValueError):
+            return
+        if (c, w) != self.scene.window:
+            self.scene.set_window(c, w)
+            self.state.preset = _preset_of(self.scene.window, WINDOW_PRESETS)
+            self.push()
+
+    def apply_preset(self, name):
+        self.scene.apply_preset(name)
+        self.state.window_center, self.state.window_width = self.scene.window
+        self.state.preset = name
+        self.push()
+
+    def on_slice(self, axis, value):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return
+        if abs(value - self.scene.slice_positions.get(axis, value + 1)) < 1e-6:
+            return  # the page showing where the scene put the plane (auto placement), not a move
+        self.scene.set_slice(axis, value)
+        self.push()
+
+    def sync_slices(self):
+        for axis, where in self.scene.slice_positions.items():
+            if self.state[f"slice_{axis}"] != where:
+                self.state[f"slice_{axis}"] = where
+
+    def on_visibility(self, show_bone, show_labels, show_slices, **_):
+        for group, flag in (("bone", show_bone), ("labels", show_labels), ("slices", show_slices)):
+            if self.scene.is_visible(group) != bool(flag):
+                self.scene.set_visible(group, bool(flag))
+        self.push()
+
+    def set_view(self, name):
+        self.scene.set_view(name)
+        self.state.view = name
+        self.sync_slices()  # the auto planes moved for the new camera
+        self.push()
+
+    def begin_interaction(self, *_, **__):
+        self.scene.begin_interaction()
+        self.state.drawing = "coarse"
+
+    def end_interaction(self, *_, **__):
+        self.scene.end_interaction()
+        self.state.drawing = "full"
+        self.sync_slices()
+        self.push()
+
+
+def _page(server, session, title):
+    """The page: the controls on the left, the remote view filling the rest; returns the view."""
+    from trame.ui.vuetify3 import VAppLayout
+    from trame.widgets import html, vtk as vtk_widgets
+
+    ctrl = session.ctrl
+    with VAppLayout(server, full_height=True, theme="dark") as layout:
+        layout.title = title
+        with html.Div(style="display: flex; height: 100vh; width: 100vw; overflow: hidden;"):
+            with html.Div(classes="pa-3", id="viz3d-controls", style="width: 300px; min-width: 300px; overflow-y: auto; "
+                                                 "font-size: 0.85rem; background: #1c1e24;"):
+                html.Div(title, classes="text-h6 mb-2")
+                _window_controls(session)
+                _slice_controls(session)
+                _group_and_camera_controls(session)
+            with html.Div(style="flex: 1 1 auto; position: relative; min-width: 0;", id="viz3d-view"):
+                view_widget = vtk_widgets.VtkRemoteView(
+                    session.scene.plotter.render_window, ref="viz3d_view", interactive_ratio=1,
+                    interactive_quality=70, still_quality=98,
+                    # vtk.js animates the view from button/wheel down to up: that is the drag
+                    interactor_events=("viz3d_interactor_events", ["StartAnimation", "EndAnimation"]),
+                    StartAnimation=ctrl.begin_interaction, EndAnimation=ctrl.end_interaction,
+                )
+                ctrl.view_update = view_widget.update
+    return view_widget
+
+
+def _drag_events(ctrl) -> dict:
+    """A slider's drag: cheap drawing from its start to its end."""
+    return {"start": ctrl.begin_interaction, "end": ctrl.end_interaction}
+
+
+def _window_controls(session) -> None:
+    from trame.widgets import html, vuetify3 as v
+
+    from ..scene.scene import WINDOW_CENTER_RANGE, WINDOW_PRESETS, WINDOW_WIDTH_RANGE
+
+    ctrl, (center, width) = session.ctrl, session.scene.window
+    html.Div("Window", classes="text-subtitle-2 mt-2")
+    with html.Div(classes="d-flex flex-wrap", style="gap: 4px;"):
+        for name in WINDOW_PRESETS:
+            v.VBtn(name, size="small", click=(ctrl.apply_preset, f"['{name}']"),
+                   color=(f"preset === '{name}' ? 'primary' : undefined",), id=f"preset-{name}")
+    v.VSlider(v_model=("window_center",), min=min(WINDOW_CENTER_RANGE[0], center),
+              max=max(WINDOW_CENTER_RANGE[1], center), step=1, label="centre", hide_details=True,
+              density="compact", id="window-center", **_drag_events(ctrl))
+    v.VSlider(v_model=("window_width",), min=WINDOW_WIDTH_RANGE[0], max=max(WINDOW_WIDTH_RANGE[1], width),
+              step=1, label="width", hide_details=True, density="compact", id="window-width",
+              **_drag_events(ctrl))
+    html.Div("{{ Math.round(window_center) }} / {{ Math.round(window_width) }} HU", classes="text-caption")
+
+
+def _slice_controls(session) -> None:
+    from trame.widgets import html, vuetify3 as v
+
+    from ..scene.scene import SLICE_AXES
+
+    scene = session.scene
+    if not scene.slice_ranges:
+        return
+    html.Div("Slices (mm)", classes="text-subtitle-2 mt-3")
+    for axis, letter in zip(SLICE_AXES, "SAR"):
+        if axis not in scene.slice_ranges:
+            continue
+        lo, hi = scene.slice_ranges[axis]
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.5, hi + 0.5
+        v.VSlider(v_model=(f"slice_{axis}",), min=lo, max=hi, step=scene.slice_step,
+                  label=f"{axis} ({letter})", hide_details=True, density="compact",
+                  id=f"slice-{axis}", **_drag_events(session.ctrl))
+    html.Div(" · ".join(f"{letter} {{{{ Number(slice_{axis}).toFixed(1) }}}}"
+                        for axis, letter in zip(SLICE_AXES, "SAR") if axis in scene.slice_ranges)
+             + " mm", classes="text-caption")
+
+
+def _group_and_camera_controls(session) -> None:
+    from trame.widgets import html, vuetify3 as v
+
+    from ..scene.scene import VIEWS
+
+    scene = session.scene
+    html.Div("Show", classes="text-subtitle-2 mt-3")
+    for group, present in (("bone", scene.bone_actors), ("labels", scene.label_actors),
+                           ("slices", scene.slice_actors)):
+        if present:  # a group the scene does not have gets no switch
+            v.VSwitch(v_model=(f"show_{group}",), label=group, hide_details=True, density="compact",
+                      color="primary", id=f"show-{group}")
+    html.Div("Camera", classes="text-subtitle-2 mt-3")
+    with html.Div(classes="d-flex flex-wrap", style="gap: 4px;"):
+        for name in VIEWS:
+            v.VBtn(VIEW_LABELS.get(name, name), size="small", click=(session.ctrl.set_view, f"['{name}']"),
+                   color=(f"view === '{name}' ? 'primary' : undefined",), id=f"view-{name}")
+    html.Div("drag: rotate · shift-drag: pan · wheel: zoom", classes="text-caption mt-3")
+
+
+def _announce(port: int, host: str, announce, quiet: bool) -> None:
+    """Say where the scene is served: ``announce(url, port)``, or the URL on stdout and (unless
+    ``quiet``) the SSH tunnel hint and, off the loopback, the no-password warning on stderr."""
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}/"
+    if announce is not None:
+        announce(url, port)
+        return
+    print(f"viz3d: serving the scene at {url}  (Ctrl-C stops it)", flush=True)
+    if not quiet:
+        print(f"viz3d: from a laptop, open a tunnel to this server:\n"
+              f"    {ssh_hint(port, host)}\n"
+              f"  then browse to http://localhost:{port}/ on the laptop", file=sys.stderr, flush=True)
+        if host not in _LOOPBACK:
+            print(f"viz3d: warning: listening on {host}: anyone who can reach this machine on port {port} "
+                  "sees the scene (there is no password)", file=sys.stderr, flush=True)
 
 
 def _preset_of(window, presets) -> str | None:
