@@ -261,40 +261,12 @@ def export_meshes(
     out_dir = check_output_folder(out_dir)
     check_existing_export(out_dir, options, force=force)
     report = progress or (lambda *args: None)
-    fmt = options["format"]
-    manifest = {
-        "generator": f"viz3d {_version()}",
-        "coordinate_system": options["coordinate_system"],
-        "units": "mm",
-        "format": fmt,
-        "combined": options["combine"],
-        "settings": options,
-        "printable": True,
-        "meshes": [],
-    }
-    if fmt == "glb":
-        manifest["gltf_root_node"] = {
-            "name": GLTF_ROOT,
-            "matrix": _gltf_root_matrix(options["coordinate_system"]).T.ravel().round(6).tolist(),
-            "meaning": "vertices are in mm; the root node scales them to metres with the patient's superior "
-                       "side along +Y and anterior along +Z, as glTF viewers expect",
-        }
-    writer = write_stl if fmt == "stl" else _WRITERS_SINGLE[fmt]
-
-    def prepare_and_write(mesh: Mesh, staging: Path):
-        """One job per mesh: check and repair it, then (one file per mesh) write it at once."""
-        ready, facts = prepare_mesh(mesh, options)
-        if not options["combine"]:
-            facts["file"] = mesh_filename(ready, f".{fmt}")
-            if fmt == "obj":
-                facts["material"] = mesh_filename(ready, ".mtl")
-            writer(ready, staging / facts["file"])
-        return ready, facts
+    manifest = _new_manifest(options)
 
     def write_all(staging: Path) -> None:
         placed, entries = [], manifest["meshes"]
         report("checking and writing surfaces", 0, len(meshes), "")
-        with contextlib.closing(ordered_map(lambda mesh: prepare_and_write(mesh, staging), meshes,
+        with contextlib.closing(ordered_map(lambda mesh: _prepare_and_write(mesh, staging, options), meshes,
                                             size=lambda mesh: mesh.n_triangles)) as done:
             for count, (mesh, (ready, facts)) in enumerate(zip(meshes, done), start=1):
                 placed.append(ready)
@@ -302,20 +274,60 @@ def export_meshes(
                 report("checking and writing surfaces", count, len(meshes), mesh.name)
         manifest["printable"] = all(e["printable"] for e in entries)
         if options["combine"]:
-            name = f"{COMBINED_STEM}.{fmt}"
-            _WRITERS_COMBINED[fmt](placed, staging / name)
-            start = 0
-            for entry, mesh in zip(entries, placed):
-                entry["file"] = name
-                entry["part"] = mesh_stem(mesh)
-                entry["face_range"] = [start, start + mesh.n_triangles]
-                start += mesh.n_triangles
-                if fmt == "obj":
-                    entry["material"] = f"{COMBINED_STEM}.mtl"
+            _write_combined(placed, entries, staging, options["format"])
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
     _write_staged(out_dir, write_all, force=force)
     return manifest
+
+
+def _new_manifest(options: dict) -> dict:
+    """The manifest before any mesh is in it: generator, frame, units, format and settings."""
+    manifest = {
+        "generator": f"viz3d {_version()}",
+        "coordinate_system": options["coordinate_system"],
+        "units": "mm",
+        "format": options["format"],
+        "combined": options["combine"],
+        "settings": options,
+        "printable": True,
+        "meshes": [],
+    }
+    if options["format"] == "glb":
+        manifest["gltf_root_node"] = {
+            "name": GLTF_ROOT,
+            "matrix": _gltf_root_matrix(options["coordinate_system"]).T.ravel().round(6).tolist(),
+            "meaning": "vertices are in mm; the root node scales them to metres with the patient's superior "
+                       "side along +Y and anterior along +Z, as glTF viewers expect",
+        }
+    return manifest
+
+
+def _prepare_and_write(mesh: Mesh, staging: Path, options: dict):
+    """One job per mesh: check and repair it (`prepare_mesh`), then, one file per mesh, write it
+    into ``staging`` at once. Returns the mesh as placed and its manifest entry."""
+    fmt = options["format"]
+    ready, facts = prepare_mesh(mesh, options)
+    if not options["combine"]:
+        facts["file"] = mesh_filename(ready, f".{fmt}")
+        if fmt == "obj":
+            facts["material"] = mesh_filename(ready, ".mtl")
+        (write_stl if fmt == "stl" else _WRITERS_SINGLE[fmt])(ready, staging / facts["file"])
+    return ready, facts
+
+
+def _write_combined(placed: list, entries: list[dict], staging: Path, fmt: str) -> None:
+    """Every mesh as a named part of one ``scene.<ext>``; each entry gets its part and face range."""
+    name = f"{COMBINED_STEM}.{fmt}"
+    _WRITERS_COMBINED[fmt](placed, staging / name)
+    start = 0
+    for entry, mesh in zip(entries, placed):
+        entry["file"] = name
+        entry["part"] = mesh_stem(mesh)
+        entry["face_range"] = [start, start + mesh.n_triangles]
+        start += mesh.n_triangles
+        if fmt == "obj":
+            entry["material"] = f"{COMBINED_STEM}.mtl"
 
 
 def _version() -> str:
