@@ -25,6 +25,16 @@ def modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
+def absolute(package: str, node: ast.ImportFrom) -> str:
+    """The module a ``from ... import`` in ``package`` names, relative dots resolved."""
+    base = node.module or ""
+    if not node.level:
+        return base
+    anchor = package.split(".")
+    anchor = anchor[:len(anchor) - node.level + 1]
+    return ".".join(anchor + ([base] if base else []))
+
+
 def imports_of(name: str, path: Path) -> list[tuple[str, str | None, int]]:
     """``(module imported, name imported from it or None, line)`` for every import in the file,
     those inside functions too, resolved to absolute module names."""
@@ -34,11 +44,7 @@ def imports_of(name: str, path: Path) -> list[tuple[str, str | None, int]]:
         if isinstance(node, ast.Import):
             found += [(alias.name, None, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")
-                anchor = anchor[:len(anchor) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
+            base = absolute(package, node)
             for alias in node.names:
                 found.append((base, alias.name, node.lineno))
     return found
@@ -79,11 +85,7 @@ def module_aliases(name: str, path: Path, known: dict[str, Path]) -> dict[str, s
                 if alias.name in known and alias.asname:
                     aliases[alias.asname] = alias.name
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")
-                anchor = anchor[:len(anchor) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
+            base = absolute(package, node)
             for alias in node.names:
                 if f"{base}.{alias.name}" in known:
                     aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
