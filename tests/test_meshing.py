@@ -305,3 +305,20 @@ def test_bone_only_in_specks_is_said_as_such_not_as_no_voxel_reaching_the_thresh
         warnings.simplefilter("always")
         viz3d.build_meshes(Volume(np.full((8, 8, 8), -1000, np.int16), np.eye(4), source="air.nii.gz"))
     assert any("no voxel of air.nii.gz reaches 200 HU" in str(w.message) for w in caught)
+
+
+def test_meshes_cached_by_an_earlier_surfaces_revision_are_not_served(tmp_path, monkeypatch):
+    """Surfaces of the same inputs and options change between revisions (resampled maps): the
+    cache key holds the revision, so an upgrade does not serve the old ones."""
+    import viz3d.api as api
+    from viz3d import cache
+    from shapes import write_box_case
+
+    monkeypatch.setenv("VIZ3D_CACHE_DIR", str(tmp_path / "cache"))
+    paths = write_box_case(tmp_path, shape=(20, 20, 12), bone=np.s_[5:12, 5:12, 3:9], label=np.s_[6:11, 6:11, 4:8],
+                           value=2, affine=np.diag([1.0, 1.0, 2.0, 1.0]))
+    api.load_and_mesh(*paths)
+    cache.flush()
+    assert api.meshes_cached(*paths)
+    monkeypatch.setattr(api, "SURFACES_REVISION", meshing.SURFACES_REVISION + 1)
+    assert not api.meshes_cached(*paths)

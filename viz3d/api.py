@@ -15,8 +15,8 @@ import concurrent.futures
 import numpy as np
 
 from .errors import Viz3dError, collecting_warnings, warn
-from .surfaces.meshing import (DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE_COMPONENT_MM3, DEFAULT_SMOOTHING, Mesh,
-                      label_boxes, smoothing_factor, surfaces)
+from .surfaces.meshing import (DEFAULT_BONE_HU, DEFAULT_METHOD, DEFAULT_MIN_BONE_COMPONENT_MM3, DEFAULT_SMOOTHING,
+                               SURFACES_REVISION, Mesh, label_boxes, smoothing_factor, surfaces)
 from .io.formats import load_label
 from .io.volume import Volume, forget_inflated, inflate_soon
 
@@ -482,7 +482,7 @@ def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smoo
     table_file = label_table_file(table, label_path)  # --label-table's file, or one found beside the label map
     table_file = table_file if table_file is not None and table_file.is_file() else None
     params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,
-                  bone_hu=bone_hu, smoothing=smoothing_factor(smoothing, smooth), method=method)
+                  bone_hu=bone_hu, smoothing=smoothing_factor(smoothing, smooth), method=method, surfaces=SURFACES_REVISION)
     return cache.content_key([ct_path, label_path, table_file], params)
 
 

@@ -74,6 +74,9 @@ BONE_SMOOTHING = 0.5
 DEFAULT_SMOOTHING = 0.5  # 3D Slicer's default factor: pass band 0.01, 40 iterations (see smoothing_parameters)
 METHODS = ("flying-edges", "surface-nets", "lewiner")
 DEFAULT_METHOD = "flying-edges"
+# Raised whenever the same inputs and options give other surfaces: the mesh cache is keyed by it
+# (2: label maps resampled from a coarser grid are meshed on that grid).
+SURFACES_REVISION = 2
 THICK_SLICE_RATIO = 1.5  # an axis at least this many times coarser than the finest is interpolated
 MAX_UPSAMPLING = 8  # at most this many samples per voxel along a thick axis
 MAX_UPSAMPLED_SAMPLES = 48e6  # a label's interpolated box at most (4 bytes each, plus the distance maps)
