@@ -298,10 +298,14 @@ def test_rtstruct_surfaces_sit_where_the_nifti_labels_do(rtstruct_file, ct, nift
         assert abs(mesh_volume(mine[name]) / mesh_volume(theirs[value]) - 1) < 0.02
 
 
-def test_an_rtstruct_without_a_ct_is_one_error_line(rtstruct_file, tmp_path, capsys):
-    status, _, err = run_cli(capsys, "export", "--label", rtstruct_file, "--out", tmp_path / "never")
+def test_an_rtstruct_without_a_ct_nor_its_series_beside_it_is_one_error_line(rtstruct_file, tmp_path, capsys):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "rtstruct.dcm").write_bytes(rtstruct_file.read_bytes())
+    status, _, err = run_cli(capsys, "export", "--label", alone / "rtstruct.dcm", "--out", tmp_path / "never",
+                             "--no-cache")
     assert status == 2 and not (tmp_path / "never").exists()
-    assert err.count("\n") == 1 and "give the CT it was drawn on" in err
+    assert err.count("\n") == 1 and "(SeriesInstanceUID), which is not in" in err and "give that CT" in err
 
 
 def test_an_rtstruct_on_another_frame_of_reference_is_refused(rtstruct_file, ct, tmp_path):
@@ -315,7 +319,10 @@ def test_an_rtstruct_on_another_frame_of_reference_is_refused(rtstruct_file, ct,
         viz3d.load_label(tmp_path / "moved.dcm", reference=ct)
 
 
-def test_open_and_off_plane_contours_are_skipped_with_one_warning(rtstruct_file, ct, tmp_path):
+def test_open_contours_and_one_between_slices_with_contours_of_their_own_are_skipped_with_one_warning(
+        rtstruct_file, ct, tmp_path):
+    """The liver's second contour, moved 0.9 mm, lies between two slices that both have contours:
+    there is no slice left for it to fill (see tests/test_formats_rtstruct_ct.py for those that do)."""
     dataset = pydicom.dcmread(str(rtstruct_file))
     liver = next(item for item in dataset.ROIContourSequence
                  if item.ReferencedROINumber == next(r.ROINumber for r in dataset.StructureSetROISequence
@@ -325,7 +332,8 @@ def test_open_and_off_plane_contours_are_skipped_with_one_warning(rtstruct_file,
     points[:, 2] += 0.9  # between two slices (2 mm apart)
     liver.ContourSequence[1].ContourData = [f"{x:.4f}" for x in points.ravel()]
     dataset.save_as(str(tmp_path / "odd.dcm"))
-    with pytest.warns(Viz3dWarning, match=r"ROI 'liver': contours skipped \(1 open, 1 off the CT's slices\)"):
+    with pytest.warns(Viz3dWarning, match=r"ROI 'liver': contours skipped \(1 open, 1 between the CT's slices "
+                      r"with no slice of their own to fill\)"):
         viz3d.load_label(tmp_path / "odd.dcm", reference=ct)
 
 

@@ -96,6 +96,101 @@ def check_frame_of_reference(path, uid: str, ct: Volume | None, what: str) -> No
                          f"({ct.source}: {theirs}): it was drawn on another scan")
 
 
+SIBLINGS_SHOWN = 3  # sibling folders named in the message when the referenced CT is not found
+
+
+def referenced_series_uids(dataset) -> list[str]:
+    """The SeriesInstanceUIDs of the image series a SEG or RTSTRUCT says it was drawn on.
+
+    An RTSTRUCT names them in ReferencedFrameOfReferenceSequence > RTReferencedStudySequence >
+    RTReferencedSeriesSequence, a SEG in ReferencedSeriesSequence.
+
+    >>> import pydicom
+    >>> series = pydicom.Dataset(); series.SeriesInstanceUID = "1.2.3"
+    >>> seg = pydicom.Dataset(); seg.ReferencedSeriesSequence = [series]
+    >>> referenced_series_uids(seg)
+    ['1.2.3']
+    """
+    items = list(dataset.get("ReferencedSeriesSequence", []))
+    for frame in dataset.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            items += list(study.get("RTReferencedSeriesSequence", []))
+    uids = [str(item.get("SeriesInstanceUID", "") or "") for item in items]
+    return list(dict.fromkeys(uid for uid in uids if uid))
+
+
+def search_folders(path) -> list[Path]:
+    """Where the CT of a SEG or RTSTRUCT file is looked for: its own folder (with what is under
+    it), then that folder's sibling folders, in name order (hidden ones left out).
+
+    >>> import tempfile
+    >>> study = Path(tempfile.mkdtemp())
+    >>> for name in ("rt", "ct", ".cache"):
+    ...     (study / name).mkdir()
+    >>> [folder.name for folder in search_folders(study / "rt" / "rs.dcm")]
+    ['rt', 'ct']
+    """
+    own = Path(path).resolve().parent
+    parent = own.parent
+    if parent == own:
+        return [own]
+    try:
+        siblings = sorted(entry for entry in parent.iterdir()
+                          if entry.is_dir() and not entry.name.startswith(".") and entry != own)
+    except OSError:
+        siblings = []
+    return [own, *siblings]
+
+
+def find_referenced_ct(path, dataset, what: str) -> Volume:
+    """The CT series a SEG or RTSTRUCT was drawn on, found by its SeriesInstanceUID among the DICOM
+    series in the file's folder and its sibling folders (`search_folders`), loaded.
+
+    Raises
+    ------
+    Viz3dError
+        In one line: when the file names no series, or that series is in none of those folders
+        (the UID and the folders are named).
+    """
+    import warnings
+
+    from .dicom import list_series, load_dicom
+
+    path = Path(path)
+    uids = referenced_series_uids(dataset)
+    if not uids:
+        raise Viz3dError(f"{path}: the {what} names no CT series it was drawn on (no referenced SeriesInstanceUID): "
+                         "give that CT (the CT argument)")
+    folders = search_folders(path)
+    for folder in folders:
+        try:
+            with warnings.catch_warnings():  # unreadable entries of unrelated folders: not the user's concern
+                warnings.simplefilter("ignore")
+                infos = list_series(folder)
+        except Viz3dError:  # more files than one study holds, or gone meanwhile: not there
+            continue
+        found = next((info for info in infos if info.uid in uids), None)
+        if found is not None:
+            return load_dicom(_common_folder(found.files), series=f"uid:{found.uid}")
+    siblings = [folder.name for folder in folders[1:]]
+    shown = ", ".join(siblings[:SIBLINGS_SHOWN]) + (f" and {len(siblings) - SIBLINGS_SHOWN} more"
+                                                    if len(siblings) > SIBLINGS_SHOWN else "")
+    where = f"{folders[0]} nor in its sibling folders ({shown})" if siblings else f"{folders[0]} (it has no sibling folders)"
+    raise Viz3dError(f"{path}: the {what} was drawn on CT series {' or '.join(uids)} (SeriesInstanceUID), which is "
+                     f"not in {where}: give that CT (the CT argument)")
+
+
+def _common_folder(files) -> Path:
+    """The deepest folder holding every one of ``files``.
+
+    >>> _common_folder([Path("/a/ct/1.dcm"), Path("/a/ct/x/2.dcm")]).as_posix()
+    '/a/ct'
+    """
+    import os
+
+    return Path(os.path.commonpath([str(Path(f).parent) for f in files]))
+
+
 def dicom_seg_table(path) -> LabelTable:
     """The names and colours of a SEG's segments (its header only), by SegmentNumber."""
     dataset = read_dataset(path, SEG_SOP_CLASS, "DICOM SEG", pixels=False)

@@ -18,6 +18,10 @@ DICOM SEG, RTSTRUCT              yes    their SOP class in the DICOM file meta
 mask folder                      yes    a folder (TotalSegmentator: one NIfTI per structure)
 ========================  =====  =====  ==============================================
 
+A SEG or RTSTRUCT named as the CT is refused in one line saying to give it as the label; given
+without a CT, an RTSTRUCT is filled onto the CT series it names, found in its folder or a sibling
+folder (`viz3d.io.dicom_seg.find_referenced_ct`).
+
 A file that claims a format and is not one of its files is refused by that format's reader
 with one `Viz3dError` naming the file and the reason (never passed on to another reader).
 """
@@ -31,6 +35,7 @@ from typing import Callable
 
 
 from . import labels
+from ..errors import Viz3dError
 from .labels import LabelTable, is_nifti_name
 from .segmentation import Segmentation, reference_ct
 from .volume import NIFTI_SUFFIXES, Volume
@@ -190,6 +195,18 @@ def _rtstruct_names(path) -> LabelTable | None:
     return rtstruct_table(path)
 
 
+def _segmentation_as_ct(path, series=None, progress=None) -> Volume:
+    """A DICOM SEG or RTSTRUCT named where the CT goes: refused in one line saying where it goes.
+
+    >>> _segmentation_as_ct("rs.dcm")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: rs.dcm: a DICOM segmentation (SEG or RTSTRUCT), not a CT: give it as the label (--label rs.dcm); ...
+    """
+    raise Viz3dError(f"{path}: a DICOM segmentation (SEG or RTSTRUCT), not a CT: give it as the label (--label {path}); "
+                     "the CT series it was drawn on is found beside it")
+
+
 def _claims_other_dicom(path: Path, head: bytes) -> bool:
     return path.is_file() and (head[128:132] == b"DICM" or path.name.lower().endswith(".dcm"))
 
@@ -207,9 +224,11 @@ FORMATS: tuple[Format, ...] = (
     NIFTI,
     Format("NRRD", _claims_nrrd, read_ct=_nrrd_ct, read_segmentation=_nrrd_segmentation, names=_nrrd_names),
     Format("MetaImage", _claims_metaimage, read_ct=_metaimage_ct, read_segmentation=_metaimage_segmentation),
+    Format("DICOM SEG", _claims_dicom_seg, read_ct=_segmentation_as_ct, read_segmentation=_dicom_seg_segmentation,
+           names=_dicom_seg_names),
+    Format("DICOM RTSTRUCT", _claims_rtstruct, read_ct=_segmentation_as_ct, read_segmentation=_rtstruct_segmentation,
+           names=_rtstruct_names),
     Format("DICOM", _claims_dicom, read_ct=_dicom_ct),
-    Format("DICOM SEG", _claims_dicom_seg, read_segmentation=_dicom_seg_segmentation, names=_dicom_seg_names),
-    Format("DICOM RTSTRUCT", _claims_rtstruct, read_segmentation=_rtstruct_segmentation, names=_rtstruct_names),
     Format("DICOM image (not a segmentation)", _claims_other_dicom, read_segmentation=_not_a_segmentation),
     Format("mask folder (TotalSegmentator)", _claims_mask_folder, read_segmentation=_mask_folder_segmentation,
            names=_mask_folder_names),
