@@ -68,9 +68,9 @@ def test_case_folders_without_a_label_map_or_with_two_say_why(tmp_path):
     (tmp_path / "only_ct").mkdir()
     (tmp_path / "only_ct" / "ct.nii.gz").write_bytes(b"")
     why = {s.path: s.why for s in discover(tmp_path).skipped}
-    assert why == {"empty": "no NIfTI file or DICOM folder",
+    assert why == {"empty": "no image file (NIfTI, NRRD, MetaImage) or DICOM folder",
                    "two": "several label maps (label.nii.gz, mask.nii.gz): keep one per case folder",
-                   "only_ct": "no label map (a NIfTI named *label*, *seg*, *mask*...)"}
+                   "only_ct": "no label map (an image named *label*, *seg*, *mask*..., a SEG or RTSTRUCT, a mask folder)"}
 
 
 def test_a_manifest_keeps_its_other_columns_and_skips_rows_whose_files_are_missing(tmp_path):

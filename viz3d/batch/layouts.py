@@ -7,12 +7,17 @@ Four layouts are read (`LAYOUTS`), detected from what ROOT holds or named by the
   beside them, which viz3d's label-table lookup finds by itself;
 - ``ctspinopelvic``: the CTSpinoPelvic1K layout, ``ct/{id}_ct.nii.gz`` with
   ``labels/{id}_label.nii.gz``;
-- ``folders``: a folder per case holding a CT (a NIfTI file or a DICOM folder) and a label map;
+- ``folders``: a folder per case holding a CT (a NIfTI, NRRD or MetaImage file, or a DICOM
+  folder) and a label: a label map in any of those formats (named ``*label*``, ``*seg*``,
+  ``*mask*``...), a 3D Slicer ``.seg.nrrd``, a DICOM SEG or RTSTRUCT file (beside the CT or in
+  a folder of its own), or a folder of NIfTI masks (TotalSegmentator's);
 - ``manifest``: a CSV or TSV file with a case id, a CT path and a label path per row
-  (pyradiomics' ``Image`` / ``Mask`` columns too); its other columns go to the summary.
+  (pyradiomics' ``Image`` / ``Mask`` columns too), each in any format viz3d reads; its other
+  columns go to the summary.
 
-Nothing here reads an image: discovery only lists files, so ``viz3d batch ROOT --list`` is
-instant on a thousand cases.
+Nothing here reads an image: discovery only lists files (and reads the file meta of a few
+DICOM files per case folder, to tell a SEG or RTSTRUCT from a CT slice), so ``viz3d batch ROOT
+--list`` is quick on a thousand cases.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from ..errors import Viz3dError
 
 LAYOUTS = ("nnunet", "ctspinopelvic", "folders", "manifest")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".nhdr", ".mha", ".mhd")  # a CT or a label map, one file
 MANIFEST_SUFFIXES = (".csv", ".tsv")
 # manifest columns, compared in lower case with spaces, dashes and dots as underscores
 ID_COLUMNS = ("case", "case_id", "caseid", "id", "subject", "subject_id", "patient", "patient_id", "name")
@@ -34,6 +40,8 @@ CT_COLUMNS = ("ct", "ct_path", "image", "image_path", "img", "volume", "scan")
 LABEL_COLUMNS = ("label", "label_path", "labels", "mask", "mask_path", "seg", "segmentation", "label_map")
 # folder-per-case: words in a file's name that say it is the label map, or the CT
 LABEL_WORDS = ("label", "labels", "seg", "segmentation", "mask", "gt", "annotation")
+DICOM_LABEL_WORDS = LABEL_WORDS + ("rs", "rtstruct", "rtss", "struct", "structures")  # names SEG / RTSTRUCT files go by
+DICOM_PEEK = 20  # a DICOM folder's first files whose file meta is read (with any named like a SEG or RTSTRUCT)
 CT_WORDS = ("ct", "image", "img", "scan", "volume", "vol")
 
 
@@ -77,6 +85,19 @@ def nifti_stem(name: str) -> str | None:
     """
     lower = name.lower()
     for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def image_stem(name: str) -> str | None:
+    """A one-file image's name (NIfTI, NRRD, MetaImage) without its suffix, or None for another file.
+
+    >>> image_stem("ct.mha"), image_stem("Segmentation.seg.nrrd"), image_stem("raw.zraw")
+    ('ct', 'Segmentation.seg', None)
+    """
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return None
@@ -278,22 +299,37 @@ def _words(stem: str) -> set[str]:
     return set(re.split(r"[^a-z0-9]+", stem.lower())) - {""}
 
 
-def _is_dicom_folder(folder: Path) -> bool:
-    """A folder holding a DICOM file among its first few (``.dcm`` or the 'DICM' preamble)."""
-    for count, path in enumerate(sorted(folder.rglob("*"))):
-        if count > 20:
-            break
-        if path.is_file():
-            if path.name.lower().endswith(".dcm"):
-                return True
-            try:
-                with open(path, "rb") as handle:
-                    handle.seek(128)
-                    if handle.read(4) == b"DICM":
-                        return True
-            except OSError:
-                continue
-    return False
+def _dicom_kind(path: Path) -> str | None:
+    """``"segmentation"`` for a DICOM SEG or RTSTRUCT file, ``"image"`` for another DICOM file
+    (``.dcm`` or the 'DICM' preamble), None for anything else (only its file meta is read)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return None
+    if head[128:132] != b"DICM":
+        return "image" if path.name.lower().endswith(".dcm") else None
+    from ..io.dicom_seg import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASS, sop_class_of
+
+    return "segmentation" if sop_class_of(path, head) in (SEG_SOP_CLASS, RTSTRUCT_SOP_CLASS) else "image"
+
+
+def _folder_contents(folder: Path) -> tuple[bool, bool, list[Path]]:
+    """What a folder in a case folder holds: (DICOM image slices, NIfTI masks only, the SEG and
+    RTSTRUCT files in it). Its first `DICOM_PEEK` files are looked at, and any file named like a
+    SEG or RTSTRUCT (``RS*.dcm``, ``*seg*``: a PACS export puts the RTSTRUCT beside the slices)."""
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
+    named = [path for path in files[DICOM_PEEK:] if _words(path.name) & set(DICOM_LABEL_WORDS)]
+    images, niftis, segmentations = False, 0, []
+    for path in files[:DICOM_PEEK] + named:
+        kind = _dicom_kind(path)
+        if kind == "segmentation":
+            segmentations.append(path)
+        elif kind == "image":
+            images = True
+        elif nifti_stem(path.name):
+            niftis += 1
+    return images, bool(niftis) and niftis == len(files), segmentations
 
 
 def _folders(root: Path) -> tuple[list[Case], list[Skipped]]:
@@ -312,23 +348,29 @@ def _folders(root: Path) -> tuple[list[Case], list[Skipped]]:
 
 
 def _case_files(folder: Path) -> tuple[Path | None, Path | None, str]:
-    """(CT, label map, '') of one case folder, or (None, None, why)."""
-    niftis = [p for p in _visible_files(folder) if p.is_file() and nifti_stem(p.name)]
-    dicoms = [p for p in _visible_files(folder) if p.is_dir() and _is_dicom_folder(p)]
-    labels = [p for p in niftis if _words(nifti_stem(p.name)) & set(LABEL_WORDS)]
-    images = [p for p in niftis if p not in labels]
+    """(CT, label, '') of one case folder, or (None, None, why)."""
+    entries = _visible_files(folder)
+    files = [p for p in entries if p.is_file() and image_stem(p.name)]
+    labels = [p for p in files if _words(image_stem(p.name)) & set(LABEL_WORDS)]
+    labels += [p for p in entries if p.is_file() and not image_stem(p.name) and _dicom_kind(p) == "segmentation"]
+    images = [p for p in files if p not in labels]
+    dicoms = []
+    for sub in (p for p in entries if p.is_dir()):
+        slices, masks, segmentations = _folder_contents(sub)
+        dicoms += [sub] if slices else []
+        labels += [sub] if masks else segmentations
     if len(labels) > 1:
-        return None, None, f"several label maps ({', '.join(p.name for p in labels)}): keep one per case folder"
+        return None, None, f"several label maps ({', '.join(_relative(p, folder) for p in labels)}): keep one per case folder"
     if not labels and len(images) == 2 and not dicoms:  # no name says which: one named like a CT
-        cts = [p for p in images if _words(nifti_stem(p.name)) & set(CT_WORDS)]
+        cts = [p for p in images if _words(image_stem(p.name)) & set(CT_WORDS)]
         if len(cts) == 1:
             labels, images = [p for p in images if p is not cts[0]], cts
     if not labels:
-        return None, None, ("no label map (a NIfTI named *label*, *seg*, *mask*...)" if niftis or dicoms
-                            else "no NIfTI file or DICOM folder")
+        return None, None, ("no label map (an image named *label*, *seg*, *mask*..., a SEG or RTSTRUCT, "
+                             "a mask folder)" if files or dicoms else "no image file (NIfTI, NRRD, MetaImage) or DICOM folder")
     candidates = images + dicoms
-    if not candidates:
-        return None, None, f"no CT beside {labels[0].name} (a NIfTI file or a DICOM folder)"
+    if not candidates:  # (an RTSTRUCT's series is not looked for in the other cases' folders)
+        return None, None, f"no CT beside {labels[0].name} (a NIfTI, NRRD or MetaImage file, or a DICOM folder)"
     if len(candidates) > 1:
         return None, None, f"several CTs ({', '.join(p.name for p in candidates)}): keep one per case folder"
     return candidates[0], labels[0], ""
@@ -386,10 +428,10 @@ def _manifest_path(manifest: Path, text: str | None) -> Path | None:
 def _id_from_file(path: Path) -> str:
     """A case id from a file name: ``s01_ct.nii.gz`` and ``s01_0000.nii.gz`` give ``s01``.
 
-    >>> _id_from_file(Path("data/s01_0000.nii.gz")), _id_from_file(Path("scans/s02"))
-    ('s01', 's02')
+    >>> _id_from_file(Path("data/s01_0000.nii.gz")), _id_from_file(Path("scans/s02")), _id_from_file(Path("s03_ct.mha"))
+    ('s01', 's02', 's03')
     """
-    stem = nifti_stem(path.name) or path.name
+    stem = image_stem(path.name) or path.name
     return re.sub(r"(_0000|[_-](ct|image|img))$", "", stem, flags=re.IGNORECASE)
 
 
