@@ -170,3 +170,14 @@ def test_a_case_folder_with_a_label_map_and_an_rtstruct_says_there_are_two(datas
     found = discover(tmp_path, "folders")
     assert [(s.path, s.why) for s in found.skipped] == [
         ("both", "several label maps (label.nii.gz, RS.dcm): keep one per case folder")]
+
+
+def test_a_totalsegmentator_folder_of_more_masks_than_are_peeked_at_is_the_label(dataset, tmp_path):
+    root, cases = dataset
+    folder = tmp_path / "many"
+    (folder / "segmentations").mkdir(parents=True)
+    (folder / "ct.nii.gz").write_bytes(cases["totalseg"][0].read_bytes())
+    mask = (cases["totalseg"][1] / "liver.nii.gz").read_bytes()
+    for number in range(30):
+        (folder / "segmentations" / f"structure_{number:02d}.nii.gz").write_bytes(mask)
+    assert discover(tmp_path, "folders").cases == (Case("many", folder / "ct.nii.gz", folder / "segmentations"),)

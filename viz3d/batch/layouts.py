@@ -39,7 +39,7 @@ ID_COLUMNS = ("case", "case_id", "caseid", "id", "subject", "subject_id", "patie
 CT_COLUMNS = ("ct", "ct_path", "image", "image_path", "img", "volume", "scan")
 LABEL_COLUMNS = ("label", "label_path", "labels", "mask", "mask_path", "seg", "segmentation", "label_map")
 # folder-per-case: words in a file's name that say it is the label map, or the CT
-LABEL_WORDS = ("label", "labels", "seg", "segmentation", "mask", "gt", "annotation")
+LABEL_WORDS = ("label", "labels", "seg", "segmentation", "segmentations", "mask", "gt", "annotation")
 DICOM_LABEL_WORDS = LABEL_WORDS + ("rs", "rtstruct", "rtss", "struct", "structures")  # names SEG / RTSTRUCT files go by
 DICOM_PEEK = 20  # a DICOM folder's first files whose file meta is read (with any named like a SEG or RTSTRUCT)
 CT_WORDS = ("ct", "image", "img", "scan", "volume", "vol")
@@ -320,16 +320,15 @@ def _folder_contents(folder: Path) -> tuple[bool, bool, list[Path]]:
     SEG or RTSTRUCT (``RS*.dcm``, ``*seg*``: a PACS export puts the RTSTRUCT beside the slices)."""
     files = [path for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
     named = [path for path in files[DICOM_PEEK:] if _words(path.name) & set(DICOM_LABEL_WORDS)]
-    images, niftis, segmentations = False, 0, []
+    images, segmentations = False, []
     for path in files[:DICOM_PEEK] + named:
-        kind = _dicom_kind(path)
+        kind = None if nifti_stem(path.name) else _dicom_kind(path)
         if kind == "segmentation":
             segmentations.append(path)
         elif kind == "image":
             images = True
-        elif nifti_stem(path.name):
-            niftis += 1
-    return images, bool(niftis) and niftis == len(files), segmentations
+    masks = bool(files) and all(nifti_stem(path.name) for path in files)  # TotalSegmentator: 117 of them
+    return images, masks, segmentations
 
 
 def _folders(root: Path) -> tuple[list[Case], list[Skipped]]:
