@@ -20,7 +20,6 @@ Run: ``python scripts/make_palette.py`` (about 40 s); it prints the ``PALETTE`` 
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -239,7 +239,8 @@ def test_distinct_palette_for_a_hundred_classes(scenes):
     rng = np.random.default_rng(1)
     a, b = rng.random((500, 3)), rng.random((500, 3))
     np.testing.assert_allclose(srgb_to_lab(a), rgb2lab(a), atol=1e-6)
-    np.testing.assert_allclose(delta_e_ciede2000(srgb_to_lab(a), srgb_to_lab(b)), deltaE_ciede2000(rgb2lab(a), rgb2lab(b)), atol=1e-6)
+    np.testing.assert_allclose(delta_e_ciede2000(srgb_to_lab(a), srgb_to_lab(b)),
+                               deltaE_ciede2000(rgb2lab(a), rgb2lab(b)), atol=1e-6)
 
     meshes = [uv_sphere(f"s{i}", (i * 5.0, 0, 0), 2, (0.2, 0.8, 0.2), "label", 6) for i in range(50)]
     with warnings.catch_warnings():
@@ -460,7 +461,8 @@ def test_orientation_marker_never_covers_a_surface(case, sample_meshes, scenes):
         scene.legend.SetVisibility(False)
         scene.set_view(view)  # as --no-legend does: refit without the legend's room
     if case == "tall legend":
-        assert scene.orientation_viewport[0] == 0.0 and not getattr(scene, "legend_left_out", False)  # the legend took the right-hand column
+        # the legend took the right-hand column
+        assert scene.orientation_viewport[0] == 0.0 and not getattr(scene, "legend_left_out", False)
     r0, r1, c0, c1 = marker_box(scene, size)
     scene.set_visible("slices", False)
     marker_alone = drawn(render_image(scene, size=size))[r0:r1, c0:c1]

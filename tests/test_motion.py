@@ -19,7 +19,6 @@ from viz3d.runtime import configure_offscreen
 configure_offscreen()
 
 from viz3d.errors import Viz3dError  # noqa: E402
-from viz3d.surfaces.meshing import Mesh  # noqa: E402
 from viz3d.outputs.motion import SHEET_CAPTION_HEIGHT, turntable, turntable_cameras, view_sheet  # noqa: E402
 from viz3d.scene.scene import build_scene  # noqa: E402
 from viz3d.io.volume import Volume  # noqa: E402

@@ -29,7 +29,6 @@ from viz3d.surfaces.meshing import Mesh  # noqa: E402
 from viz3d.scene.scene import (  # noqa: E402
     GROUPS,
     KEYMAP,
-    ORIENTATION_VIEWPORT,
     SLICE_AXES,
     VIEWS,
     WINDOW_PRESETS,
@@ -110,7 +109,8 @@ def world_to_pixel(scene, point, image):
 
 # --------------------------------------------------------------------------- offscreen plumbing
 def test_importing_scene_and_render_is_cheap():
-    code = "import sys, viz3d.scene.scene, viz3d.outputs.render; print(sorted(m for m in ('pyvista', 'vtk', 'vtkmodules') if m in sys.modules))"
+    code = ("import sys, viz3d.scene.scene, viz3d.outputs.render; "
+            "print(sorted(m for m in ('pyvista', 'vtk', 'vtkmodules') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -118,7 +118,8 @@ def test_importing_scene_and_render_is_cheap():
 
 def test_pyvista_imported_in_the_background_is_whole_when_used():
     """The scene waits for the background import: using PyVista mid-import broke its lazy modules."""
-    code = ("import time; from viz3d.runtime import enable, import_pyvista, import_pyvista_soon; enable(); import_pyvista_soon(); "
+    code = ("import time; from viz3d.runtime import enable, import_pyvista, import_pyvista_soon; "
+            "enable(); import_pyvista_soon(); "
             "time.sleep(0.2); pv = import_pyvista(); print(pv.Plotter.__name__, pv.OFF_SCREEN)")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)

@@ -29,7 +29,6 @@ from viz3d.runtime import configure_offscreen
 configure_offscreen()
 
 from viz3d.errors import Viz3dError  # noqa: E402
-from viz3d.surfaces.meshing import Mesh  # noqa: E402
 from viz3d.io.volume import Volume  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +192,8 @@ def test_page_titles_name_the_case(tmp_path):
     from viz3d.outputs.web import page_title, write_html
 
     assert case_name(Volume(np.zeros((2, 2, 2), np.int16), np.eye(4), source="/data/case_0042/ct.nii.gz")) == "case_0042"
-    assert case_name(Volume(np.zeros((2, 2, 2), np.int16), np.eye(4), source="/data/patient7_abdomen.nii.gz")) == "patient7_abdomen"
+    volume = Volume(np.zeros((2, 2, 2), np.int16), np.eye(4), source="/data/patient7_abdomen.nii.gz")
+    assert case_name(volume) == "patient7_abdomen"
     assert case_name(None) == "scene"
     import dataclasses
 

@@ -503,7 +503,7 @@ def _name_key(name: str) -> str:
 def _slice_index(scene: _Scene, at) -> int:
     """The canonical slice index ``at`` names (see the module's docstring)."""
     n = scene.ct.shape[scene.axis]
-    plane, axis_name = scene.plane, _AXIS[scene.axis]
+    plane = scene.plane
     if at is None:
         extent = scene.labelled_extent()
         if extent is None:
@@ -560,7 +560,8 @@ def _index_of_structure(scene: _Scene, name: str) -> int:
     if not values:
         names = [known for v, known in table.names.items() if v > 0]
         close = difflib.get_close_matches(name.lower(), [known.lower() for known in names], n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else f" (it names: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+        named = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        hint = f"; did you mean {', '.join(close)}?" if close else f" (it names: {named})"
         raise Viz3dError(f"slice position {name!r} is not a number, 'i<index>' or a structure of the "
                          f"{table.name} label table{hint}")
     counts = scene.label_counts(lambda array: np.isin(array, values))

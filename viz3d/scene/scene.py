@@ -23,7 +23,8 @@ their posterior edge for an anterior view), and a plane seen edge-on passes thro
 eye, so it shows as a line; `build_scene`'s ``slices`` sets positions (`parse_slices`).
 
 Colours. Table colours closer than `MIN_COLOR_DIFFERENCE` (CIEDE2000) to another drawn structure's
-are replaced by distinct ones with one warning (silently where they are viz3d's own generated ones); ``colors="distinct"`` gives every structure a colour
+are replaced by distinct ones with one warning (silently where they are viz3d's own generated ones);
+``colors="distinct"`` gives every structure a colour
 of a perceptually distinct palette (`viz3d.io.labels.distinct_colors`).
 
 Camera presets (radiological convention; each one refits the camera to the drawn surfaces):
@@ -895,7 +896,8 @@ def parse_slices(spec) -> dict:
     z, coronal along y, sagittal along x), ``iN`` (the plane through voxel index N along the
     CT's voxel axis nearest that world axis), ``off`` (no plane), ``auto`` (placed for each view
     so it hides none of the surfaces: the default), or the name of a drawn structure (the plane
-    through its centre, `mesh_centroid`, as ``viz3d slice --at``; ``L3`` finds ``vertebrae_L3``). Returns ``{axis: float | ("index", N) |
+    through its centre, `mesh_centroid`, as ``viz3d slice --at``; ``L3`` finds ``vertebrae_L3``).
+    Returns ``{axis: float | ("index", N) |
     "off" | "auto" | name}``; axes not named are left out (``auto``).
 
     >>> parse_slices("axial=120, coronal=off,sagittal=i40")
@@ -911,7 +913,8 @@ def parse_slices(spec) -> dict:
             if not part.strip():
                 continue
             if "=" not in part:
-                raise Viz3dError(f"slices: expected AXIS=POSITION such as axial=120, coronal=off, sagittal=i40 or auto, got {part.strip()!r}")
+                raise Viz3dError("slices: expected AXIS=POSITION such as axial=120, coronal=off, sagittal=i40 or auto, "
+                                 f"got {part.strip()!r}")
             axis, value = part.split("=", 1)
             items.append((axis, value))
     out = {}

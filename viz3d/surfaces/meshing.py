@@ -11,9 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from ..parallel import ordered_map, worker_count
 from ..runtime import vtk_threads
 from .polydata import compact, polydata_arrays, to_polydata
+
+if TYPE_CHECKING:  # annotations only: the volume type of the stage before
+    from ..io.volume import Volume
 
 
 @dataclass
