@@ -351,17 +351,12 @@ def cmd_view_web(args, console) -> None:
 def cmd_turntable(args, console) -> None:
     """Render one turn of the camera about a world axis and write an MP4 or GIF."""
     from ..outputs.export import check_writable_dir
-    from ..outputs.motion import TURNTABLE_FORMATS, turntable
+    from ..outputs.motion import check_turntable, turntable
     from ..runtime import configure_offscreen
 
     out = Path(args.out)
-    if out.suffix.lower() not in TURNTABLE_FORMATS:
-        raise Viz3dError(f"{out}: a turntable is written as .mp4 or .gif; use one of those file names")
-    width, height = args.size
-    if out.suffix.lower() == ".mp4" and (width % 2 or height % 2):
-        raise Viz3dError(f"an MP4 (H.264) needs an even width and height, got {width}x{height}")
-    if not 2 <= args.frames <= 3600:
-        raise Viz3dError(f"--frames must be between 2 and 3600, got {args.frames}")
+    _, _, (width, height) = check_turntable(out, frames=args.frames, fps=args.fps, size=args.size,
+                                            axis=args.axis)  # before any loading
     configure_offscreen()
     check_writable_dir(out.parent if out.parent != Path("") else Path("."))
     ct, meshes = _inputs_and_meshes(args, console)

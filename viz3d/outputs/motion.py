@@ -107,26 +107,8 @@ def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480),
     >>> scene.close()
     """
     out_path = Path(out_path)
+    frames, fps, (width, height) = check_turntable(out_path, frames=frames, fps=fps, size=size, axis=axis)
     suffix = out_path.suffix.lower()
-    if suffix not in TURNTABLE_FORMATS:
-        raise Viz3dError(f"{out_path}: a turntable is written as .gif or .mp4; use one of those file names")
-    if axis not in TURNTABLE_AXES:
-        raise Viz3dError(f"unknown turntable axis {axis!r}; choose one of {', '.join(TURNTABLE_AXES)}")
-    try:
-        frames = int(frames)
-        fps = float(fps)
-    except (TypeError, ValueError):
-        raise Viz3dError(f"frames and fps must be numbers, got {frames!r}, {fps!r}") from None
-    if not 2 <= frames <= 3600:
-        raise Viz3dError(f"frames must be between 2 and 3600, got {frames}")
-    if not (0.5 <= fps <= 120):
-        raise Viz3dError(f"fps must be between 0.5 and 120, got {fps:g}")
-    width, height = check_size(size)
-    if suffix == ".mp4" and (width % 2 or height % 2):
-        raise Viz3dError(f"an MP4 (H.264, yuv420p) needs an even width and height, got {width}x{height}")
-    if suffix == ".gif" and frames * width * height * 3 > GIF_MAX_BYTES:
-        raise Viz3dError(f"a GIF of {frames} frames of {width}x{height} is too large to assemble "
-                         f"({frames * width * height * 3 / 2**30:.1f} GiB of pixels); write an .mp4, or fewer or smaller frames")
     output_folder(out_path)  # checked before any rendering
     if suffix == ".mp4":
         _ffmpeg_exe()  # fail early, before any rendering, when the encoder is missing
@@ -165,6 +147,69 @@ def turntable(scene, out_path, *, frames: int = DEFAULT_FRAMES, size=(640, 480),
     finally:
         _restore_camera(scene, saved)
     return out_path
+
+
+def check_turntable(out_path, *, frames: int = DEFAULT_FRAMES, fps: float = DEFAULT_FPS, size=(640, 480),
+                    axis: str = "si") -> tuple[int, float, tuple[int, int]]:
+    """Check a turntable's file name, frames, speed, size and axis before any loading or drawing,
+    as `turntable` does; return ``(frames, fps, (width, height))``.
+
+    Parameters
+    ----------
+    out_path : str or path-like
+        The ``.gif`` or ``.mp4`` to write, in an existing folder.
+    frames : int, optional
+        Frames in one turn, 2 to 3600.
+    fps : float, optional
+        Frames per second, 0.5 to 120.
+    size : tuple of int, optional
+        ``(width, height)`` of each frame; even for MP4 (H.264, yuv420p).
+    axis : {"si", "ap", "lr"}, optional
+        The world axis the camera turns about.
+
+    Returns
+    -------
+    tuple
+        ``(frames, fps, (width, height))`` as numbers.
+
+    Raises
+    ------
+    Viz3dError
+        Saying which value is wrong and what it may be.
+
+    Examples
+    --------
+    >>> check_turntable("spin.mp4", frames=36, size=(640, 480))
+    (36, 24.0, (640, 480))
+    >>> check_turntable("spin.mp4", size=(641, 480))
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: an MP4 (H.264, yuv420p) needs an even width and height, got 641x480
+    """
+    out_path = Path(out_path)
+    suffix = out_path.suffix.lower()
+    if suffix not in TURNTABLE_FORMATS:
+        raise Viz3dError(f"{out_path}: a turntable is written as .gif or .mp4; use one of those file names")
+    if axis not in TURNTABLE_AXES:
+        raise Viz3dError(f"unknown turntable axis {axis!r}; choose one of {', '.join(TURNTABLE_AXES)}")
+    try:
+        frames = int(frames)
+        fps = float(fps)
+    except (TypeError, ValueError):
+        raise Viz3dError(f"frames and fps must be numbers, got {frames!r}, {fps!r}") from None
+    if not 2 <= frames <= 3600:
+        raise Viz3dError(f"frames must be between 2 and 3600, got {frames}")
+    if not (0.5 <= fps <= 120):
+        raise Viz3dError(f"fps must be between 0.5 and 120, got {fps:g}")
+    width, height = check_size(size)
+    if suffix == ".mp4" and (width % 2 or height % 2):
+        raise Viz3dError(f"an MP4 (H.264, yuv420p) needs an even width and height, got {width}x{height}")
+    if suffix == ".gif" and frames * width * height * 3 > GIF_MAX_BYTES:
+        raise Viz3dError(f"a GIF of {frames} frames of {width}x{height} is too large to assemble "
+                         f"({frames * width * height * 3 / 2**30:.1f} GiB of pixels); write an .mp4, or fewer or "
+                         "smaller frames")
+    output_folder(out_path)
+    return frames, fps, (width, height)
 
 
 def turntable_cameras(scene, frames: int, axis: str = "si") -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1129,14 +1129,16 @@ def _add_meshes(pv, scene, meshes, bounds, cull_back_faces: bool) -> None:
 
 def _add_slices(pv, scene, ct, bounds, specs=None, meshes=()) -> None:
     from .slices import plane_grid, value_codes
+    from nibabel.affines import apply_affine, voxel_sizes
+
     from ..io.volume import grid_box
 
     vtk = _vtk()
     specs = specs or {}
     shape = np.array(ct.array.shape)
     lo, hi = grid_box(ct.affine, shape)
-    center = ct.affine[:3, :3] @ ((shape - 1) / 2.0) + ct.affine[:3, 3]
-    scene.slice_step = float(min(np.linalg.norm(ct.affine[:3, :3], axis=0)))
+    center = apply_affine(ct.affine, (shape - 1) / 2.0)
+    scene.slice_step = float(min(voxel_sizes(ct.affine)))
     scene._codes = value_codes(ct.array)
     for axis in SLICE_AXES:
         k = AXIS_INDEX[axis]
