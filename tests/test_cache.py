@@ -502,3 +502,33 @@ def test_an_older_unmarked_cache_folder_is_adopted(case, monkeypatch, tmp_path):
     folder = cache.cache_dir()
     (folder / "CACHEDIR.TAG").unlink()  # as a cache from before the marker
     assert cache.cache_dir() == folder
+
+
+@pytest.mark.parametrize("change", ["colour", "name"])
+def test_a_changed_built_in_table_is_never_served_from_the_cache(case, monkeypatch, change):
+    """The key holds a digest of the resolved table's names and colours: a built-in table changed
+    (by a new viz3d, an edited package) rebuilds the meshes, which carry the new colour or name."""
+    import dataclasses
+
+    from viz3d.io import labels
+
+    _, first = api.load_and_mesh(*case)
+    real = labels.builtin_table
+
+    def changed(name):
+        table = real(name)
+        if change == "colour":
+            return dataclasses.replace(table, colors={**table.colors, 3: (0.1, 0.2, 0.3)})
+        return dataclasses.replace(table, names={**table.names, 3: "renamed"})
+
+    monkeypatch.setattr(labels, "builtin_table", changed)
+    calls = counting(monkeypatch)
+    _, second = api.load_and_mesh(*case)
+    assert calls == [1]
+    (before,), (after,) = ([m for m in meshes if m.kind == "label"] for meshes in (first, second))
+    if change == "colour":
+        assert before.color != (0.1, 0.2, 0.3) and after.color == (0.1, 0.2, 0.3)
+    else:
+        assert before.name != "renamed" and after.name == "renamed"
+    _, third = api.load_and_mesh(*case)  # the changed table's meshes are cached in turn
+    assert calls == [1] and [m.color for m in third] == [m.color for m in second]

@@ -482,8 +482,49 @@ def _mesh_key(ct_path, label_path, *, series, table, labels, bone, bone_hu, smoo
     table_file = label_table_file(table, label_path)  # --label-table's file, or one found beside the label map
     table_file = table_file if table_file is not None and table_file.is_file() else None
     params = dict(version=__version__, series=series, table=str(table), labels=labels, bone=bone and ct_path is not None,
-                  bone_hu=bone_hu, smoothing=smoothing_factor(smoothing, smooth), method=method, surfaces=SURFACES_REVISION)
+                  bone_hu=bone_hu, smoothing=smoothing_factor(smoothing, smooth), method=method, surfaces=SURFACES_REVISION,
+                  names=table_digest(table, label_path) if label_path is not None else None)
     return cache.content_key([ct_path, label_path, table_file], params)
+
+
+def table_digest(table=None, label_path=None) -> str:
+    """A digest of the names and colours the label map's values get: the resolved table's (value,
+    name, colour) rows and the default palette (values the table does not name). A table that a
+    non-NIfTI input carries itself is in that file's content, which the key holds already: the
+    digest then covers the default table and the palette.
+
+    Part of the mesh-cache key, so that a changed built-in table or palette (a new viz3d, an
+    edited package) never serves meshes with the old names or colours.
+
+    Parameters
+    ----------
+    table : LabelTable, str, path-like or None, optional
+        As `load_and_mesh` takes it (``--label-table``).
+    label_path : str, path-like or None, optional
+        The label map, for a table it carries or has beside it.
+
+    Returns
+    -------
+    str
+        A hex SHA-256 digest.
+
+    Examples
+    --------
+    >>> from viz3d.io.labels import LabelTable
+    >>> red = LabelTable("t", {1: "liver"}, {1: (1.0, 0.0, 0.0)})
+    >>> blue = LabelTable("t", {1: "liver"}, {1: (0.0, 0.0, 1.0)})
+    >>> table_digest(red) == table_digest(red), table_digest(red) == table_digest(blue)
+    (True, False)
+    """
+    import hashlib
+    import json
+
+    from .io.labels import PALETTE, resolve_label_table
+
+    names = resolve_label_table(table, label_path)
+    rows = [[int(value), str(name), [round(float(c), 6) for c in names.color_of(value)]]
+            for value, name in sorted(names.names.items())]
+    return hashlib.sha256(json.dumps([rows, list(PALETTE)]).encode("utf-8")).hexdigest()
 
 
 def _ct_key(path, series) -> str:
