@@ -186,6 +186,60 @@ def test_html_export_opens_offline_with_meshes_slices_and_legend(tmp_path, brows
     assert not fetched, f"the HTML file asked the network for {fetched}"
 
 
+@needs_browser
+@pytest.mark.parametrize("view", ["anterior", "iso"])
+def test_html_export_opens_framed_as_the_scene_with_a_marker_beside_the_surfaces(tmp_path, browser, view):
+    """The page opens framed as the scene's camera (the view asked for) and fills the view as the
+    screenshots do: the surfaces' pixels span most of the 3-D view's width or height, centred in
+    it (vtk.js's own framing left them at about half its width, off centre). The orientation
+    marker lies beside the view: no marker pixel over a surface pixel; its letters follow the
+    camera (the patient's right on the viewer's left from the front, on the right from behind)."""
+    from viz3d.outputs.web import write_html
+
+    meshes = [sphere("left organ", (-40, 0, 0), 12, RED), sphere("right organ", (40, 0, 0), 12, BLUE),
+              sphere("front organ", (0, 40, 10), 10, GREEN)]
+    out = write_html(meshes, small_ct(), tmp_path / "scene.html", view=view)
+    browser.get(out.as_uri())
+    wait_for(lambda: browser.execute_script("return typeof viz3d !== 'undefined' && viz3d.fitted !== null"), 40,
+             message="the camera framed by the page")
+
+    def surfaces_in_view():
+        image = page_image(browser)
+        r0, r1, c0, c1 = element_box(browser, "canvas")
+        view_px = image[r0:r1, c0:c1]
+        drawn = colour_mask(view_px, RED) | colour_mask(view_px, BLUE) | colour_mask(view_px, GREEN)
+        return (image, view_px, drawn) if colour_mask(view_px, RED).sum() > 30 and colour_mask(view_px, BLUE).sum() > 30 \
+            else False
+
+    image, view_px, drawn = wait_for(surfaces_in_view, 40, interval=0.5, message="the surfaces in the view")
+    keep(f"html-export-framed-{view}", image)
+    rows, cols = np.nonzero(drawn)
+    height, width = drawn.shape
+    across, up = (cols.max() - cols.min() + 1) / width, (rows.max() - rows.min() + 1) / height
+    assert max(across, up) > 0.8, f"the surfaces span {across:.0%} of the view's width, {up:.0%} of its height"
+    if across > up:  # centred along the side they fill (as far as perspective lets near parts swell)
+        assert abs(cols.min() - (width - 1 - cols.max())) < 0.12 * width
+    else:
+        assert abs(rows.min() - (height - 1 - rows.max())) < 0.12 * height
+
+    m0, m1, n0, n1 = element_box(browser, "#viz3d-marker")
+    r0, r1, c0, c1 = element_box(browser, "canvas")
+    assert n0 >= c1 or m0 >= r1  # beside (or below) the 3-D view, never over it
+    marker = image[m0:m1, n0:n1]
+    assert len(np.unique(marker.reshape(-1, 3), axis=0)) > 20  # drawn: arrows and letters
+    assert not (colour_mask(marker, RED) | colour_mask(marker, BLUE) | colour_mask(marker, GREEN)).any()
+
+    def letters():
+        return json.loads(browser.execute_script("return document.getElementById('viz3d-marker').dataset.letters"))
+
+    front = letters()
+    assert front["R"][0] < front["L"][0] and front["S"][1] < front["I"][1]  # radiological: R on the viewer's left
+    browser.execute_script("viz3d.camera.azimuth(180); window.global.renderWindow.render();")
+    behind = wait_for(lambda: letters() if letters()["R"][0] > letters()["L"][0] else False, 10,
+                      message="the marker turned with the camera")
+    assert behind["S"][1] < behind["I"][1]
+
+
 def test_page_titles_name_the_case(tmp_path):
     """The web view's and the HTML export's title: "viz3d — <case name>" (trame's default was "Trame")."""
     from viz3d.scene.scene import build_scene, case_name

@@ -11,8 +11,9 @@ from a laptop it is reached through an SSH tunnel (`ssh_hint`).
 `write_html` writes one HTML file that shows the scene with vtk.js, with no server and no
 network: the page embeds the vtk.js viewer (trame-vtk's offline viewer) and the scene's data.
 vtk.js cannot draw VTK's image slices, so the file gets the three CT planes as flat polygon
-grids coloured with the windowed grey values, and a legend written in HTML (vtk.js cannot draw
-VTK's legend either).
+grids coloured with the windowed grey values, a legend written in HTML (vtk.js cannot draw
+VTK's legend either) and an orientation marker drawn by the page beside the view, and the page
+frames the surfaces as the scene does, in the view's own size (`html_frame`).
 
 Importing this module is cheap: trame, PyVista and VTK are imported where they are used.
 """
@@ -40,6 +41,10 @@ VIEW_LABELS = {
 }
 # most samples per side of a CT plane in the HTML file (keeps the file small for 0.5 mm CTs)
 HTML_SLICE_MAX_SAMPLES = 384
+# most points the HTML page frames the surfaces by (the corners of their convex hull)
+HTML_FRAME_MAX_POINTS = 4000
+# the HTML page's orientation marker: its side in CSS pixels
+HTML_MARKER_PX = 112
 
 
 def missing_web_packages() -> list[str]:
@@ -454,7 +459,9 @@ def scene_to_html(scene, path, *, title: str | None = None) -> Path:
     slices are visible) the three CT planes at their positions with the scene's window, as
     polygon grids coloured with the windowed grey values (one sample per voxel, as the window
     draws them, at most `HTML_SLICE_MAX_SAMPLES` per side). The legend (names and colours) is an
-    HTML box over the view. Hidden groups are left out. The file is written atomically.
+    HTML box beside the view, with the orientation marker below it; the page frames the surfaces
+    from the scene's camera direction in the view's own size (`html_frame`). Hidden groups are
+    left out. The file is written atomically.
     """
     _require_web_packages("the HTML export")
     title = page_title(scene) if title is None else str(title)
@@ -483,11 +490,77 @@ def scene_to_html(scene, path, *, title: str | None = None) -> Path:
         for name, actor in scene.bone_actors.items():
             legend.append((name, actor.prop.color.float_rgb))
     page = _html_page(data, title=title, legend=legend, window=scene.window if scene.is_visible("slices") and added else None,
-                      names=getattr(scene, "legend_title", None) if legend else None)
+                      names=getattr(scene, "legend_title", None) if legend else None, frame=html_frame(scene))
 
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def html_frame(scene, max_points: int = HTML_FRAME_MAX_POINTS) -> dict:
+    """What the HTML page needs to frame the surfaces as the scene does, for any size of the view.
+
+    The scene's camera direction, screen-up and view angle, the fit's margin and the centre of
+    what it frames, the camera's position (how the page knows the scene's camera once vtk.js
+    has it), and the framed points: the corners of their convex hull, which frame as all of
+    them do from every direction (at most ``max_points``, else an even sample of the points).
+    The page's script fits the camera to these points in the view's own width and height, as
+    `viz3d.scene.scene.Scene.fit_camera` does in a picture's.
+
+    Parameters
+    ----------
+    scene : Scene
+        A built scene (`viz3d.scene.scene.build_scene`).
+    max_points : int, optional
+        The most points sent to the page.
+
+    Returns
+    -------
+    dict
+        ``direction``, ``up``, ``angle``, ``margin``, ``center``, ``position`` and ``points``
+        (lists of numbers, world RAS mm), ready for JSON.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import viz3d
+    >>> ball = (np.linalg.norm(np.indices((20, 20, 20)) - 9.5, axis=0) < 7).astype(np.uint8)
+    >>> meshes = viz3d.build_meshes(label=viz3d.Volume(ball, np.eye(4)), table="spinopelvic10")
+    >>> scene = viz3d.build_scene(meshes, view="anterior", off_screen=True, interactive=False)
+    >>> frame = html_frame(scene)
+    >>> frame["direction"], frame["up"], frame["angle"], frame["margin"]
+    ([0.0, -1.0, 0.0], [0.0, 0.0, 1.0], 20.0, 0.92)
+    >>> 8 <= len(frame["points"]) <= HTML_FRAME_MAX_POINTS
+    True
+    >>> scene.close()
+    """
+    from ..scene.scene import FIT_MARGIN
+
+    camera = scene.plotter.renderer.GetActiveCamera()
+    b = np.asarray(scene.focus_bounds, float)
+    return {
+        "direction": _rounded(camera.GetDirectionOfProjection(), 6), "up": _rounded(camera.GetViewUp(), 6),
+        "angle": round(float(camera.GetViewAngle()), 3), "margin": FIT_MARGIN,
+        "center": _rounded((b[0::2] + b[1::2]) / 2, 3), "position": _rounded(camera.GetPosition(), 3),
+        "points": [_rounded(p, 2) for p in _hull_points(np.asarray(scene.focus_points, float), max_points)],
+    }
+
+
+def _hull_points(points: np.ndarray, max_points: int) -> np.ndarray:
+    """The corners of the points' convex hull (all points when they are few or flat), at most ``max_points``."""
+    if len(points) > 8:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            points = points[ConvexHull(points).vertices]
+        except (QhullError, ValueError):  # flat or degenerate: the points themselves
+            pass
+    step = max(1, int(np.ceil(len(points) / max_points)))
+    return points[::step]
+
+
+def _rounded(values, digits: int) -> list:
+    return [round(float(v), digits) + 0.0 for v in values]  # + 0.0: no -0.0
 
 
 def _add_html_slices(scene) -> list:
@@ -560,13 +633,19 @@ def _vtksz(render_window) -> bytes:
     return buffer.getvalue()
 
 
-def _html_page(data: bytes, *, title: str, legend, window, names: str | None = None) -> str:
-    """trame-vtk's offline vtk.js viewer with the scene embedded, a title and an HTML legend.
+def _html_page(data: bytes, *, title: str, legend, window, names: str | None = None, frame: dict | None = None) -> str:
+    """trame-vtk's offline vtk.js viewer with the scene embedded, a title, an HTML legend and an
+    orientation marker, the camera framing the surfaces.
 
     The legend names every structure without scrolling: its rows fill columns as tall as the page
-    allows, in type from 12 down to 8 px, as the scene's legend does, and the 3-D view is left of
-    it, never under it (a script lays both out again when the page is resized); ``names`` (where
-    the names came from) is its first line."""
+    allows, in type from 12 down to 8 px, as the scene's legend does; ``names`` (where the names
+    came from) is its first line. Below it, the orientation marker (`HTML_MARKER_PX` square): the
+    patient's axes, R/L, A/P and S/I, as the camera sees them, redrawn whenever the camera moves.
+    The 3-D view lies left of both and above the caption, never under them, so neither covers a
+    surface (a script lays them out again when the page is resized). Once vtk.js has the scene's
+    camera, the script fits it to ``frame`` (`html_frame`) in the view's own width and height, as
+    the scene fits a picture's: the surfaces fill the view; a resized page is framed again
+    unless the camera was moved meanwhile."""
     from trame_vtk.tools.vtksz2html import HTML_VIEWER_PATH
 
     viewer = Path(HTML_VIEWER_PATH).read_text(encoding="utf-8")
@@ -576,49 +655,7 @@ def _html_page(data: bytes, *, title: str, legend, window, names: str | None = N
     if "<title>" in viewer:
         start, end = viewer.index("<title>"), viewer.index("</title>") + len("</title>")
         viewer = viewer[:start] + f"<title>{_html.escape(title)}</title>" + viewer[end:]
-    rows = "".join(
-        f'<div class="viz3d-row"><span class="viz3d-swatch" style="background: rgb({int(round(r * 255))},'
-        f'{int(round(g * 255))},{int(round(b * 255))})"></span>{_html.escape(name)}</div>'
-        for name, (r, g, b) in legend
-    )
-    if names:
-        rows = f'<div class="viz3d-row viz3d-names">{_html.escape(names)}</div>' + rows
-    caption = f"{_html.escape(title)}"
-    if window is not None:
-        caption += f" &middot; CT window {window[0]:g}/{window[1]:g} HU"
-    overlay = f"""
-<style>
-  html, body {{ background: rgb(26, 28, 36); }}
-  #viz3d-legend {{ position: fixed; top: 8px; right: 8px; z-index: 10; display: grid; grid-auto-flow: column;
-    column-gap: 12px; background: rgba(10, 10, 15, 0.72); color: #ebebeb; font: 12px/1.35 sans-serif;
-    padding: 6px 8px; border: 1px solid #59596a; border-radius: 3px; }}
-  #viz3d-legend .viz3d-row {{ white-space: nowrap; }}
-  #viz3d-legend .viz3d-names {{ color: #a8a8a8; }}
-  #viz3d-legend .viz3d-swatch {{ display: inline-block; width: 10px; height: 10px; margin-right: 6px;
-    border: 1px solid #222; vertical-align: -1px; }}
-  #viz3d-caption {{ position: fixed; left: 8px; bottom: 6px; z-index: 10; color: #d0d0d0;
-    font: 12px sans-serif; pointer-events: none; }}
-</style>
-<div class="content" style="position: fixed; inset: 0;"></div>
-<div id="viz3d-legend">{rows}</div>
-<div id="viz3d-caption">{caption} &middot; drag: rotate, shift-drag: pan, wheel: zoom &middot; RAS mm</div>
-<script>
-function viz3dLegend() {{  // every name shown: columns as tall as the page, type from 12 down to 8 px
-  const box = document.getElementById("viz3d-legend"), rows = box.children;
-  if (!rows.length) return;
-  for (let px = 12; px >= 8; px--) {{
-    box.style.fontSize = px + "px";
-    const fit = Math.max(1, Math.floor((window.innerHeight - 40) / rows[0].getBoundingClientRect().height));
-    box.style.gridTemplateRows = "repeat(" + Math.min(fit, rows.length) + ", auto)";
-    if (box.getBoundingClientRect().width <= 0.4 * window.innerWidth) break;
-  }}
-  // the 3-D view left of the legend, so that the legend never covers the surfaces
-  document.querySelector(".content").style.right = (box.getBoundingClientRect().width + 16) + "px";
-}}
-window.addEventListener("resize", viz3dLegend);
-viz3dLegend();
-</script>
-"""
+    overlay = _html_overlay(title, legend, window, names, frame)
     out = io.StringIO()
     encoded = base64.b64encode(data).decode("ascii")
     for line in viewer.split("\n"):
@@ -630,3 +667,166 @@ viz3dLegend();
             out.write("  OfflineLocalView.load(container, { base64Str });\n}\n</script>\n")
         out.write(line + "\n")
     return out.getvalue()
+
+
+def _html_overlay(title: str, legend, window, names: str | None, frame: dict | None) -> str:
+    """The page's own elements: style, the view's box, legend, marker, caption and the script."""
+    rows = "".join(
+        f'<div class="viz3d-row"><span class="viz3d-swatch" style="background: rgb({int(round(r * 255))},'
+        f'{int(round(g * 255))},{int(round(b * 255))})"></span>{_html.escape(name)}</div>'
+        for name, (r, g, b) in legend
+    )
+    if names:
+        rows = f'<div class="viz3d-row viz3d-names">{_html.escape(names)}</div>' + rows
+    caption = f"{_html.escape(title)}"
+    if window is not None:
+        caption += f" &middot; CT window {window[0]:g}/{window[1]:g} HU"
+    frame_json = json.dumps(frame).replace("</", "<\\/")
+    return (_HTML_STYLE.replace("MARKER_PX", str(HTML_MARKER_PX))
+            + f'<div class="content" style="position: fixed; inset: 0 0 24px 0;"></div>\n'
+            f'<div id="viz3d-legend"{"" if rows else " hidden"}>{rows}</div>\n'
+            f'<canvas id="viz3d-marker" title="patient directions: R/L, A/P, S/I"></canvas>\n'
+            f'<div id="viz3d-caption">{caption} &middot; drag: rotate, shift-drag: pan, wheel: zoom &middot; RAS mm</div>\n'
+            f"<script>\nconst VIZ3D_FRAME = {frame_json};\n{_HTML_SCRIPT}</script>\n")
+
+
+_HTML_STYLE = """
+<style>
+  html, body { background: rgb(26, 28, 36); }
+  #viz3d-legend { position: fixed; top: 8px; right: 8px; z-index: 10; display: grid; grid-auto-flow: column;
+    column-gap: 12px; background: rgba(10, 10, 15, 0.72); color: #ebebeb; font: 12px/1.35 sans-serif;
+    padding: 6px 8px; border: 1px solid #59596a; border-radius: 3px; }
+  #viz3d-legend[hidden] { display: none; }
+  #viz3d-legend .viz3d-row { white-space: nowrap; }
+  #viz3d-legend .viz3d-names { color: #a8a8a8; }
+  #viz3d-legend .viz3d-swatch { display: inline-block; width: 10px; height: 10px; margin-right: 6px;
+    border: 1px solid #222; vertical-align: -1px; }
+  #viz3d-marker { position: fixed; right: 8px; bottom: 8px; z-index: 10; width: MARKER_PXpx; height: MARKER_PXpx;
+    background: rgba(10, 10, 15, 0.72); border: 1px solid #59596a; border-radius: 3px; box-sizing: border-box; }
+  #viz3d-caption { position: fixed; left: 8px; bottom: 6px; z-index: 10; color: #d0d0d0;
+    font: 12px sans-serif; pointer-events: none; }
+</style>
+"""
+
+# The page's script: lays out the legend, the marker and the view; fits vtk.js's camera to the
+# surfaces (VIZ3D_FRAME, see html_frame) once the viewer has the scene; draws the marker.
+_HTML_SCRIPT = r"""
+const viz3d = { fitted: null, renderer: null, camera: null };
+function viz3dDot(a, b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+function viz3dCross(a, b) { return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]; }
+
+function viz3dLayout() {  // every name shown: columns as tall as the page, type from 12 down to 8 px
+  const box = document.getElementById("viz3d-legend"), rows = box.children;
+  const marker = document.getElementById("viz3d-marker").getBoundingClientRect();
+  let side = marker.width;
+  if (rows.length) {
+    for (let px = 12; px >= 8; px--) {
+      box.style.fontSize = px + "px";
+      const free = window.innerHeight - 40 - marker.height - 8;
+      const fit = Math.max(1, Math.floor(free / rows[0].getBoundingClientRect().height));
+      box.style.gridTemplateRows = "repeat(" + Math.min(fit, rows.length) + ", auto)";
+      if (box.getBoundingClientRect().width <= 0.4 * window.innerWidth) break;
+    }
+    side = Math.max(side, box.getBoundingClientRect().width);
+  }
+  // the 3-D view left of the legend and the marker, so that neither covers a surface
+  document.querySelector(".content").style.right = (side + 16) + "px";
+}
+
+function viz3dFit() {  // the surfaces fill the view, as Scene.fit_camera fits a picture
+  const f = VIZ3D_FRAME, d = f.direction, u = f.up, r = viz3dCross(d, u);
+  const view = (document.querySelector(".content canvas") || document.querySelector(".content")).getBoundingClientRect();
+  const tanV = Math.tan(f.angle * Math.PI / 360) * f.margin;
+  const tanH = tanV * Math.max(view.width, 1) / Math.max(view.height, 1);
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (const p of f.points) {
+    const x = viz3dDot(p, r), y = viz3dDot(p, u);
+    x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+  }
+  const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2, cz = viz3dDot(f.center, d);
+  let distance = 1e-3;
+  for (const p of f.points) {
+    const toward = cz - viz3dDot(p, d);
+    distance = Math.max(distance, toward + Math.max(Math.abs(viz3dDot(p, r) - cx) / tanH,
+                                                    Math.abs(viz3dDot(p, u) - cy) / tanV));
+  }
+  const focal = [0, 1, 2].map(i => r[i] * cx + u[i] * cy + d[i] * cz);
+  const camera = viz3d.camera;
+  camera.setViewAngle(f.angle);
+  camera.setFocalPoint(...focal);
+  camera.setPosition(...focal.map((v, i) => v - d[i] * distance));
+  camera.setViewUp(...u);
+  viz3d.renderer.resetCameraClippingRange();
+  viz3d.fitted = JSON.stringify([camera.getPosition(), camera.getFocalPoint(), camera.getViewUp()]);
+  window.global.renderWindow.render();
+}
+
+function viz3dMarker(d, u) {  // the patient's axes as the camera sees them, each end lettered
+  const canvas = document.getElementById("viz3d-marker"), side = canvas.clientWidth, scale = window.devicePixelRatio || 1;
+  canvas.width = canvas.height = Math.round(side * scale);
+  const ctx = canvas.getContext("2d"), r = viz3dCross(d, u), c = side / 2, arm = side * 0.28, letters = {};
+  ctx.setTransform(scale, 0, 0, scale, 0, 0);
+  const ends = [];
+  for (const [plus, minus, axis, colour] of [["R", "L", [1, 0, 0], "rgb(217, 115, 115)"],
+                                             ["A", "P", [0, 1, 0], "rgb(115, 199, 115)"],
+                                             ["S", "I", [0, 0, 1], "rgb(128, 153, 242)"]]) {
+    for (const sign of [1, -1]) {
+      ends.push({ letter: sign > 0 ? plus : minus, sign, colour,
+                  x: sign * viz3dDot(axis, r), y: sign * viz3dDot(axis, u), z: -sign * viz3dDot(axis, d) });
+    }
+  }
+  ends.sort((a, b) => a.z - b.z);  // far ends first, near ones over them
+  ctx.font = "bold 13px sans-serif"; ctx.textAlign = "center"; ctx.textBaseline = "middle"; ctx.lineCap = "round";
+  for (const end of ends) {
+    const x = c + end.x * arm, y = c - end.y * arm, lx = c + end.x * arm * 1.45, ly = c - end.y * arm * 1.45;
+    ctx.globalAlpha = end.sign > 0 ? 1.0 : 0.55;
+    ctx.strokeStyle = end.colour; ctx.lineWidth = end.sign > 0 ? 3 : 1.5;
+    ctx.beginPath(); ctx.moveTo(c, c); ctx.lineTo(x, y); ctx.stroke();
+    if (Math.hypot(end.x, end.y) < 0.4) {  // an axis towards the viewer: its letter on a disc at the middle
+      ctx.globalAlpha = 1.0; ctx.fillStyle = "rgb(16, 16, 22)";
+      ctx.beginPath(); ctx.arc(lx, ly, 9, 0, 2 * Math.PI); ctx.fill();
+    }
+    ctx.fillStyle = end.colour; ctx.fillText(end.letter, lx, ly);
+    letters[end.letter] = [lx / side, ly / side];
+  }
+  canvas.dataset.letters = JSON.stringify(letters);
+}
+
+function viz3dFindCamera() {  // the renderer holding the scene's camera, once vtk.js has it
+  const rw = window.global && window.global.renderWindow, f = VIZ3D_FRAME;
+  if (!rw) return false;
+  for (const renderer of rw.getRenderers()) {
+    const camera = renderer.getActiveCamera(), p = camera.getPosition();
+    if (Math.hypot(p[0] - f.position[0], p[1] - f.position[1], p[2] - f.position[2]) < 1e-3 * (1 + Math.hypot(...f.position))) {
+      viz3d.renderer = renderer; viz3d.camera = camera;
+      camera.onModified(() => viz3dMarker(camera.getDirectionOfProjection(), camera.getViewUp()));
+      return true;
+    }
+  }
+  return false;
+}
+
+function viz3dStart() {  // wait (at most a minute) for the viewer's scene, frame it, and watch a while
+  const started = Date.now();
+  const timer = setInterval(() => {
+    if (!viz3d.camera && viz3dFindCamera()) { viz3dFit(); viz3d.framedAt = Date.now(); }
+    else if (viz3d.camera && viz3d.fitted === null) viz3dFit();
+    else if (viz3d.camera) {  // the viewer's own late camera update (if any) undone
+      const p = viz3d.camera.getPosition(), f = VIZ3D_FRAME.position;
+      if (Math.hypot(p[0] - f[0], p[1] - f[1], p[2] - f[2]) < 1e-3 * (1 + Math.hypot(...f))) viz3dFit();
+      if (Date.now() - viz3d.framedAt > 3000) clearInterval(timer);
+    }
+    if (Date.now() - started > 60000) clearInterval(timer);
+  }, 50);
+}
+
+window.addEventListener("resize", () => {
+  viz3dLayout();
+  requestAnimationFrame(() => {  // after the viewer took the new size: framed again, unless the camera was moved
+    const camera = viz3d.camera;
+    if (camera && viz3d.fitted === JSON.stringify([camera.getPosition(), camera.getFocalPoint(), camera.getViewUp()])) viz3dFit();
+  });
+});
+viz3dLayout();
+if (VIZ3D_FRAME) { viz3dMarker(VIZ3D_FRAME.direction, VIZ3D_FRAME.up); viz3dStart(); }
+"""

@@ -138,6 +138,8 @@ BONE_OPACITY = 0.35
 ORIENTATION_VIEWPORT = (0.8, 0.0, 1.0, 0.27)
 # the legend: at most this share of the picture's width, above the orientation marker, and type
 # from LEGEND_FONT_PX[0] down to [1] pixels (more columns before smaller type)
+# the framed surfaces fill this share of the free area's width or height (`Scene.fit_camera`)
+FIT_MARGIN = 0.92
 LEGEND_MAX_WIDTH = 0.34
 LEGEND_MAX_HEIGHT = 0.70
 # a legend wider than this share of the picture (every name at the smallest type) is left out of it,
@@ -404,6 +406,12 @@ class Scene:
         self._fitted = self._camera_now()
         self._render()
 
+    @property
+    def focus_points(self) -> np.ndarray:
+        """What the camera frames, (n, 3) world mm: a sample of the label surfaces' points (else the
+        bone's), or the corners of the CT box; `focus_bounds` is their box."""
+        return self._focus_points
+
     def _focus_center(self) -> np.ndarray:
         b = self.focus_bounds
         return np.array([(b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2])
@@ -433,7 +441,7 @@ class Scene:
             self.layout_legend()
         self._fitted = self._camera_now()
 
-    def fit_camera(self, camera, center, margin=0.92, shift: bool = True, areas=None) -> float:
+    def fit_camera(self, camera, center, margin=FIT_MARGIN, shift: bool = True, areas=None) -> float:
         """Place the camera so the drawn surfaces fill the part of the window that overlays leave free.
 
         The free area is a rectangle beside or above the legend and the orientation marker and,
