@@ -169,3 +169,14 @@ def test_an_rtstruct_naming_no_series_and_given_no_ct_is_refused(study, tmp_path
     dataset.save_as(str(tmp_path / "bare.dcm"))
     with pytest.raises(Viz3dError, match="names no CT series it was drawn on"):
         viz3d.load_label(tmp_path / "bare.dcm")
+
+
+def test_meshes_of_an_rtstruct_filled_onto_a_ct_found_beside_it_are_not_cached(study, tmp_path, monkeypatch):
+    """The cache key holds the label file, not the CT series found beside it: a changed series
+    must never serve the old surfaces, so such meshes are built afresh each time."""
+    monkeypatch.setenv("VIZ3D_CACHE_DIR", str(tmp_path / "cache"))
+    from viz3d import api, cache
+
+    _, meshes = api.load_and_mesh(None, study / "rt" / "rs.dcm")
+    cache.flush()
+    assert meshes and not any((tmp_path / "cache").rglob("meshes-*"))

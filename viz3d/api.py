@@ -383,8 +383,8 @@ def load_and_mesh(
     """
     from . import cache
 
-    use_cache = use_cache and cache.enabled()
     _check_inputs(ct_path, label_path)
+    use_cache = use_cache and cache.enabled() and not _grid_found_beside(ct_path, label_path)
     report = progress or (lambda *args: None)
     # A CT decoded from its file either way starts before the inputs are hashed. (No thread of
     # ours imports modules meanwhile: imports in two threads wait for each other, and the cores
@@ -438,6 +438,21 @@ def _read_ahead(path) -> None:
 
     if runtime.enabled():
         inflate_soon(path)
+
+
+def _grid_found_beside(ct_path, label_path) -> bool:
+    """Whether the label map's grid comes from a CT series found beside it (a DICOM SEG or
+    RTSTRUCT given without its CT): its surfaces then depend on files the mesh-cache key does
+    not hold, so they are built afresh each time.
+
+    >>> _grid_found_beside("ct.nii.gz", "rs.dcm"), _grid_found_beside(None, None)
+    (False, False)
+    """
+    if ct_path is not None or label_path is None:
+        return False
+    from .io.formats import format_of
+
+    return format_of(label_path, "label").name in ("DICOM SEG", "DICOM RTSTRUCT")
 
 
 def meshes_cached(ct_path=None, label_path=None, *, series=None, table=None, labels: list[int] | str | None = None,
