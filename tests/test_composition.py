@@ -530,6 +530,54 @@ def test_a_plane_at_a_structure_name_goes_through_its_centre_as_viz3d_slice_does
         assert scene.slice_positions[plane] == pytest.approx(shown, abs=3.0), (plane, summary)  # within a 3 mm slice
 
 
+def test_a_plane_at_a_structure_in_the_label_map_but_not_drawn_goes_through_its_voxels_centre(
+        sample_meshes, sample_dir, tmp_path, scenes):
+    """``--labels liver --slices axial=L1``: L1 is in the label map but not drawn, and the plane
+    goes through the centroid of its voxels, the level ``viz3d slice --at L1`` shows (before, it
+    was refused). Without the label map's centres the scene still refuses the name."""
+    import re
+
+    from viz3d import load_label
+    from viz3d.io.labels import builtin_table
+    from viz3d.outputs.slice2d import save_slice_summary
+    from viz3d.scene.scene import structure_centres, undrawn_plane_names
+
+    ct, meshes = sample_meshes
+    liver = [m for m in meshes if m.name == "liver"]
+    assert undrawn_plane_names("axial=L1,coronal=liver,sagittal=auto", liver) == ["L1"]
+    label = load_label(sample_dir / "label.nii.gz")
+    centres = structure_centres(label, builtin_table("totalsegmentator"), ["L1"])
+    ijk = np.argwhere(np.asarray(label.array) == 31)  # vertebrae_L1
+    expected_z = (label.affine[:3, :3] @ ijk.mean(axis=0) + label.affine[:3, 3])[2]
+    scene = build_scene(liver, ct, off_screen=True, interactive=False, size=SIZE, slices="axial=L1", centres=centres)
+    scenes.append(scene)
+    assert scene.slice_positions["axial"] == pytest.approx(expected_z, abs=1e-6)
+    _, summary = save_slice_summary(tmp_path / "l1.png", sample_dir / "ct.nii.gz", sample_dir / "label.nii.gz",
+                                    plane="axial", at="L1")
+    shown = float(re.search(r"z = (-?[0-9.]+) mm", summary).group(1))
+    assert scene.slice_positions["axial"] == pytest.approx(shown, abs=3.0)  # within a 3 mm slice
+    with pytest.raises(Viz3dError, match="no drawn structure"):
+        build_scene(liver, ct, off_screen=True, interactive=False, size=SIZE, slices="axial=L1")
+
+
+def test_planes_at_undrawn_structures_on_the_command_line_refuse_only_names_not_in_the_table(tmp_path, sample_dir):
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    base = [sys.executable, "-m", "viz3d", "screenshot", str(sample_dir / "ct.nii.gz"), "--label",
+            str(sample_dir / "label.nii.gz"), "--labels", "liver", "--size", "160x120", "-q"]
+    out = tmp_path / "shot.png"
+    run = subprocess.run(base + ["--slices", "axial=L1,coronal=stomach", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr
+    assert out.is_file()
+    for spec, message in (("axial=L9", "label table has no such name"), ("axial=brain", "brain (label 90) is not in")):
+        run = subprocess.run(base + ["--slices", spec, "--out", str(tmp_path / "no.png")],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+        errors = [line for line in run.stderr.splitlines() if line.startswith("viz3d: error:")]
+        assert run.returncode == 2 and len(errors) == 1 and message in errors[0], run.stderr
+        assert not (tmp_path / "no.png").exists()
+
+
 def test_a_picture_of_another_size_is_laid_out_and_framed_for_that_size(sample_meshes, scenes):
     """The web view draws the scene at its page's size (here 785 x 577, the scene built at
     1024 x 768): the legend is laid out again for that size, the orientation marker clear of it,

@@ -272,12 +272,28 @@ def _scene_for(args, console, meshes, ct, *, off_screen, interactive, size=(1024
         view=args.view, off_screen=off_screen, size=size, interactive=interactive,
         slices=getattr(args, "slices", None), colors=getattr(args, "colors", "table"),
         names_source=_names_source(args) if any(mesh.kind == "label" for mesh in meshes) else None,
+        centres=_plane_centres(args, ct, meshes),
     )
     if runs_on:
         from ..runtime import collect_garbage_again
 
         collect_garbage_again()
     return scene
+
+
+def _plane_centres(args, ct, meshes) -> dict | None:
+    """Where the structures that ``--slices`` names but that are not drawn lie: their centres in
+    the label map (read again: only for such a name), or None (nothing to look up)."""
+    from ..scene.scene import structure_centres, undrawn_plane_names
+
+    names = undrawn_plane_names(getattr(args, "slices", None), meshes)
+    if not names or ct is None or getattr(args, "label", None) is None:
+        return None
+    from ..api import load_label
+    from ..io.formats import resolve_label_table
+
+    label = load_label(args.label, reference=ct)
+    return structure_centres(label, resolve_label_table(args.label_table, label.source or args.label), names)
 
 
 def _names_source(args) -> str | None:
@@ -401,7 +417,7 @@ def cmd_export_html(args, console) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = write_html(meshes, ct, out, window=window, view=getattr(args, "view", None) or "iso",
                       show_slices=not getattr(args, "no_slices", False), slices=getattr(args, "slices", None),
-                      colors=getattr(args, "colors", None) or "table",
+                      colors=getattr(args, "colors", None) or "table", centres=_plane_centres(args, ct, meshes),
                       names_source=_names_source(args) if any(mesh.kind == "label" for mesh in meshes) else None)
     console.say(f"wrote {path} ({len(meshes)} surfaces{', CT planes' if ct is not None else ''}; opens offline in a browser)")
 

@@ -367,7 +367,7 @@ def _preset_of(window, presets) -> str | None:
 # --------------------------------------------------------------------------- the HTML file
 def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = True, show_bone: bool = True,
                view: str = "iso", size=(1024, 768), title: str | None = None, slices=None,
-               colors: str = "table", names_source: str | None = None) -> Path:
+               colors: str = "table", names_source: str | None = None, centres=None) -> Path:
     """Build the scene for ``meshes`` / ``ct`` and write it as one self-contained HTML file at ``path``.
 
     The page shows the scene with vtk.js, offline (see `scene_to_html`): the planes are
@@ -400,6 +400,8 @@ def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = Tr
         The surfaces' colours, as in `viz3d.scene.scene.build_scene`.
     names_source : str or None, optional
         Where the names came from: the legend's first line (as in `build_scene`).
+    centres : dict or None, optional
+        Centres of structures that are not drawn, for planes placed at them (as in `build_scene`).
 
     Returns
     -------
@@ -440,7 +442,7 @@ def write_html(meshes, ct, path, *, window=(40.0, 400.0), show_slices: bool = Tr
 
     scene = build_scene(meshes, ct, window=window, show_slices=show_slices, show_bone=show_bone, view=view,
                         off_screen=True, size=size, interactive=False, slices=slices, colors=colors,
-                        names_source=names_source)
+                        names_source=names_source, centres=centres)
     try:
         return scene_to_html(scene, path, title=title)
     finally:

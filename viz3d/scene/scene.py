@@ -713,6 +713,7 @@ def build_scene(
     colors: str = "table",
     name: str | None = None,
     names_source: str | None = None,
+    centres=None,
 ) -> Scene:
     """Build the scene for a list of `Mesh` and an optional CT `Volume`.
 
@@ -763,6 +764,9 @@ def build_scene(
     names_source : str or None, optional
         Where the names came from (`viz3d.io.labels.LabelTable.source`): the legend's first
         line is then ``names: <names_source>``. The legend names every label surface drawn.
+    centres : dict or None, optional
+        Name -> world centre (RAS mm) of structures of the label map that are not drawn
+        (`structure_centres`): a plane ``slices`` places at such a name goes through it.
 
     Returns
     -------
@@ -834,7 +838,7 @@ def build_scene(
         _add_meshes(pv, scene, meshes, bounds, cull_back_faces)
         _set_focus(scene, meshes)
         if ct is not None:
-            _add_slices(pv, scene, ct, bounds, slice_specs, meshes)
+            _add_slices(pv, scene, ct, bounds, slice_specs, meshes, centres)
         elif any(spec not in ("auto", "off") for spec in slice_specs.values()):
             raise Viz3dError("slice positions were given but there is no CT to slice")
         if bounds:
@@ -903,8 +907,9 @@ def parse_slices(spec) -> dict:
     Per axis (``axial``, ``coronal``, ``sagittal``): a world position in mm (RAS; axial along
     z, coronal along y, sagittal along x), ``iN`` (the plane through voxel index N along the
     CT's voxel axis nearest that world axis), ``off`` (no plane), ``auto`` (placed for each view
-    so it hides none of the surfaces: the default), or the name of a drawn structure (the plane
-    through its centre, `mesh_centroid`, as ``viz3d slice --at``; ``L3`` finds ``vertebrae_L3``).
+    so it hides none of the surfaces: the default), or the name of a structure (the plane
+    through its centre, as ``viz3d slice --at``; ``L3`` finds ``vertebrae_L3``): a drawn one's
+    `mesh_centroid`, else its voxels' centroid in the label map (`build_scene`'s ``centres``).
     Returns ``{axis: float | ("index", N) |
     "off" | "auto" | name}``; axes not named are left out (``auto``).
 
@@ -953,8 +958,9 @@ def parse_slices(spec) -> dict:
     return out
 
 
-def _slice_position(axis, spec, ct, meshes, default) -> float:
-    """The world position (mm) of a plane for a `parse_slices` value (``auto``: ``default``)."""
+def _slice_position(axis, spec, ct, meshes, default, centres=None) -> float:
+    """The world position (mm) of a plane for a `parse_slices` value (``auto``: ``default``; a
+    name: the drawn structure's centre, else its centre in ``centres``)."""
     k = AXIS_INDEX[axis]
     if spec == "auto":
         return default
@@ -970,14 +976,114 @@ def _slice_position(axis, spec, ct, meshes, default) -> float:
         ijk = (shape - 1) / 2.0
         ijk[voxel_axis] = index
         return float(ct.affine[k, :3] @ ijk + ct.affine[k, 3])
-    wanted = str(spec).lower()
-    labels = [m for m in meshes if m.kind == "label" and len(m.faces)]
-    found = [m for m in labels if m.name.lower() == wanted] or \
-        [m for m in labels if m.name.lower().endswith("_" + wanted)]
+    found = _drawn_named(meshes, spec)
+    if not found and spec in (centres or {}):
+        return float(centres[spec][k])
     if len(found) != 1:
         what = "no drawn structure is named" if not found else "several drawn structures match"
         raise Viz3dError(f"slices: {what} {spec!r} (for {axis}={spec}); give a position in mm, iN, off or auto")
     return float(mesh_centroid(found[0])[k])
+
+
+def _drawn_named(meshes, name) -> list:
+    """The drawn label surfaces ``name`` means: named so (any case), else whose name ends ``_name``."""
+    wanted = str(name).lower()
+    labels = [m for m in meshes if m.kind == "label" and len(m.faces)]
+    return [m for m in labels if m.name.lower() == wanted] or [m for m in labels if m.name.lower().endswith("_" + wanted)]
+
+
+def undrawn_plane_names(slices, meshes=()) -> list[str]:
+    """The structure names ``slices`` (as `parse_slices` reads it) places planes at that name no
+    drawn surface: their centres come from the label map (`structure_centres`).
+
+    >>> undrawn_plane_names("axial=L1,coronal=liver,sagittal=i3", [])
+    ['L1', 'liver']
+    """
+    names = [spec for spec in parse_slices(slices).values() if isinstance(spec, str) and spec not in SLICE_MODES]
+    return [name for name in dict.fromkeys(names) if not _drawn_named(meshes, name)]
+
+
+def structure_centres(label, table, names) -> dict[str, np.ndarray]:
+    """The centre (world RAS mm) of each named structure in a label map: the centroid of its
+    voxels, as ``viz3d slice --at NAME`` takes it, for a plane at a structure that is not drawn.
+
+    Names are matched as ``--labels`` matches them: the table's name in any case, or its last
+    word when no other name ends so (``L1`` for ``vertebrae_L1``), or ``label_N``.
+
+    Parameters
+    ----------
+    label : Volume or Segmentation
+        The label map (every layer of a layered segmentation is looked in).
+    table : LabelTable
+        The names of its values.
+    names : iterable of str
+        The structures.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Name -> (3,) centre in mm.
+
+    Raises
+    ------
+    Viz3dError
+        When the table has no such name, or the structure has no voxel in the label map.
+
+    Examples
+    --------
+    >>> from viz3d.io.labels import builtin_table
+    >>> from viz3d.io.volume import Volume
+    >>> array = np.zeros((4, 4, 4), np.uint8)
+    >>> array[0:2, 0:2, 2:4] = 1  # L1
+    >>> label = Volume(array, np.diag([2.0, 2.0, 2.0, 1.0]))
+    >>> structure_centres(label, builtin_table("spinopelvic10"), ["l1"])["l1"].tolist()
+    [1.0, 1.0, 5.0]
+    >>> structure_centres(label, builtin_table("spinopelvic10"), ["L2"])
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: slices: L2 (label 2) is not in the label map
+    """
+    return {name: _structure_centre(label, table, name) for name in names}
+
+
+def _structure_centre(label, table, name: str) -> np.ndarray:
+    from nibabel.affines import apply_affine
+
+    from ..io.segmentation import label_layers
+
+    value = _table_value(table, name)
+    total, count = np.zeros(3), 0
+    for layer in label_layers(label):
+        ijk = np.nonzero(np.asarray(layer.array) == value)
+        if len(ijk[0]):
+            total += apply_affine(layer.affine, np.mean(ijk, axis=1)) * len(ijk[0])
+            count += len(ijk[0])
+    if not count:
+        where = getattr(label, "source", None) or "the label map"
+        raise Viz3dError(f"slices: {name} (label {value}) is not in {where}")
+    return total / count
+
+
+def _table_value(table, name: str) -> int:
+    """The value ``name`` means in ``table`` (as `_structure_centre` matches names)."""
+    import difflib
+    import re
+
+    from ..io.labels import short_names
+
+    by_name: dict[str, int] = {}
+    for value, known in sorted(table.names.items()):
+        if value != 0:
+            by_name.setdefault(known.strip().casefold(), value)
+    by_name = {**short_names(by_name), **by_name}
+    key = name.strip().casefold()
+    match = re.fullmatch(r"label_(\d+)", key)
+    if key in by_name or match:
+        return by_name[key] if key in by_name else int(match.group(1))
+    close = difflib.get_close_matches(key, list(by_name), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise Viz3dError(f"slices: no drawn structure is named {name!r} and the {table.name} label table has no such "
+                     f"name{hint} (give a position in mm, iN, off or auto)")
 
 
 def mesh_centroid(mesh) -> np.ndarray:
@@ -1135,7 +1241,7 @@ def _add_meshes(pv, scene, meshes, bounds, cull_back_faces: bool) -> None:
         bounds.append(poly.bounds)
 
 
-def _add_slices(pv, scene, ct, bounds, specs=None, meshes=()) -> None:
+def _add_slices(pv, scene, ct, bounds, specs=None, meshes=(), centres=None) -> None:
     from .slices import plane_grid, value_codes
     from nibabel.affines import apply_affine, voxel_sizes
 
@@ -1153,7 +1259,7 @@ def _add_slices(pv, scene, ct, bounds, specs=None, meshes=()) -> None:
         spec = specs.get(axis, "auto")
         if spec == "off":
             continue
-        position = _slice_position(axis, spec, ct, meshes, float(center[k]))
+        position = _slice_position(axis, spec, ct, meshes, float(center[k]), centres)
         position = min(max(position, float(lo[k])), float(hi[k]))
         if spec == "auto":
             scene.auto_slices.add(axis)
