@@ -1058,8 +1058,9 @@ def to_world(vertices: np.ndarray, faces: np.ndarray, affine: np.ndarray):
     reverses the winding, so the faces are flipped back: in place (two corners swapped), as
     ``faces`` is the filter output's own array and a copy would be one more array to fault in.
     """
-    world = vertices.astype(np.float64) @ affine[:3, :3].T
-    world += affine[:3, 3]
+    from nibabel.affines import apply_affine
+
+    world = apply_affine(np.asarray(affine, np.float64), vertices.astype(np.float64, copy=False))
     if np.linalg.det(affine[:3, :3]) < 0:
         second = faces[:, 1].copy()
         faces[:, 1] = faces[:, 2]
