@@ -706,7 +706,7 @@ _HTML_STYLE = """
   #viz3d-marker { position: fixed; right: 8px; bottom: 8px; z-index: 10; width: MARKER_PXpx; height: MARKER_PXpx;
     background: rgba(10, 10, 15, 0.72); border: 1px solid #59596a; border-radius: 3px; box-sizing: border-box; }
   #viz3d-caption { position: fixed; left: 8px; bottom: 6px; z-index: 10; color: #d0d0d0;
-    font: 12px sans-serif; pointer-events: none; }
+    font: 12px sans-serif; pointer-events: none; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 </style>
 """
 
@@ -716,6 +716,10 @@ _HTML_SCRIPT = r"""
 const viz3d = { fitted: null, renderer: null, camera: null };
 function viz3dDot(a, b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
 function viz3dCross(a, b) { return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]; }
+
+function viz3dPose(camera) {  // what a user's drag or wheel changes
+  return JSON.stringify([camera.getPosition(), camera.getFocalPoint(), camera.getViewUp(), camera.getViewAngle()]);
+}
 
 function viz3dLayout() {  // every name shown: columns as tall as the page, type from 12 down to 8 px
   const box = document.getElementById("viz3d-legend"), rows = box.children;
@@ -733,6 +737,7 @@ function viz3dLayout() {  // every name shown: columns as tall as the page, type
   }
   // the 3-D view left of the legend and the marker, so that neither covers a surface
   document.querySelector(".content").style.right = (side + 16) + "px";
+  document.getElementById("viz3d-caption").style.maxWidth = Math.max(0, window.innerWidth - side - 32) + "px";
 }
 
 function viz3dFit() {  // the surfaces fill the view, as Scene.fit_camera fits a picture
@@ -759,7 +764,7 @@ function viz3dFit() {  // the surfaces fill the view, as Scene.fit_camera fits a
   camera.setPosition(...focal.map((v, i) => v - d[i] * distance));
   camera.setViewUp(...u);
   viz3d.renderer.resetCameraClippingRange();
-  viz3d.fitted = JSON.stringify([camera.getPosition(), camera.getFocalPoint(), camera.getViewUp()]);
+  viz3d.fitted = viz3dPose(camera);
   window.global.renderWindow.render();
 }
 
@@ -826,7 +831,7 @@ window.addEventListener("resize", () => {
   viz3dLayout();
   requestAnimationFrame(() => {  // after the viewer took the new size: framed again, unless the camera was moved
     const camera = viz3d.camera;
-    if (camera && viz3d.fitted === JSON.stringify([camera.getPosition(), camera.getFocalPoint(), camera.getViewUp()])) viz3dFit();
+    if (camera && viz3d.fitted === viz3dPose(camera)) viz3dFit();
   });
 });
 viz3dLayout();
