@@ -152,7 +152,7 @@ def add_scene_options(parser):
     parser.add_argument("--slices", default=None, metavar="AXIS=POS,...",
                         help="where the CT planes go, e.g. axial=120,coronal=off,sagittal=i40: mm (RAS), iN (voxel index), "
                         "off, auto (default: behind the drawn surfaces as the camera sees them, or edge-on through them) "
-                        "or a drawn structure's name (axial=L3: through its middle)")
+                        "or a structure's name (axial=L3: through its centre, drawn or not)")
     parser.add_argument("--colors", choices=("table", "distinct"), default="table",
                         help="table (default: the table's colours; ones too close to tell apart are replaced, with a "
                         "warning unless they are viz3d's generated ones) or distinct (a perceptually distinct palette "
