@@ -90,9 +90,6 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
     >>> inspect_surface(v, f[:3]).problems()
     ['open: 3 boundary edges']
     """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     m = len(faces)
@@ -115,74 +112,20 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
     repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
     degenerate = int(np.count_nonzero(repeated | (double_area <= 2 * DEGENERATE_AREA * diagonal2)))
 
-    # Half-edges grouped by their undirected edge: a closed, consistently wound 2-manifold has
-    # exactly two per edge, running in opposite directions.
-    forward = a < b
-    key = np.minimum(a, b).astype(np.int64)
-    key *= n
-    key += np.maximum(a, b)
-    order = np.argsort(key, kind="stable").astype(index)  # surfaces come in spatially coherent runs: timsort is 1.5x faster here
-    sorted_key = key[order]
-    del key
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    counts = np.diff(np.r_[starts, len(sorted_key)])
-    boundary_edges = int(np.count_nonzero(counts == 1))
-    nonmanifold_edges = int(np.count_nonzero(counts > 2))
-    watertight = boundary_edges == 0 and nonmanifold_edges == 0
-    first, second = order[0::2], order[1::2]
-    winding = bool(watertight and not np.any(forward[first] == forward[second])) if watertight else False
-    if not watertight:
-        pair_forward = forward[order]
-        pairs = counts == 2
-        winding = not np.any(pair_forward[starts[pairs]] == pair_forward[starts[pairs] + 1])
-
-    # Pieces: faces joined through shared edges. Fans: around each vertex, step from a face to
-    # the face across the next edge; a vertex whose faces form more than one cycle is pinched.
-    nonmanifold_vertices = 0
-    if watertight and winding:
-        twin = np.empty(len(order), index)
-        twin[first], twin[second] = second, first
-        step = after[twin]  # the corner of the twin's face at the same vertex: the next one in that face
-        corner = np.empty(n, index)
-        corner[a] = np.arange(len(a), dtype=index)  # one corner of each vertex (any)
-        kept = np.flatnonzero(used)
-        nonmanifold_vertices = int(np.count_nonzero(_cycle_lengths(step, corner[kept]) < degree[kept]))
-        if nonmanifold_vertices:
-            components, piece = _components(twin.reshape(m, 3) // 3)
-        else:  # no pinches: pieces joined through vertices are those joined through edges
-            # Each edge once, (low, high), in the sorted order the CSR format wants (every key is
-            # there twice): no COO conversion or index sort, and half the edges to walk.
-            edge = sorted_key[0::2]
-            low = edge // n
-            indptr = np.zeros(n + 1, index)
-            np.cumsum(np.bincount(low, minlength=n), out=indptr[1:])
-            graph = csr_matrix((np.ones(len(edge), np.bool_), (edge - low * n).astype(index), indptr), shape=(n, n))
-            components, vertex_piece = connected_components(graph, directed=True, connection="weak")
-            components -= int(np.count_nonzero(~used))  # unused vertices are pieces of their own
-            piece = vertex_piece[faces[:, 0]]  # numbers of unused vertices' pieces stay empty bins
-    else:
-        same = sorted_key[1:] == sorted_key[:-1]
-        src, dst = order[:-1][same] // 3, order[1:][same] // 3
-        graph = csr_matrix((np.ones(len(src), np.bool_), (src, dst)), shape=(m, m))
-        components, piece = connected_components(graph, directed=False)
-
-    # Orientation per piece: inward pieces are fine only as cavities inside an outward piece.
-    inverted = flat = 0
-    piece_volume = np.bincount(piece, weights=signed, minlength=components)
-    if watertight:
-        is_flat = _flat(piece_volume, np.bincount(piece, weights=double_area, minlength=components) / 2.0)
-        flat = int(np.count_nonzero(is_flat))
-        if np.any((piece_volume < 0) & ~is_flat):
-            inverted = _count_inverted(vertices, faces, piece, np.where(is_flat, 0.0, piece_volume))
-
+    edges = _edges(a, b, n, index)
+    watertight = edges.boundary == 0 and edges.nonmanifold == 0
+    winding = _winding(edges, watertight)
+    nonmanifold_vertices, components, piece = _pieces(faces, edges, after, a, degree, used, index,
+                                                       closed=watertight and winding)
+    inverted, flat = _orientation(vertices, faces, piece, components, signed, double_area, watertight)
     return SurfaceCheck(
         triangles=m,
         vertices=int(np.count_nonzero(used)),
         watertight=watertight,
         winding_consistent=bool(winding),
         manifold=bool(watertight and winding and nonmanifold_vertices == 0),
-        boundary_edges=boundary_edges,
-        nonmanifold_edges=nonmanifold_edges,
+        boundary_edges=edges.boundary,
+        nonmanifold_edges=edges.nonmanifold,
         nonmanifold_vertices=nonmanifold_vertices,
         degenerate_faces=degenerate,
         components=int(components),
@@ -192,6 +135,98 @@ def inspect_surface(vertices: np.ndarray, faces: np.ndarray) -> SurfaceCheck:
         area_mm2=float(double_area.sum() / 2.0),
         bounds=(tuple(float(x) for x in lo), tuple(float(x) for x in hi)),
     )
+
+
+@dataclass
+class _Edges:
+    """Half-edges grouped by their undirected edge (see `_edges`)."""
+
+    order: np.ndarray  # half-edges sorted by edge
+    sorted_key: np.ndarray  # their edges' keys, low * n + high
+    starts: np.ndarray  # where each edge's run of half-edges starts in ``order``
+    counts: np.ndarray  # half-edges per edge
+    forward: np.ndarray  # per half-edge: low -> high
+    boundary: int  # edges with one face
+    nonmanifold: int  # edges with more than two
+
+
+def _edges(a: np.ndarray, b: np.ndarray, n: int, index) -> _Edges:
+    """Half-edges ``a -> b`` grouped by their undirected edge: a closed, consistently wound
+    2-manifold has exactly two per edge, running in opposite directions."""
+    forward = a < b
+    key = np.minimum(a, b).astype(np.int64)
+    key *= n
+    key += np.maximum(a, b)
+    order = np.argsort(key, kind="stable").astype(index)  # surfaces come in spatially coherent runs: timsort is 1.5x faster here
+    sorted_key = key[order]
+    del key
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    counts = np.diff(np.r_[starts, len(sorted_key)])
+    return _Edges(order, sorted_key, starts, counts, forward, int(np.count_nonzero(counts == 1)),
+                  int(np.count_nonzero(counts > 2)))
+
+
+def _winding(edges: _Edges, watertight: bool) -> bool:
+    """Whether the two half-edges of every two-face edge run in opposite directions."""
+    if watertight:
+        first, second = edges.order[0::2], edges.order[1::2]
+        return bool(not np.any(edges.forward[first] == edges.forward[second]))
+    pair_forward = edges.forward[edges.order]
+    pairs = edges.counts == 2
+    return bool(not np.any(pair_forward[edges.starts[pairs]] == pair_forward[edges.starts[pairs] + 1]))
+
+
+def _pieces(faces, edges: _Edges, after, a, degree, used, index, *, closed: bool):
+    """``(pinched vertices, pieces, piece of each face)``: faces are joined through shared edges.
+
+    Fans: around each vertex, step from a face to the face across the next edge; a vertex whose
+    faces form more than one cycle is pinched (counted only on a closed, consistently wound
+    surface)."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    m, n = len(faces), len(degree)
+    order, sorted_key = edges.order, edges.sorted_key
+    if not closed:
+        same = sorted_key[1:] == sorted_key[:-1]
+        src, dst = order[:-1][same] // 3, order[1:][same] // 3
+        graph = csr_matrix((np.ones(len(src), np.bool_), (src, dst)), shape=(m, m))
+        components, piece = connected_components(graph, directed=False)
+        return 0, components, piece
+    first, second = order[0::2], order[1::2]
+    twin = np.empty(len(order), index)
+    twin[first], twin[second] = second, first
+    step = after[twin]  # the corner of the twin's face at the same vertex: the next one in that face
+    corner = np.empty(n, index)
+    corner[a] = np.arange(len(a), dtype=index)  # one corner of each vertex (any)
+    kept = np.flatnonzero(used)
+    nonmanifold_vertices = int(np.count_nonzero(_cycle_lengths(step, corner[kept]) < degree[kept]))
+    if nonmanifold_vertices:
+        components, piece = _components(twin.reshape(m, 3) // 3)
+        return nonmanifold_vertices, components, piece
+    # no pinches: pieces joined through vertices are those joined through edges. Each edge once,
+    # (low, high), in the sorted order the CSR format wants (every key is there twice): no COO
+    # conversion or index sort, and half the edges to walk.
+    edge = sorted_key[0::2]
+    low = edge // n
+    indptr = np.zeros(n + 1, index)
+    np.cumsum(np.bincount(low, minlength=n), out=indptr[1:])
+    graph = csr_matrix((np.ones(len(edge), np.bool_), (edge - low * n).astype(index), indptr), shape=(n, n))
+    components, vertex_piece = connected_components(graph, directed=True, connection="weak")
+    components -= int(np.count_nonzero(~used))  # unused vertices are pieces of their own
+    return 0, components, vertex_piece[faces[:, 0]]  # numbers of unused vertices' pieces stay empty bins
+
+
+def _orientation(vertices, faces, piece, components, signed, double_area, watertight: bool) -> tuple[int, int]:
+    """``(inverted, flat)`` pieces: inward pieces are fine only as cavities inside an outward piece."""
+    if not watertight:
+        return 0, 0
+    piece_volume = np.bincount(piece, weights=signed, minlength=components)
+    is_flat = _flat(piece_volume, np.bincount(piece, weights=double_area, minlength=components) / 2.0)
+    inverted = 0
+    if np.any((piece_volume < 0) & ~is_flat):
+        inverted = _count_inverted(vertices, faces, piece, np.where(is_flat, 0.0, piece_volume))
+    return inverted, int(np.count_nonzero(is_flat))
 
 
 def _cycle_lengths(step: np.ndarray, start: np.ndarray) -> np.ndarray:
