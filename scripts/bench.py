@@ -27,11 +27,19 @@ Builds (and caches, in the git-ignored ``bench-cases/``) a case with
   the window switches to while the mouse drags) and while changing window/level (as a slider
   drag draws it, and with the full meshes), each against a plain re-render, offscreen.
 
+``--batch`` measures only ``viz3d batch`` (issue #16's speed and memory targets): ``--batch-cases`` (8)
+copies of the zoom-4 case as a CTSpinoPelvic1K dataset, made into STL meshes and one anterior
+screenshot each by the local pool (default workers) and by a Dask LocalCluster of as many workers,
+against shell loops of ``viz3d export`` + ``viz3d screenshot`` and of ``viz3d export`` alone, and the
+workers' per-case peak memory (``OUT/summary.csv``) against one ``viz3d export``'s
+(``bench-results/bench-batch.json`` unless ``--json``).
+
 viz3d's own timings are the median of ``--repeat`` runs (default 3; the naive baseline, a minute
 long at zoom 6, runs once). Prints a table and writes JSON (``bench-results/bench-z<N>.json`` unless ``--json``).
 Ratios are what to compare: the machines are shared and absolute times are noisy.
 
     python scripts/bench.py --zoom 6
+    python scripts/bench.py --batch
 """
 from __future__ import annotations
 
@@ -313,6 +321,156 @@ def print_fidelity(rows: list[dict]) -> None:
               f"{into:>5} {'yes' if r['closed'] else 'NO':>6} {1000 * r['seconds']:>4.0f}ms")
 
 
+# ----------------------------------------------------------------------- viz3d batch (issue #16)
+BATCH_ZOOM = 4
+BATCH_TABLE = ["--label-table", "totalsegmentator"]
+
+
+def build_batch_dataset(cache: Path, count: int) -> Path:
+    """``count`` copies of the zoom-4 case as a CTSpinoPelvic1K dataset (``ct/{id}_ct.nii.gz``,
+    ``labels/{id}_label.nii.gz``; hard links where the file system allows), built once and reused."""
+    case = build_case(BATCH_ZOOM, cache)
+    root = cache / f"batch-z{BATCH_ZOOM}-{count}"
+    for index in range(1, count + 1):
+        for source, target in ((case / "ct.nii.gz", root / "ct" / f"c{index:02d}_ct.nii.gz"),
+                               (case / "label.nii.gz", root / "labels" / f"c{index:02d}_label.nii.gz")):
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+    return root
+
+
+def batch_peaks(out: Path) -> list[float]:
+    """The per-case peak memory (MB) of a batch's case rows in ``out/summary.csv``."""
+    import csv
+
+    with open(out / "summary.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["level"] == "case"]
+    if any(row["status"] != "done" for row in rows):
+        raise SystemExit(f"benchmark batch had failed cases: {[(r['case'], r['error']) for r in rows]}")
+    return [float(row["peak_memory_mb"]) for row in rows]
+
+
+def batch_section(args) -> dict:
+    """Issue #16's figures, measured in this one run (see the module's text)."""
+    from viz3d.batch.layouts import discover
+    from viz3d.batch.resources import default_workers
+
+    root = build_batch_dataset(args.cache, args.batch_cases)
+    cases = discover(root).cases
+    ids = [case.id for case in cases]
+    workers = default_workers(cases)
+    cli = [sys.executable, "-m", "viz3d"]
+    env = dict(os.environ, VIZ3D_NO_CACHE="1")
+    results: dict = {"batch_cases": len(ids), "zoom": BATCH_ZOOM, "workers": workers,
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+                     "dataset": str(root)}
+    runs: dict[str, list] = {"loop_export_screenshot": [], "loop_export": [], "batch_local": [], "batch_dask": [],
+                             "batch_export_only": [], "single_export": []}
+    peaks: dict[str, list] = {"batch_local": [], "batch_dask": [], "batch_export_only": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        def case_args(case):
+            return [str(case.ct), "--label", str(case.label), *BATCH_TABLE, "--quiet"]
+
+        def loop(screenshots: bool) -> float:
+            start = time.perf_counter()
+            for case in cases:  # as a shell loop runs them: one command after another
+                run_child(cli + ["export", *case_args(case), "--out", f"{tmp}/loop/{case.id}/meshes"], env)
+                if screenshots:
+                    run_child(cli + ["screenshot", *case_args(case), "--view", "anterior",
+                                     "--out", f"{tmp}/loop/{case.id}/screenshot-anterior.png"], env)
+            seconds = time.perf_counter() - start
+            remove(f"{tmp}/loop")
+            return seconds
+
+        def batch(engine: list[str], name: str, outputs=("--screenshot", "anterior")) -> float:
+            out = Path(tmp) / name
+            wall, _, _ = run_child(cli + ["batch", str(root), "--out", str(out), "--export", "stl",
+                                          *outputs, *BATCH_TABLE, "--force", "--quiet", *engine], env)
+            peaks[name].append(batch_peaks(out))
+            remove(str(out))
+            return wall
+
+        for _ in range(args.repeat):  # the ways alternated, so the machine's load hits each alike
+            runs["loop_export_screenshot"].append(loop(screenshots=True))
+            runs["loop_export"].append(loop(screenshots=False))
+            runs["batch_local"].append(batch([], "batch_local"))
+            runs["batch_dask"].append(batch(["--dask", "local", "--workers", str(workers)], "batch_dask"))
+            # the same work as one viz3d export: the workers' peak memory without the drawing's
+            runs["batch_export_only"].append(batch([], "batch_export_only", outputs=()))
+            wall, peak, _ = run_child(cli + ["export", *case_args(cases[0]), "--out", f"{tmp}/single"], env)
+            runs["single_export"].append(wall)
+            results.setdefault("single_export_peaks_mb", []).append(round(peak, 1))
+            # the loop's other command: a worker also draws, so this is its peak's other yardstick
+            _, peak, _ = run_child(cli + ["screenshot", *case_args(cases[0]), "--view", "anterior",
+                                          "--out", f"{tmp}/single.png"], env)
+            results.setdefault("single_screenshot_peaks_mb", []).append(round(peak, 1))
+            remove(f"{tmp}/single", f"{tmp}/single.png")
+    for name, measured in runs.items():
+        results[f"{name}_s"] = float(np.median(measured))
+        results[f"{name}_all_s"] = [round(wall, 2) for wall in measured]
+    for name, measured in peaks.items():
+        every = [peak for run in measured for peak in run]
+        results[f"{name}_worker_peak_mb"] = max(every)
+        results[f"{name}_worker_peak_median_mb"] = float(np.median(every))
+        results[f"{name}_worker_peaks_mb"] = measured
+    results["single_export_peak_mb"] = max(results["single_export_peaks_mb"])
+    results["single_screenshot_peak_mb"] = max(results["single_screenshot_peaks_mb"])
+    results["ratios"] = {
+        "batch_speedup_vs_export_screenshot_loop": results["loop_export_screenshot_s"] / results["batch_local_s"],
+        "batch_over_export_loop": results["batch_local_s"] / results["loop_export_s"],
+        "dask_over_local_pool": results["batch_dask_s"] / results["batch_local_s"],
+        "worker_peak_over_single_export": results["batch_local_worker_peak_mb"] / results["single_export_peak_mb"],
+        "worker_peak_over_single_screenshot": (results["batch_local_worker_peak_mb"]
+                                               / results["single_screenshot_peak_mb"]),
+        "export_only_worker_peak_over_single_export": (results["batch_export_only_worker_peak_mb"]
+                                                       / results["single_export_peak_mb"]),
+    }
+    results["targets"] = {
+        "batch >= 1.3x faster than export+screenshot loop":
+            results["ratios"]["batch_speedup_vs_export_screenshot_loop"] >= 1.3,
+        "batch <= export loop + 10%": results["ratios"]["batch_over_export_loop"] <= 1.1,
+        "dask within 10% of local pool": abs(results["ratios"]["dask_over_local_pool"] - 1) <= 0.1,
+        # a worker needing less than the command is no miss: the notes budget memory per worker
+        "worker peak within 10% of single export": results["ratios"]["worker_peak_over_single_export"] <= 1.1,
+    }
+    return results
+
+
+def print_batch(r: dict) -> None:
+    n, ratios = r["batch_cases"], r["ratios"]
+    rows = [
+        ("dataset", f"{n} zoom-{r['zoom']} cases, STL + anterior screenshot ({r['machine']})"),
+        ("loop: viz3d export + viz3d screenshot", f"{r['loop_export_screenshot_s']:.1f} s  {r['loop_export_screenshot_all_s']}"),
+        ("loop: viz3d export", f"{r['loop_export_s']:.1f} s  {r['loop_export_all_s']}"),
+        (f"viz3d batch, local pool ({r['workers']} workers)", f"{r['batch_local_s']:.1f} s  {r['batch_local_all_s']}"),
+        (f"viz3d batch --dask local --workers {r['workers']}", f"{r['batch_dask_s']:.1f} s  {r['batch_dask_all_s']}"),
+        ("  batch speed-up vs export+screenshot loop",
+         f"{ratios['batch_speedup_vs_export_screenshot_loop']:.2f}x (target >= 1.3x)"),
+        ("  batch / export loop", f"{ratios['batch_over_export_loop']:.2f} (target <= 1.10)"),
+        ("  dask / local pool", f"{ratios['dask_over_local_pool']:.2f} (target 0.90-1.10)"),
+        ("peak memory: batch worker (per case, max)", f"{r['batch_local_worker_peak_mb']:.0f} MB "
+                                                     f"(median {r['batch_local_worker_peak_median_mb']:.0f} MB; "
+                                                     f"dask {r['batch_dask_worker_peak_mb']:.0f} MB)"),
+        ("peak memory: one viz3d export", f"{r['single_export_peak_mb']:.0f} MB"),
+        ("  worker / single export", f"{ratios['worker_peak_over_single_export']:.2f} (target <= 1.10)"),
+        ("peak memory: one viz3d screenshot", f"{r['single_screenshot_peak_mb']:.0f} MB"),
+        ("  worker / single screenshot", f"{ratios['worker_peak_over_single_screenshot']:.2f}"),
+        ("batch --export stl alone (no picture)", f"{r['batch_export_only_s']:.1f} s, worker peak "
+                                                  f"{r['batch_export_only_worker_peak_mb']:.0f} MB"),
+        ("  worker / single export", f"{ratios['export_only_worker_peak_over_single_export']:.2f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    for target, held in r["targets"].items():
+        print(f"{'held' if held else 'MISSED':>6}  {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--zoom", type=int, default=6, help="case size: 2 (smoke), 4 (24 M voxels), 6 (80 M voxels)")
@@ -323,8 +481,20 @@ def main() -> None:
                         help="viz3d's timings are the median of this many runs (default 3); the naive one runs once")
     parser.add_argument("--fidelity-only", action="store_true", help="measure (and save) only the fidelity table")
     parser.add_argument("--no-fidelity", action="store_true", help="leave out the fidelity table (a minute)")
+    parser.add_argument("--batch", action="store_true",
+                        help="measure (and save) only viz3d batch against shell loops of export and screenshot")
+    parser.add_argument("--batch-cases", type=int, default=8, help="cases in the --batch dataset (default 8)")
     args = parser.parse_args()
     from viz3d import runtime
+
+    if args.batch:
+        batch = batch_section(args)
+        print_batch(batch)
+        out = args.json or ROOT / "bench-results" / "bench-batch.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(batch, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
 
     runtime.enable()  # viz3d measured as its command line runs it: the speed-ups on (see viz3d.runtime)
 

@@ -50,3 +50,22 @@ def test_bench_fidelity_table(tmp_path):
     for key, row in ours.items():
         assert row["closed"], key
         assert row["normal_deg"] <= slicer[key]["normal_deg"] * 1.05 + 0.1, key
+
+
+@pytest.mark.slow
+def test_bench_batch_section(tmp_path):
+    """`--batch`: viz3d batch against shell loops of export (+ screenshot), two cases, once."""
+    out = tmp_path / "batch.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--batch", "--batch-cases", "2",
+                          "--repeat", "1", "--cache", str(tmp_path / "cases"), "--json", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["batch_cases"] == 2 and (tmp_path / "cases" / "batch-z4-2" / "labels" / "c02_label.nii.gz").exists()
+    for key in ("loop_export_screenshot_s", "loop_export_s", "batch_local_s", "batch_dask_s", "single_export_peak_mb",
+                "batch_local_worker_peak_mb", "batch_dask_worker_peak_mb", "single_screenshot_peak_mb"):
+        assert result[key] > 0, key
+    assert set(result["ratios"]) == {"batch_speedup_vs_export_screenshot_loop", "batch_over_export_loop",
+                                     "dask_over_local_pool", "worker_peak_over_single_export",
+                                     "worker_peak_over_single_screenshot", "export_only_worker_peak_over_single_export"}
+    assert len(result["targets"]) == 4 and "worker / single export" in run.stdout

@@ -12,13 +12,31 @@ from concurrent.futures import ThreadPoolExecutor
 from .runtime import one_blas_thread
 
 
+THREADS_VARIABLE = "VIZ3D_THREADS"  # a process's share of the cores (a batch worker's), when set
+
+
+def cores() -> int:
+    """The cores this process's thread pools fill: ``VIZ3D_THREADS`` when set to a positive
+    number (a `viz3d batch` worker sets it to its share, so N workers do not each start a
+    thread per core), else every core.
+
+    >>> cores() >= 1
+    True
+    """
+    try:
+        share = int(os.environ.get(THREADS_VARIABLE, ""))
+    except ValueError:
+        share = 0
+    return share if share > 0 else (os.cpu_count() or 1)
+
+
 def worker_count(jobs: int) -> int:
-    """Threads worth starting for ``jobs`` independent jobs: one per core, at most one per job.
+    """Threads worth starting for ``jobs`` independent jobs: one per core (`cores`), at most one per job.
 
     >>> worker_count(0)
     1
     """
-    return max(1, min(jobs, os.cpu_count() or 1))
+    return max(1, min(jobs, cores()))
 
 
 def ordered_map(function, items, *, size=None):

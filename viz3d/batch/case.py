@@ -75,6 +75,7 @@ def run_case(case: Case, options: BatchOptions, out: str | os.PathLike, force: b
     """
     out = Path(out)
     started = time.perf_counter()
+    _release_memory()
     _reset_peak_memory()
     row = {"case": case.id, "ct": str(case.ct or ""), "label": str(case.label or ""), **dict(case.extra)}
     try:
@@ -372,6 +373,22 @@ def tidy(out: str | os.PathLike, cases=None) -> None:
 
 
 # --------------------------------------------------------------------------- memory
+
+
+def _release_memory() -> None:
+    """Give back what an earlier case of this worker left allocated: its cycles collected, then
+    the C heap's free pages returned to the system (glibc's ``malloc_trim``). Without it a worker's
+    second case started ~250 MB above its first (the first's freed arrays, kept by the allocator)
+    and peaked that much higher."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _reset_peak_memory() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,17 +152,65 @@ def _run_inline(cases, options, out, force, report) -> dict:
     return records
 
 
-def _worker_init() -> None:
-    """A pool worker: Ctrl-C is the main process's to handle (it ends the workers), BLAS keeps
-    to one thread (the workers fill the cores), and the process is viz3d's own, like a command's:
-    the command line's speed-ups (`viz3d.runtime.enable`) are on."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# What sizes a worker's thread pools: viz3d's own (`viz3d.parallel.cores`), VTK's threaded
+# filters, Mesa llvmpipe's rasteriser (off-screen drawing) and OpenMP.
+THREAD_VARIABLES = ("VIZ3D_THREADS", "VTK_SMP_MAX_THREADS", "LP_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Each of ``workers`` processes' share of the ``cores`` (default: this process's), at least one.
+
+    >>> threads_per_worker(2, cores=2), threads_per_worker(3, cores=8), threads_per_worker(4, cores=2)
+    (1, 2, 1)
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
+
+
+def _prepare_worker(threads: int | None) -> None:
+    """A worker process, local or Dask: its thread pools sized to ``threads`` (its share of the
+    cores; None leaves them), BLAS on one thread, and the command line's speed-ups
+    (`viz3d.runtime.enable`) on, as in a command's process.
+
+    Without the share, each of N workers started a thread per core in meshing, in VTK's filters
+    and in llvmpipe's drawing: N times the cores' threads, fighting for the cores. A variable
+    the user set is left as it is; VTK, if already loaded (a Dask worker's earlier task), is told directly.
+    """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if threads:
+        for name in THREAD_VARIABLES:
+            os.environ.setdefault(name, str(threads))
+        core = sys.modules.get("vtkmodules.vtkCommonCore")
+        if core is not None:
+            core.vtkSMPTools.Initialize(int(os.environ["VTK_SMP_MAX_THREADS"]))
     try:
         from ..runtime import enable
     except ImportError:  # a viz3d without runtime switches
         return
     enable()
+
+
+def _worker_init(threads: int | None = None) -> None:
+    """A pool worker: Ctrl-C is the main process's to handle (it ends the workers), and the
+    process set up as `_prepare_worker` does with its ``threads``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _prepare_worker(threads)
+
+
+def _dask_case(case, options, out, force):
+    """`run_case` in a Dask worker, its thread pools sized to the worker's Dask threads (one
+    for a LocalCluster's workers, dask-jobqueue's and ``dask worker --nthreads 1``'s)."""
+    threads = None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        threads = getattr(getattr(worker, "state", worker), "nthreads", None)
+    except (ImportError, ValueError):  # not in a Dask worker
+        pass
+    _prepare_worker(threads)
+    return run_case(case, options, out, force)
 
 
 def _run_pool(cases, options, out, force, workers, report, function=run_case) -> dict:
@@ -187,8 +236,10 @@ def _pool_pass(function, cases, options, out, force, workers, finish, max_tasks)
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(cases)) or 1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, max_tasks_per_child=max_tasks)
+    workers = min(workers, len(cases)) or 1
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads_per_worker(workers),),
+                               max_tasks_per_child=max_tasks)
     broken = []
     try:
         futures = {pool.submit(function, case, options, str(out), force): case for case in cases}
@@ -231,8 +282,15 @@ def _dask_client(scheduler: str, workers: int):
         from distributed import Client, LocalCluster
 
         if scheduler == "local":
-            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None, silence_logs=40))
+            import dask
+
+            # This LocalCluster's workers run cases as the local pool's do. Dask's own defaults cost:
+            # its workers trim the C heap at every free (MALLOC_TRIM_THRESHOLD_=64 KiB), a case took
+            # 20-35 % longer for 15 % less memory; and sample their task's stack every 10 ms.
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                  "distributed.worker.profile.enabled": False}):
+                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                           dashboard_address=None, silence_logs=40))
             return stack.enter_context(Client(cluster)), None
         try:
             return stack.enter_context(Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)), None
@@ -263,7 +321,7 @@ def _run_dask(cases, options, out, force, connect, report) -> dict:
     records: dict = {}
     with contextlib.ExitStack() as stack:
         client, watch = connect(stack)
-        futures = {client.submit(run_case, case, options, str(out), force, pure=False, key=f"viz3d-batch-{case.id}"
+        futures = {client.submit(_dask_case, case, options, str(out), force, pure=False, key=f"viz3d-batch-{case.id}"
                                  f"-{os.getpid()}"): case for case in cases}
         try:
             for future in _finished(futures, watch):
