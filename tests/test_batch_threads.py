@@ -9,7 +9,8 @@ import pytest
 from viz3d import parallel
 from viz3d.batch.layouts import Case
 from viz3d.batch.options import BatchOptions
-from viz3d.batch.run import THREAD_VARIABLES, threads_per_worker
+from viz3d.batch.run import threads_per_worker
+from viz3d.runtime import THREAD_VARIABLES
 
 PROBE = (
     "import os\n"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,7 +153,6 @@ def _run_inline(cases, options, out, force, report) -> dict:
 
 # What sizes a worker's thread pools: viz3d's own (`viz3d.parallel.cores`), VTK's threaded
 # filters, Mesa llvmpipe's rasteriser (off-screen drawing) and OpenMP.
-THREAD_VARIABLES = ("VIZ3D_THREADS", "VTK_SMP_MAX_THREADS", "LP_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
@@ -169,26 +167,11 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 
 def _prepare_worker(threads: int | None) -> None:
-    """A worker process, local or Dask: its thread pools sized to ``threads`` (its share of the
-    cores; None leaves them), BLAS on one thread, and the command line's speed-ups
-    (`viz3d.runtime.enable`) on, as in a command's process.
+    """A worker process, local or Dask, set up as a command's process with its share of the
+    cores (`viz3d.runtime.enter_worker`)."""
+    from ..runtime import enter_worker
 
-    Without the share, each of N workers started a thread per core in meshing, in VTK's filters
-    and in llvmpipe's drawing: N times the cores' threads, fighting for the cores. A variable
-    the user set is left as it is; VTK, if already loaded (a Dask worker's earlier task), is told directly.
-    """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    if threads:
-        for name in THREAD_VARIABLES:
-            os.environ.setdefault(name, str(threads))
-        core = sys.modules.get("vtkmodules.vtkCommonCore")
-        if core is not None:
-            core.vtkSMPTools.Initialize(int(os.environ["VTK_SMP_MAX_THREADS"]))
-    try:
-        from ..runtime import enable
-    except ImportError:  # a viz3d without runtime switches
-        return
-    enable()
+    enter_worker(threads)
 
 
 def _worker_init(threads: int | None = None) -> None:
