@@ -15,6 +15,18 @@ from .runtime import one_blas_thread
 THREADS_VARIABLE = "VIZ3D_THREADS"  # a process's share of the cores (a batch worker's), when set
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a SLURM job or ``taskset``
+    narrows), or every core where the platform cannot say.
+
+    >>> usable_cores() >= 1
+    True
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cores() -> int:
     """The cores this process's thread pools fill: ``VIZ3D_THREADS`` when set to a positive
     number (a `viz3d batch` worker sets it to its share, so N workers do not each start a

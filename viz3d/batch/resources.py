@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..parallel import usable_cores
 from .layouts import Case
 
 BASE_MEMORY = 500 * 2**20  # a worker with numpy, VTK and PyVista loaded and a small case rendered
@@ -90,7 +91,7 @@ def default_workers(cases, cores: int | None = None, memory: int | None = None) 
     cases = list(cases)
     job_cores, job_memory = slurm_allocation() if cores is None and memory is None else (None, None)
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         cores = min(cores, job_cores or cores)
     if memory is None:
         memory = available_memory()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import Viz3dError
+from ..parallel import usable_cores
 from .case import run_case, tidy
 from .layouts import Case
 from .options import BatchOptions
@@ -162,7 +163,7 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     (1, 2, 1)
     """
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
     return max(1, cores // max(1, workers))
 
 

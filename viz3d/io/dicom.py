@@ -69,6 +69,7 @@ import numpy as np
 
 from ..errors import Viz3dError, check_regular_file, warn
 from .. import runtime
+from ..parallel import usable_cores
 from .volume import MAX_ORIGIN_MM, MAX_SCALED_VALUE, Volume, check_grid
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -834,8 +835,7 @@ def _decode_workers(headers: list[_Header]) -> int:
     compressed = sum(1 for h in headers if h.transfer_syntax and UID(h.transfer_syntax).is_compressed)
     if compressed < POOL_MIN_SLICES or not runtime.decode_in_processes():
         return 1  # the pool forks: opt-in, Linux only (macOS's system frameworks break in forked children)
-    cores = len(os.sched_getaffinity(0))
-    return max(1, min(cores, compressed // 8))
+    return max(1, min(usable_cores(), compressed // 8))
 
 
 def _fill(folder: Path, info: SeriesInfo, headers: list[_Header], plan: _Plan, progress=None) -> tuple[np.ndarray, int]:
