@@ -153,9 +153,9 @@ def cmd_batch(args, console) -> None:
         return
     if not args.out:
         raise Viz3dError("--out OUT is required (or --list to see the cases)")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise Viz3dError(f"{out}: is a file; --out must be a folder")
+    from ..outputs.export import check_output_folder
+
+    out = check_output_folder(args.out, "the batch")  # not empty, not the root folder, a writable folder
     if args.workers is not None and args.workers < 1:
         raise Viz3dError(f"--workers must be at least 1, got {args.workers}")
     engine, slurm = _engine(args)

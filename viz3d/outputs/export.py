@@ -363,18 +363,24 @@ def check_existing_export(out_dir: str | Path, settings: dict, *, force: bool = 
                          "choose another folder or use --force to replace it")
 
 
-def check_output_folder(out_dir: str | Path) -> Path:
-    """``out_dir`` as a `Path` if an export may go there; refuses (`Viz3dError`) an empty path
-    (it would write into the current folder), the root folder, an existing file or other
-    non-folder, and a folder that cannot be created or written."""
+def check_output_folder(out_dir: str | Path, what: str = "the export") -> Path:
+    """``out_dir`` as a `Path` if ``what`` (an export, a batch) may be written there; refuses
+    (`Viz3dError`) an empty path (it would write into the current folder), the root folder, an
+    existing file or other non-folder, and a folder that cannot be created or written.
+
+    >>> check_output_folder("/", "the batch")
+    Traceback (most recent call last):
+    ...
+    viz3d.errors.Viz3dError: /: is the root folder; give the batch a folder of its own
+    """
     if not str(out_dir).strip():
-        raise Viz3dError("--out is empty: give the folder to write the export to "
+        raise Viz3dError(f"--out is empty: give the folder to write {what} to "
                          "(an empty path would scatter the files into the current folder)")
     out = Path(out_dir)
     if out.resolve() == Path(out.resolve().anchor):
-        raise Viz3dError(f"{out_dir}: is the root folder; give the export a folder of its own")
+        raise Viz3dError(f"{out_dir}: is the root folder; give {what} a folder of its own")
     if out.exists() and not out.is_dir():
-        raise Viz3dError(f"{out_dir}: exists and is not a folder; give a folder for the export")
+        raise Viz3dError(f"{out_dir}: exists and is not a folder; give a folder for {what}")
     return check_writable_dir(out)
 
 
