@@ -10,7 +10,7 @@ from viz3d import parallel
 from viz3d.batch.layouts import Case
 from viz3d.batch.options import BatchOptions
 from viz3d.batch.run import threads_per_worker
-from viz3d.runtime import THREAD_VARIABLES
+from viz3d.runtime import THREAD_VARIABLES, thread_settings
 
 PROBE = (
     "import os\n"
@@ -56,7 +56,7 @@ def test_pool_workers_size_viz3d_vtk_and_llvmpipe_threads_to_their_share(tmp_pat
     records = run._run_pool(cases, BatchOptions(), tmp_path / "out", False, workers, lambda *a: None, function=threads)
     for record in records.values():
         row = record["case"]
-        assert row["env"] == {name: share for name in THREAD_VARIABLES}
+        assert row["env"] == thread_settings(int(share))
         assert row["cores"] == row["jobs"] == row["vtk"] == int(share)
 
 
@@ -105,3 +105,35 @@ def test_a_workers_second_case_starts_from_what_its_first_freed(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     before, after = map(int, run.stdout.split())
     assert before - after > 250, (before, after)
+
+
+def test_a_workers_freed_arrays_go_back_to_the_system_even_after_a_big_one_was_freed():
+    """glibc raises the size from which it maps blocks on their own each time a big one is
+    freed, and later arrays then fragment the heap a worker keeps case after case; a worker
+    maps every block of 1 MiB or more on its own (`viz3d.runtime.compact_heap`)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's malloc")
+    script = (
+        "import re, sys, threading\n"
+        "from pathlib import Path\n"
+        "import numpy as np\n"
+        "def rss():\n"
+        "    return int(re.search(r'VmRSS:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)) // 1024\n"
+        "if sys.argv[1] == 'worker':\n"
+        "    from viz3d.batch.run import _prepare_worker\n"
+        "    _prepare_worker(1)\n"
+        "def case():\n"  # in a thread of its own, as the meshing pool's and the CT loader's are
+        "    big = np.ones(2 * 2**20); del big\n"  # 16 MiB freed
+        "    arrays, small = [], []\n"
+        "    for _ in range(48):\n"  # 192 MiB of 4 MiB arrays, a small block kept after each
+        "        arrays.append(np.ones(2**19)); small.append(np.ones(16))\n"
+        "    before = rss(); del arrays\n"
+        "    print(before - rss())\n"
+        "thread = threading.Thread(target=case); thread.start(); thread.join()\n")
+    given_back = {}
+    for how in ("plain", "worker"):
+        run = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        given_back[how] = int(run.stdout)
+    assert given_back["worker"] > 180, given_back
+    assert given_back["plain"] < 100, given_back  # what the setting is for: glibc alone keeps them

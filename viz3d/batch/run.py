@@ -268,11 +268,15 @@ def _dask_client(scheduler: str, workers: int):
         if scheduler == "local":
             import dask
 
+            from ..runtime import HEAP_ENVIRONMENT
+
             # This LocalCluster's workers run cases as the local pool's do. Dask's own defaults cost:
             # its workers trim the C heap at every free (MALLOC_TRIM_THRESHOLD_=64 KiB), a case took
-            # 20-35 % longer for 15 % less memory; and sample their task's stack every 10 ms.
+            # 20-35 % longer for 15 % less memory; and sample their task's stack every 10 ms. Their
+            # heap is kept compact from the start (`viz3d.runtime.compact_heap`, before any thread).
+            environ = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in HEAP_ENVIRONMENT.items()}
             with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                                  "distributed.worker.profile.enabled": False}):
+                                  **environ, "distributed.worker.profile.enabled": False}):
                 cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                            dashboard_address=None, silence_logs=40))
             return stack.enter_context(Client(cluster)), None
