@@ -80,8 +80,8 @@ DEFAULT_SMOOTHING = 0.5  # 3D Slicer's default factor: pass band 0.01, 40 iterat
 METHODS = ("flying-edges", "surface-nets", "lewiner")
 DEFAULT_METHOD = "flying-edges"
 # Raised whenever the same inputs and options give other surfaces: the mesh cache is keyed by it
-# (2: label maps resampled from a coarser grid are meshed on that grid).
-SURFACES_REVISION = 2
+# (2: label maps resampled from a coarser grid are meshed on that grid; 3: touching labels kept apart).
+SURFACES_REVISION = 3
 THICK_SLICE_RATIO = 1.5  # an axis at least this many times coarser than the finest is interpolated
 MAX_UPSAMPLING = 8  # at most this many samples per voxel along a thick axis
 MAX_UPSAMPLED_SAMPLES = 48e6  # a label's interpolated box at most (4 bytes each, plus the distance maps)
@@ -416,6 +416,8 @@ def _label_surface(label: "Volume", value: int, box, names, factor: float, metho
             vertices, faces = to_world(*polydata_arrays(poly), label.affine)
             axes = label.affine[:3, :3] * np.asarray(resampled[0], float)  # the coarse voxel's edges
             vertices = restore_volume(vertices, faces, voxels * label.voxel_volume_mm3, voxel_axes=axes)
+            vertices = _apart(vertices, faces, voxels * label.voxel_volume_mm3, axes,
+                              *_coarse_labels(label, box, *resampled), value)
             return Mesh(names.name_of(value), "label", value, names.color_of(value), vertices, faces)
     array = label.array
     grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, array.shape))
@@ -434,8 +436,73 @@ def _label_surface(label: "Volume", value: int, box, names, factor: float, metho
         return None
     vertices, faces = to_world(*polydata_arrays(poly), label.affine)
     if factor > 0:
-        vertices = restore_volume(vertices, faces, voxels * label.voxel_volume_mm3, voxel_axes=label.affine[:3, :3])
+        axes = label.affine[:3, :3]
+        vertices = restore_volume(vertices, faces, voxels * label.voxel_volume_mm3, voxel_axes=axes)
+        vertices = _apart(vertices, faces, voxels * label.voxel_volume_mm3, axes, *_labels_around(label, box), value)
     return Mesh(names.name_of(value), "label", value, names.color_of(value), vertices, faces)
+
+
+def _apart(vertices: np.ndarray, faces: np.ndarray, target: float, voxel_axes: np.ndarray, labels: np.ndarray,
+           affine: np.ndarray, value: int) -> np.ndarray:
+    """``vertices`` (world mm) kept on class ``value``'s side of its boundary with the other classes
+    of ``labels`` (the map around it, on the grid of ``affine``), the volume put back from the
+    vertices left free (see `viz3d.surfaces.contacts`)."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    from . import contacts
+
+    normals = vtk_to_numpy(point_normals(to_polydata(vertices, faces)).GetPointData().GetNormals())
+    past = contacts.past_faces(vertices, normals, labels, affine, value)
+    if not past.any():
+        return vertices
+    field, affine = contacts.field_around(vertices[past], labels, affine, value)
+    if field is None:
+        return vertices
+    smoothed = vertices.copy()
+    vertices, moved = contacts.keep_apart(vertices, field, affine, normals)
+    if moved.any():  # the volume put back by the free vertices, which may push some past: kept apart again
+        vertices = restore_volume(contacts.unfold(smoothed, vertices, faces), faces, target, voxel_axes=voxel_axes,
+                                  held=moved)
+        vertices = contacts.unfold(smoothed, contacts.keep_apart(vertices, field, affine, normals)[0], faces)
+    return vertices
+
+
+def _labels_around(label: "Volume", box):
+    """The map around ``box`` with the boundary field's margin, its voxel-to-world matrix, and
+    nothing else: ``(labels, affine)`` for `_apart`."""
+    from .contacts import field_margin
+
+    margin = field_margin(label.voxel_sizes)
+    start = [max(s.start - m, 0) for s, m in zip(box, margin)]
+    around = tuple(slice(a, min(s.stop + m, n)) for a, s, m, n in zip(start, box, margin, label.array.shape))
+    affine = np.array(label.affine, float)
+    affine[:3, 3] += affine[:3, :3] @ np.asarray(start, float)
+    return np.asarray(label.array[around]), affine
+
+
+def _coarse_labels(label: "Volume", box, steps, phases):
+    """`_labels_around` on the map's own (coarser) grid: each block of ``steps`` voxels (from
+    ``phases``) takes its centre voxel's class, as in `_coarse_mask`; blocks outside the map are 0."""
+    from .contacts import field_margin
+
+    sizes = np.asarray(label.voxel_sizes, float) * np.asarray(steps)
+    margin = field_margin(sizes) + 1
+    first = np.array([(s.start - p) // k for s, k, p in zip(box, steps, phases)]) - margin
+    last = np.array([-(-(s.stop - p) // k) for s, k, p in zip(box, steps, phases)]) + margin
+    blocks = np.zeros(tuple(last - first), label.array.dtype)
+    source, target = [], []
+    for j, n, k, p, size in zip(first, blocks.shape, steps, phases, label.array.shape):
+        centres = p + (j + np.arange(n)) * k + k // 2
+        inside = np.flatnonzero((centres >= 0) & (centres < size))
+        if not len(inside):
+            return blocks, np.eye(4)  # nothing sampled: no neighbours (boundary_field gives None)
+        source.append(slice(centres[inside[0]], centres[inside[-1]] + 1, k))
+        target.append(slice(inside[0], inside[-1] + 1))
+    blocks[tuple(target)] = label.array[tuple(source)]
+    scale = np.eye(4)  # block j's centre (fine index): p + j k + (k - 1) / 2
+    scale[:3, :3] = np.diag(np.asarray(steps, float))
+    scale[:3, 3] = np.asarray(phases) + first * np.asarray(steps) + (np.asarray(steps) - 1) / 2.0
+    return blocks, np.asarray(label.affine, float) @ scale
 
 
 # Interpolated signed distances are contoured a micrometre outside 0: halfway between two voxels
@@ -895,7 +962,8 @@ def windowed_sinc(poly, iterations: int = SMOOTHING_ITERATIONS, passband: float 
 
 
 def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_offset: float | None = None,
-                   tolerance: float = VOLUME_TOLERANCE, voxel_axes: np.ndarray | None = None) -> np.ndarray:
+                   tolerance: float = VOLUME_TOLERANCE, voxel_axes: np.ndarray | None = None,
+                   held: np.ndarray | None = None) -> np.ndarray:
     """Vertices of a closed surface offset along its vertex normals until it encloses ``target``.
 
     Smoothing rounds thin structures, and marching cubes on a binary mask cuts every convex
@@ -910,8 +978,10 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_o
     and never further than that: on 0.8 x 0.8 x 5 mm voxels a one-slice structure's caps move
     up to 2.5 mm and its sides 0.4 mm, so it never invents more than the voxels allow. Without
     it every vertex moves the same distance, capped at ``max_offset`` or, with None, at half
-    the surface's thickness scale, volume / area. Works in the vertices' own units (world mm
-    here) and returns them, moved in place when they moved.
+    the surface's thickness scale, volume / area. ``held`` (a bool per vertex) keeps those
+    vertices where they are (a boundary shared with a neighbouring label, see
+    `viz3d.surfaces.contacts`); the others make up the volume. Works in the vertices' own
+    units (world mm here) and returns them, moved in place when they moved.
 
     >>> from vtkmodules.vtkFiltersSources import vtkSphereSource
     >>> from viz3d.surfaces.polydata import polydata_arrays
@@ -938,11 +1008,17 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, max_o
                 cap = 1.0
             else:
                 cap = 0.5 * volume / area if max_offset is None else max_offset
+            if held is not None:
+                width = np.ones(len(vertices)) if width is None else width
+                width = np.where(held, 0.0, width)
+                direction = direction * (~held)[:, None]
         if width is None:
             swept = area
         else:  # the volume one unit of the step sweeps: each vertex's width x its share of the faces' area
             vertex_area = np.bincount(faces.ravel(), weights=np.repeat(double_area / 6.0, 3), minlength=len(vertices))
             swept = float(vertex_area @ width)
+        if swept <= 0:
+            break  # every vertex held
         step = float(np.clip((target - volume) / swept, -cap - total, cap - total))
         if abs(step) < 1e-9:
             break  # at the cap
