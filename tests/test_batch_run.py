@@ -146,7 +146,9 @@ def test_a_dask_local_cluster_gives_the_result_of_one_process(tmp_path, dataset)
     pytest.importorskip("distributed")
     options, dataset = BatchOptions(export="stl"), dataset[:2]
     inline = run_batch(dataset, options, tmp_path / "inline", engine="inline")
+    environ = dict(os.environ)
     same_results(run_batch(dataset, options, tmp_path / "dask", engine="dask", workers=2), inline)
+    assert dict(os.environ) == environ  # Dask's nanny sets its workers' variables here; they are put back
 
 
 @pytest.mark.slow
