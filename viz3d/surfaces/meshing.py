@@ -490,15 +490,10 @@ def _coarse_labels(label: "Volume", box, steps, phases):
     first = np.array([(s.start - p) // k for s, k, p in zip(box, steps, phases)]) - margin
     last = np.array([-(-(s.stop - p) // k) for s, k, p in zip(box, steps, phases)]) + margin
     blocks = np.zeros(tuple(last - first), label.array.dtype)
-    source, target = [], []
-    for j, n, k, p, size in zip(first, blocks.shape, steps, phases, label.array.shape):
-        centres = p + (j + np.arange(n)) * k + k // 2
-        inside = np.flatnonzero((centres >= 0) & (centres < size))
-        if not len(inside):
-            return blocks, np.eye(4)  # nothing sampled: no neighbours (boundary_field gives None)
-        source.append(slice(centres[inside[0]], centres[inside[-1]] + 1, k))
-        target.append(slice(inside[0], inside[-1] + 1))
-    blocks[tuple(target)] = label.array[tuple(source)]
+    sampled = _block_centres(label.array.shape, first, blocks.shape, steps, phases)
+    if sampled is None:
+        return blocks, np.eye(4)  # nothing sampled: no neighbours (boundary_field gives None)
+    blocks[sampled[1]] = label.array[sampled[0]]
     scale = np.eye(4)  # block j's centre (fine index): p + j k + (k - 1) / 2
     scale[:3, :3] = np.diag(np.asarray(steps, float))
     scale[:3, 3] = np.asarray(phases) + first * np.asarray(steps) + (np.asarray(steps) - 1) / 2.0
@@ -634,16 +629,30 @@ def _coarse_mask(array: np.ndarray, box, value: int, steps, phases):
     first = np.array([(s.start - p) // k - 1 for s, k, p in zip(box, steps, phases)])
     last = np.array([-(-(s.stop - p) // k) + 1 for s, k, p in zip(box, steps, phases)])  # exclusive
     blocks = np.zeros(tuple(last - first), np.uint8, order="F")
+    sampled = _block_centres(array.shape, first, blocks.shape, steps, phases)
+    if sampled is not None:  # None: an axis shorter than half a block, nothing to sample (the caller falls back)
+        np.equal(array[sampled[0]], value, out=blocks[sampled[1]].view(bool))
+    return blocks, first, int(np.count_nonzero(array[box] == value))
+
+
+def _block_centres(shape, first, count, steps, phases):
+    """``(source, target)`` index tuples: the centre voxels (the one just past the centre for an
+    even step) of blocks ``first .. first + count`` of ``steps`` voxels from ``phases``, those
+    inside a map of ``shape``, and where they go in an array of the blocks; None when an axis
+    has none.
+
+    >>> _block_centres((10,), [-1], (5,), (3,), (0,))
+    ((slice(1, 8, 3),), (slice(1, 4, None),))
+    """
     source, target = [], []
-    for j, n, k, p, size in zip(first, blocks.shape, steps, phases, array.shape):
+    for j, n, k, p, size in zip(first, count, steps, phases, shape):
         centres = p + (j + np.arange(n)) * k + k // 2
         inside = np.flatnonzero((centres >= 0) & (centres < size))
-        if not len(inside):  # an axis shorter than half a block: nothing to sample (the caller falls back)
-            return blocks, first, int(np.count_nonzero(array[box] == value))
-        source.append(slice(centres[inside[0]], centres[inside[-1]] + 1, k))
-        target.append(slice(inside[0], inside[-1] + 1))
-    np.equal(array[tuple(source)], value, out=blocks[tuple(target)].view(bool))
-    return blocks, first, int(np.count_nonzero(array[box] == value))
+        if not len(inside):
+            return None
+        source.append(slice(int(centres[inside[0]]), int(centres[inside[-1]]) + 1, k))
+        target.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    return tuple(source), tuple(target)
 
 
 def _resampled_surface(label: "Volume", value: int, box, factor: float, steps, phases):
