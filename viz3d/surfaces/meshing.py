@@ -455,15 +455,15 @@ def _apart(vertices: np.ndarray, faces: np.ndarray, target: float, voxel_axes: n
     past = contacts.past_faces(vertices, normals, labels, affine, value)
     if not past.any():
         return vertices
-    field, affine = contacts.field_around(vertices[past], labels, affine, value)
-    if field is None:
+    boundary = contacts.boundary_near(vertices, past, labels, affine, value)
+    if boundary is None:
         return vertices
     smoothed = vertices.copy()
-    vertices, moved = contacts.keep_apart(vertices, field, affine, normals)
+    vertices, moved = boundary.keep_apart(vertices, normals)
     if moved.any():  # the volume put back by the free vertices, which may push some past: kept apart again
         vertices = restore_volume(contacts.unfold(smoothed, vertices, faces), faces, target, voxel_axes=voxel_axes,
                                   held=moved)
-        vertices = contacts.unfold(smoothed, contacts.keep_apart(vertices, field, affine, normals)[0], faces)
+        vertices = contacts.unfold(smoothed, boundary.keep_apart(vertices, normals)[0], faces)
     return vertices
 
 
