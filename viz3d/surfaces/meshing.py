@@ -487,13 +487,12 @@ def _coarse_labels(label: "Volume", box, steps, phases):
 
     sizes = np.asarray(label.voxel_sizes, float) * np.asarray(steps)
     margin = field_margin(sizes) + 1
-    first = np.array([(s.start - p) // k for s, k, p in zip(box, steps, phases)]) - margin
-    last = np.array([-(-(s.stop - p) // k) for s, k, p in zip(box, steps, phases)]) + margin
+    first, last = _block_range(box, steps, phases, margin)
     blocks = np.zeros(tuple(last - first), label.array.dtype)
     sampled = _block_centres(label.array.shape, first, blocks.shape, steps, phases)
     if sampled is None:
         return blocks, np.eye(4)  # nothing sampled: no neighbours (boundary_field gives None)
-    blocks[sampled[1]] = label.array[sampled[0]]
+    blocks[sampled[1]] = label.array[np.ix_(*sampled[0])]
     scale = np.eye(4)  # block j's centre (fine index): p + j k + (k - 1) / 2
     scale[:3, :3] = np.diag(np.asarray(steps, float))
     scale[:3, 3] = np.asarray(phases) + first * np.asarray(steps) + (np.asarray(steps) - 1) / 2.0
@@ -512,7 +511,7 @@ RISE_PLANES = 8  # planes of each label's box sampled across each axis to find i
 RISE_VOXELS = 1 << 22  # ... or as many as hold a share of this many voxels (maps of few labels: more planes each)
 
 
-def effective_resolution(array: np.ndarray, boxes=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def effective_resolution(array: np.ndarray, boxes=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(steps, phases)``: per index axis, how many voxels wide the label map's own voxels are
     (1: as wide as the grid's) and at which voxel index modulo the step their blocks start.
 
@@ -527,8 +526,10 @@ def effective_resolution(array: np.ndarray, boxes=None) -> tuple[tuple[int, ...]
     `RESAMPLED_SHARE` of those from 2 voxels up lie within one voxel of it, single-voxel rises
     (the ramps between a trilinear upsample's terraces, or a native map's shallow slopes) add
     up to less height than those, and the surfaces' edges fall at one phase modulo the step
-    `RESAMPLED_PHASE` times as often as at the others on average (a block grid; a non-integer
-    ratio of grids, such as 3 mm written on 0.977 mm, drifts and is left alone).
+    `RESAMPLED_PHASE` times as often as at the others on average (a block grid). A grid that
+    is not a whole number of voxels wide (3 mm written on 0.977 mm: 3.07 voxels; on 2 mm
+    slices: 1.5) is found by `_fractional_step`, and a whole number is checked against the
+    grid the edges follow (`_grid_through`): such an axis's step and phase are floats.
     Native maps, analytic shapes voxelised at any spacing and the real 3 mm sample give ones.
 
     Parameters
@@ -564,7 +565,84 @@ def effective_resolution(array: np.ndarray, boxes=None) -> tuple[tuple[int, ...]
         peak = int(at.argmax())
         if at[peak] >= RESAMPLED_PHASE * (at.sum() - at[peak]) / (step - 1):
             steps[axis], phases[axis] = step, peak
+    for axis in range(3):
+        if steps[axis] == 1:
+            found = _fractional_step(rises[axis], edges[axis])
+        else:  # a whole number of voxels, or near one: the grid through the edges says which
+            found = _grid_through(edges[axis], steps[axis])
+        if found is not None:
+            steps[axis], phases[axis] = found
     return tuple(steps), tuple(phases)
+
+
+FRACTIONAL_STEPS = (1.4, 12.0)  # effective voxels this many voxels wide, not a whole number, are detected
+FRACTIONAL_ALIGNMENT = 0.5  # ... when the surfaces' edges line up on such a grid this well (mean resultant length)
+FRACTIONAL_EDGES = 1 << 15  # edges sampled to find the grid
+
+
+def _fractional_step(rises: np.ndarray, edges: np.ndarray):
+    """``(step, phase)`` of a grid a non-whole number of voxels wide on which a map was drawn
+    (3 mm written on 0.977 mm: 3.07 voxels; on 2 mm slices: 1.5), or None.
+
+    Nearest-neighbour resampling draws such a grid's terraces alternately floor(k) and ceil(k)
+    voxels high. The step's first guess is the mean of the commonest pair of neighbouring rise
+    heights, which must hold `RESAMPLED_SHARE` of all rises (a native map's are single voxels,
+    a guess near 1); it is then refined to the width ``k`` on which the surfaces' edges
+    line up best, the mean resultant length of ``exp(2 pi i edge / k)`` (1 when every edge
+    falls on the grid, near 0 for edges spread evenly), which must reach
+    `FRACTIONAL_ALIGNMENT`; then fitted, width and phase, to the edges near that grid's lines
+    by least squares.
+
+    >>> edges = np.floor(0.3 + np.arange(400) * 3.072 + 0.5).astype(np.int64)
+    >>> rises = np.diff(edges)
+    >>> [round(float(v), 2) for v in _fractional_step(rises, edges)]
+    [3.07, 0.3]
+    """
+    lowest, largest = FRACTIONAL_STEPS
+    counts = np.bincount(rises[(rises >= 1) & (rises <= largest)], minlength=int(largest) + 2)
+    pairs = counts[1:-1] + counts[2:]  # heights h and h + 1, from h = 1
+    h = int(pairs.argmax()) + 1
+    pair = int(pairs[h - 1])
+    if pair < RESAMPLED_MIN_RISES or pair < RESAMPLED_SHARE * counts[1:].sum():
+        return None
+    guess = (h * counts[h] + (h + 1) * counts[h + 1]) / pair
+    if not lowest <= guess <= largest:
+        return None
+    return _grid_through(edges, guess)
+
+
+def _grid_through(edges: np.ndarray, guess: float):
+    """The grid ``phase + j * width`` (voxel boundaries) that the surfaces' ``edges`` follow, for a
+    width within 0.15 voxel of ``guess``: ``(width, phase)`` when it is not within 1 % of a
+    voxel of a whole number, else None (a whole number stands, or no grid).
+
+    The width on which the edges line up best, the mean resultant length of
+    ``exp(2 pi i edge / width)`` (1 when every edge falls on the grid, near 0 for edges spread
+    evenly), which must reach `FRACTIONAL_ALIGNMENT`; then width and phase fitted to the edges
+    near that grid's lines by least squares, each line once (each edge is a line rounded to a
+    voxel boundary).
+
+    >>> edges = np.floor(0.3 + np.arange(400) * 3.072 + 0.5).astype(np.int64)
+    >>> [round(float(v), 2) for v in _grid_through(edges, 3)], _grid_through(6 * np.arange(80) + 2, 6)
+    ([3.07, 0.3], None)
+    """
+    sample = edges[:: max(len(edges) // FRACTIONAL_EDGES, 1)].astype(float)
+    widths = np.arange(guess - 0.15, guess + 0.15, 0.002)
+    turns = np.exp(2j * np.pi * sample[None, :] / widths[:, None]).mean(axis=1)
+    best = int(np.abs(turns).argmax())
+    width = float(widths[best])
+    if abs(turns[best]) < FRACTIONAL_ALIGNMENT:
+        return None  # edges spread evenly: no grid
+    phase = float((np.angle(turns[best]) / (2 * np.pi) * width) % width)
+    block = np.round((sample - phase) / width)
+    near = np.abs(sample - phase - block * width) < 0.35 * width
+    lines, where = np.unique(block[near], return_inverse=True)
+    if len(lines) >= 2:  # each line once (its edges' median): how often one is seen says nothing of where it is
+        at = np.array([np.median(sample[near][where == i]) for i in range(len(lines))])
+        width, phase = (float(v) for v in np.polyfit(lines, at, 1))
+    if abs(width - round(width)) < 0.01 or not FRACTIONAL_STEPS[0] <= width <= FRACTIONAL_STEPS[1]:
+        return None
+    return width, phase % width
 
 
 def _terraces(array: np.ndarray, boxes):
@@ -626,31 +704,47 @@ def _coarse_mask(array: np.ndarray, box, value: int, steps, phases):
     >>> blocks[:, 1, 1].tolist(), start.tolist(), voxels
     ([0, 1, 1, 0, 0], [0, -1, -1], 55)
     """
-    first = np.array([(s.start - p) // k - 1 for s, k, p in zip(box, steps, phases)])
-    last = np.array([-(-(s.stop - p) // k) + 1 for s, k, p in zip(box, steps, phases)])  # exclusive
+    first, last = _block_range(box, steps, phases, 1)
     blocks = np.zeros(tuple(last - first), np.uint8, order="F")
     sampled = _block_centres(array.shape, first, blocks.shape, steps, phases)
     if sampled is not None:  # None: an axis shorter than half a block, nothing to sample (the caller falls back)
-        np.equal(array[sampled[0]], value, out=blocks[sampled[1]].view(bool))
+        np.equal(array[np.ix_(*sampled[0])], value, out=blocks[sampled[1]].view(bool))
     return blocks, first, int(np.count_nonzero(array[box] == value))
 
 
+def _block_range(box, steps, phases, margin) -> tuple[np.ndarray, np.ndarray]:
+    """The first and one-past-the-last block of ``steps`` voxels (from ``phases``) over ``box``,
+    with ``margin`` blocks more on each side.
+
+    >>> [b.tolist() for b in _block_range((slice(3, 10),), (3,), (0,), 1)]
+    [[0], [5]]
+    """
+    first = [int(np.floor((s.start - p) / k)) for s, k, p in zip(box, steps, phases)]
+    last = [int(np.ceil((s.stop - p) / k)) for s, k, p in zip(box, steps, phases)]
+    return np.asarray(first) - margin, np.asarray(last) + margin
+
+
 def _block_centres(shape, first, count, steps, phases):
-    """``(source, target)`` index tuples: the centre voxels (the one just past the centre for an
-    even step) of blocks ``first .. first + count`` of ``steps`` voxels from ``phases``, those
-    inside a map of ``shape``, and where they go in an array of the blocks; None when an axis
-    has none.
+    """``(source, target)``: the voxel at the centre of each of blocks ``first .. first + count``
+    of ``steps`` voxels from ``phases`` (the one just past the centre for an even step; the
+    nearest for a step that is not a whole number of voxels) inside a map of ``shape``, as
+    index arrays for `numpy.ix_`, and the blocks they are (slices); None when an axis has none.
 
     >>> _block_centres((10,), [-1], (5,), (3,), (0,))
-    ((slice(1, 8, 3),), (slice(1, 4, None),))
+    ((array([1, 4, 7]),), (slice(1, 4, None),))
+    >>> _block_centres((10,), [0], (4,), (2.5,), (0.4,))[0]
+    (array([1, 4, 6, 9]),)
     """
     source, target = [], []
     for j, n, k, p, size in zip(first, count, steps, phases, shape):
-        centres = p + (j + np.arange(n)) * k + k // 2
+        if float(k).is_integer():
+            centres = p + (j + np.arange(n)) * int(k) + int(k) // 2
+        else:
+            centres = np.floor(p + (j + np.arange(n)) * k + (k - 1) / 2 + 0.5).astype(np.intp)
         inside = np.flatnonzero((centres >= 0) & (centres < size))
         if not len(inside):
             return None
-        source.append(slice(int(centres[inside[0]]), int(centres[inside[-1]]) + 1, k))
+        source.append(centres[inside])
         target.append(slice(int(inside[0]), int(inside[-1]) + 1))
     return tuple(source), tuple(target)
 
