@@ -577,7 +577,7 @@ def effective_resolution(array: np.ndarray, boxes=None) -> tuple[tuple[float, ..
 
 FRACTIONAL_STEPS = (1.4, 12.0)  # effective voxels this many voxels wide, not a whole number, are detected
 FRACTIONAL_ALIGNMENT = 0.5  # ... when the surfaces' edges line up on such a grid this well (mean resultant length)
-FRACTIONAL_EDGES = 1 << 15  # edges sampled to find the grid
+FRACTIONAL_EDGES = 1 << 12  # edges sampled to find the grid
 
 
 def _fractional_step(rises: np.ndarray, edges: np.ndarray):
@@ -627,7 +627,7 @@ def _grid_through(edges: np.ndarray, guess: float):
     ([3.07, 0.3], None)
     """
     sample = edges[:: max(len(edges) // FRACTIONAL_EDGES, 1)].astype(float)
-    widths = np.arange(guess - 0.15, guess + 0.15, 0.002)
+    widths = np.arange(guess - 0.15, guess + 0.15, 0.004)
     turns = np.exp(2j * np.pi * sample[None, :] / widths[:, None]).mean(axis=1)
     best = int(np.abs(turns).argmax())
     width = float(widths[best])
