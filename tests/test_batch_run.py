@@ -1,6 +1,8 @@
 """`viz3d batch` running cases: outputs per case, failures kept to their case, resuming, engines."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -149,6 +151,41 @@ def test_a_dask_local_cluster_gives_the_result_of_one_process(tmp_path, dataset)
     environ = dict(os.environ)
     same_results(run_batch(dataset, options, tmp_path / "dask", engine="dask", workers=2), inline)
     assert dict(os.environ) == environ  # Dask's nanny sets its workers' variables here; they are put back
+
+
+def test_dask_local_forks_its_workers_from_a_process_without_vtk_and_gives_the_same_result(tmp_path):
+    """The command line's process never loads VTK: its LocalCluster's workers are forked from it
+    (no fresh import of Dask each), and make what one process makes; a process with VTK spawns them."""
+    pytest.importorskip("distributed")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("forked workers on Linux only")
+    (tmp_path / "fork_marker.py").write_text("")
+    script = (
+        "import contextlib, json, sys\n"
+        "from viz3d.batch import run\n"
+        "from viz3d.batch.layouts import discover\n"
+        "from viz3d.batch.options import BatchOptions\n"
+        "from viz3d.batch.sample import make_dataset\n"
+        "def forked():\n"
+        "    with contextlib.ExitStack() as stack:\n"
+        "        client, _ = run._dask_client('local', 1)(stack)\n"
+        "        return all(client.run(lambda: 'fork_marker' in sys.modules).values())\n"
+        "if __name__ == '__main__':\n"
+        "    import fork_marker\n"  # imported here only: a forked worker has it, a spawned one does not
+        "    make_dataset(sys.argv[1] + '/data', 'ctspinopelvic', n=2)\n"
+        "    cases = discover(sys.argv[1] + '/data').cases\n"
+        "    before = forked()\n"
+        "    dask = run.run_batch(cases, BatchOptions(export='stl'), sys.argv[1] + '/dask', engine='dask', workers=2)\n"
+        "    inline = run.run_batch(cases, BatchOptions(export='stl'), sys.argv[1] + '/inline', engine='inline')\n"
+        "    after = forked()\n"  # VTK is loaded now (the inline run meshed here)
+        "    rows = lambda result: [(r['key'], r['structures']) for r in result.records]\n"
+        "    print(json.dumps([before, after, rows(dask) == rows(inline)]))\n")
+    (tmp_path / "probe.py").write_text(script)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == [True, False, True]
 
 
 @pytest.mark.slow
