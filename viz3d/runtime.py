@@ -406,6 +406,16 @@ def thread_settings(threads: int) -> dict[str, str]:
     return {name: "0" if name == "LP_NUM_THREADS" and threads == 1 else str(threads) for name in THREAD_VARIABLES}
 
 
+def settle_worker() -> None:
+    """After a batch worker's case: collect what it left, then freeze what survives (the modules and
+    their objects the first case imported) out of the cycle collector's reach, as the command line
+    does once its imports are done (`collect_garbage_again`). Each case's own collection (before
+    it, `viz3d.batch.case`) then scans that case's objects only: 0 ms instead of 83-87 ms a case
+    over the ~206 000 objects a drawing worker holds."""
+    gc.collect()
+    gc.freeze()
+
+
 # glibc's malloc settings (mallopt's parameters) for a process that runs case after case.
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
 HEAP_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}

@@ -183,6 +183,16 @@ def _worker_init(threads: int | None = None) -> None:
     _prepare_worker(threads)
 
 
+def _worker_case(case, options, out, force):
+    """`run_case` in a worker process of the local pool, which is then settled for its next case
+    (`viz3d.runtime.settle_worker`)."""
+    from ..runtime import settle_worker
+
+    record = run_case(case, options, out, force)
+    settle_worker()
+    return record
+
+
 def _dask_case(case, options, out, force):
     """`run_case` in a Dask worker, its thread pools sized to the worker's Dask threads (one
     for a LocalCluster's workers, dask-jobqueue's and ``dask worker --nthreads 1``'s)."""
@@ -195,10 +205,10 @@ def _dask_case(case, options, out, force):
     except (ImportError, ValueError):  # not in a Dask worker
         pass
     _prepare_worker(threads)
-    return run_case(case, options, out, force)
+    return _worker_case(case, options, out, force)
 
 
-def _run_pool(cases, options, out, force, workers, report, function=run_case) -> dict:
+def _run_pool(cases, options, out, force, workers, report, function=_worker_case) -> dict:
     """The cases on a local process pool; cases of a worker that died are run again alone."""
     records: dict = {}
     total = len(cases)
