@@ -42,8 +42,8 @@ DASK_CONNECT_TIMEOUT = "20s"  # how long --dask ADDRESS waits for its scheduler 
 WATCH_SECONDS = 5.0  # --slurm: how often, while no case finishes, the batch checks that its workers' jobs live
 # --dask local's own cluster wakes less often than Dask's defaults, which serve its dashboard (none
 # here) and its event-loop watchdog (its warnings silenced here); memory limits are checked each
-# second instead of ten times a second. The scheduler's and nannies' loops took 1.1-1.5 s of CPU in
-# the command's process over an 8-case batch, 0.75-0.9 s like this. With queued tasks there is
+# second instead of ten times a second. The scheduler's and nannies' loops took 1.1-2.1 s of CPU in
+# the command's process over an 8-case batch, 0.75-1.05 s like this. With queued tasks there is
 # nothing for work stealing to do.
 QUIET_LOCAL_CLUSTER = {"distributed.admin.tick.interval": "1s", "distributed.admin.system-monitor.interval": "5s",
                        "distributed.worker.memory.monitor-interval": "1s", "distributed.scheduler.work-stealing": False}
