@@ -72,11 +72,12 @@ def past_faces(vertices: np.ndarray, normals: np.ndarray, labels: np.ndarray, af
     >>> past_faces(v, np.tile([1.0, 0.0, 0.0], (3, 1)), a, np.eye(4), 1).tolist()
     [False, True, False]
     """
+    from nibabel.affines import apply_affine
+
     linear = np.asarray(affine, float)[:3, :3]
     width = np.abs(normals @ linear).sum(axis=1)
     back = vertices - (depth * width)[:, None] * normals
-    inverse = np.linalg.inv(np.asarray(affine, float))
-    voxel = np.rint(back @ inverse[:3, :3].T + inverse[:3, 3]).astype(np.intp)
+    voxel = np.rint(apply_affine(np.linalg.inv(affine), back)).astype(np.intp)
     np.clip(voxel, 0, np.asarray(labels.shape) - 1, out=voxel)
     found = labels[tuple(voxel.T)]
     return (found != value) & (found != 0)
@@ -90,12 +91,10 @@ def boundary_field(labels: np.ndarray, value: int, voxel_sizes) -> np.ndarray | 
     The class's mask minus the other classes' masks (+1, -1, 0 in the background), blurred
     (Gaussian, `CONTACT_SIGMA` coarsest voxel edges in millimetres along every axis): its 0
     level runs through the middle of the faces the class shares with another and of a narrow
-    gap of background, a smooth surface through the staircase of a tilted boundary. Every
-    voxel stays on its own side: where the blur turns the sign of a voxel (of a structure
-    thinner than the blur: one voxel between two others, or of the other classes around it),
-    it takes its unblurred value; around a piece of the class of at most `SMALL_PIECE` voxels
-    (a stray voxel inside another structure) the field is `UNBOUNDED`, so its surface is left
-    as drawn.
+    gap of background, a smooth surface through the staircase of a tilted boundary. Where the
+    blur leaves one of the class's own voxels at or below 0 (a structure thinner than the blur:
+    one voxel between two others, a vessel inside an organ, a stray voxel), the field is raised
+    by `THIN_RAISE`, fading out over the blur's width, so that part's surface is left as drawn.
 
     Parameters
     ----------
@@ -126,13 +125,12 @@ def boundary_field(labels: np.ndarray, value: int, voxel_sizes) -> np.ndarray | 
     others = (labels != value) & (labels != 0)
     if not others.any() or not mine.any():
         return None
-    sizes = tuple(float(v) for v in voxel_sizes)
+    sigmas = _sigmas(voxel_sizes)
     field = mine.astype(np.float32)
     field -= others
-    blurred = ndimage.gaussian_filter(field, _sigmas(sizes), truncate=CONTACT_TRUNCATE, mode="nearest")
+    blurred = ndimage.gaussian_filter(field, sigmas, truncate=CONTACT_TRUNCATE, mode="nearest")
     thin = mine & (blurred <= 0)
     if thin.any():  # where the class is thinner than the blur: raised, fading out over the blur's width
-        sigmas = _sigmas(sizes)
         near = ndimage.gaussian_filter(thin.astype(np.float32), sigmas, truncate=CONTACT_TRUNCATE, mode="constant")
         peak = np.prod([ndimage.gaussian_filter1d(np.eye(1, 9, 4)[0], s, truncate=CONTACT_TRUNCATE)[4] for s in sigmas])
         blurred += THIN_RAISE * np.minimum(near / peak, 1.0)
@@ -154,6 +152,18 @@ class Boundary:
             inside, moved[which] = keep_apart(vertices[which], field, affine, normals[which])
             vertices[which] = inside
         return vertices, moved
+
+
+def crop(labels: np.ndarray, affine: np.ndarray, low, high) -> tuple[np.ndarray, np.ndarray]:
+    """``labels[low:high]`` (per axis, voxel indices) and its own voxel-to-world matrix.
+
+    >>> part, where = crop(np.zeros((9, 9, 9)), np.diag([2.0, 2.0, 2.0, 1.0]), (1, 2, 3), (4, 9, 9))
+    >>> part.shape, where[:3, 3].tolist()
+    ((3, 7, 6), [2.0, 4.0, 6.0])
+    """
+    where = np.array(affine, float)
+    where[:3, 3] += where[:3, :3] @ np.asarray(low, float)
+    return np.asarray(labels[tuple(slice(a, b) for a, b in zip(low, high))]), where
 
 
 def boundary_near(vertices: np.ndarray, past: np.ndarray, labels: np.ndarray, affine: np.ndarray,
@@ -188,10 +198,9 @@ def boundary_near(vertices: np.ndarray, past: np.ndarray, labels: np.ndarray, af
         corner = tile[which[0]] * TILE
         low = np.maximum(corner - margin, 0)
         high = np.minimum(corner + TILE + margin, labels.shape)
-        field = boundary_field(labels[tuple(slice(a, b) for a, b in zip(low, high))], value, sizes)
+        around, where = crop(labels, affine, low, high)
+        field = boundary_field(around, value, sizes)
         if field is not None:
-            where = np.array(affine, float)
-            where[:3, 3] += where[:3, :3] @ low
             tiles.append((field, where, which))
     return Boundary(tuple(tiles)) if tiles else None
 
@@ -232,19 +241,21 @@ def keep_apart(vertices: np.ndarray, field: np.ndarray, affine: np.ndarray,
     >>> np.round(v[:, 0], 1).tolist(), moved.tolist()
     ([5.5, 3.0], [True, False])
     """
+    from nibabel.affines import apply_affine
+
     linear = np.asarray(affine, float)[:3, :3]
-    inverse = np.linalg.inv(linear)
+    to_index = np.linalg.inv(np.asarray(affine, float))
+    inverse = to_index[:3, :3]
     moved = np.zeros(len(vertices), bool)
     travelled = np.zeros(len(vertices))
-    candidates = np.flatnonzero(field_at(field, affine, vertices) < 0)
+    candidates = np.flatnonzero(_sample(field, apply_affine(to_index, vertices)) < 0)
     for _ in range(CONTACT_ITERATIONS):
         if not len(candidates):
             break
-        points = vertices[candidates]
-        values = field_at(field, affine, points)
-        gradient = np.stack([field_at(field, affine, points + GRADIENT_STEP * e, None)
-                             - field_at(field, affine, points - GRADIENT_STEP * e, None)
-                             for e in linear.T], axis=1) / (2 * GRADIENT_STEP) @ inverse  # per mm
+        index = apply_affine(to_index, vertices[candidates])
+        values = _sample(field, index)
+        gradient = np.stack([_sample(field, index + GRADIENT_STEP * e, None) - _sample(field, index - GRADIENT_STEP * e, None)
+                             for e in np.eye(3)], axis=1) / (2 * GRADIENT_STEP) @ inverse  # per mm
         size = np.linalg.norm(gradient, axis=1)
         unit = gradient / np.maximum(size, 1e-12)[:, None]
         rate = size
@@ -260,11 +271,11 @@ def keep_apart(vertices: np.ndarray, field: np.ndarray, affine: np.ndarray,
         vertices[candidates] += (distance[:, None] * unit).astype(vertices.dtype)
         travelled[candidates] += distance
         moved[candidates] |= distance > 0
-        candidates = candidates[(distance > 0) & (field_at(field, affine, vertices[candidates]) < 0)]
+        candidates = candidates[(distance > 0) & (_sample(field, apply_affine(to_index, vertices[candidates])) < 0)]
     return vertices, moved
 
 
-def field_at(field: np.ndarray, affine: np.ndarray, points: np.ndarray, outside: float = np.inf) -> np.ndarray:
+def field_at(field: np.ndarray, affine: np.ndarray, points: np.ndarray, outside: float | None = np.inf) -> np.ndarray:
     """``field`` (on the grid of ``affine``) interpolated at ``points`` (world mm), trilinearly;
     ``outside`` beyond its grid, where nothing is known of the boundary (None: the nearest
     value on the grid).
@@ -272,14 +283,19 @@ def field_at(field: np.ndarray, affine: np.ndarray, points: np.ndarray, outside:
     >>> field_at(np.arange(8, dtype=np.float32).reshape(2, 2, 2), np.eye(4), np.array([[0.5, 0.5, 0.5], [3.0, 0, 0]])).tolist()
     [3.5, inf]
     """
+    from nibabel.affines import apply_affine
+
+    return _sample(field, apply_affine(np.linalg.inv(affine), points), outside)
+
+
+def _sample(field: np.ndarray, index: np.ndarray, outside: float | None = np.inf) -> np.ndarray:
+    """`field_at` at voxel coordinates ``index``."""
     from scipy import ndimage
 
-    inverse = np.linalg.inv(np.asarray(affine, float))
-    index = points @ inverse[:3, :3].T + inverse[:3, 3]
     if outside is None:
         return ndimage.map_coordinates(np.asarray(field, np.float32), index.T, order=1, mode="nearest")
     inside = np.all((index >= 0) & (index <= np.asarray(field.shape) - 1), axis=1)
-    values = np.full(len(points), outside, dtype=float)
+    values = np.full(len(index), outside, dtype=float)
     values[inside] = ndimage.map_coordinates(np.asarray(field, np.float32), index[inside].T, order=1, mode="nearest")
     return values
 

@@ -470,14 +470,12 @@ def _apart(vertices: np.ndarray, faces: np.ndarray, target: float, voxel_axes: n
 def _labels_around(label: "Volume", box):
     """The map around ``box`` with the boundary field's margin, its voxel-to-world matrix, and
     nothing else: ``(labels, affine)`` for `_apart`."""
-    from .contacts import field_margin
+    from .contacts import crop, field_margin
 
     margin = field_margin(label.voxel_sizes)
-    start = [max(s.start - m, 0) for s, m in zip(box, margin)]
-    around = tuple(slice(a, min(s.stop + m, n)) for a, s, m, n in zip(start, box, margin, label.array.shape))
-    affine = np.array(label.affine, float)
-    affine[:3, 3] += affine[:3, :3] @ np.asarray(start, float)
-    return np.asarray(label.array[around]), affine
+    low = [max(s.start - m, 0) for s, m in zip(box, margin)]
+    high = [min(s.stop + m, n) for s, m, n in zip(box, margin, label.array.shape)]
+    return crop(label.array, label.affine, low, high)
 
 
 def _coarse_labels(label: "Volume", box, steps, phases):
@@ -493,10 +491,20 @@ def _coarse_labels(label: "Volume", box, steps, phases):
     if sampled is None:
         return blocks, np.eye(4)  # nothing sampled: no neighbours (boundary_field gives None)
     blocks[sampled[1]] = label.array[np.ix_(*sampled[0])]
-    scale = np.eye(4)  # block j's centre (fine index): p + j k + (k - 1) / 2
-    scale[:3, :3] = np.diag(np.asarray(steps, float))
-    scale[:3, 3] = np.asarray(phases) + first * np.asarray(steps) + (np.asarray(steps) - 1) / 2.0
-    return blocks, np.asarray(label.affine, float) @ scale
+    return blocks, np.asarray(label.affine, float) @ _block_affine(first, steps, phases)
+
+
+def _block_affine(first, steps, phases) -> np.ndarray:
+    """The 4 x 4 matrix from the index of a block among blocks ``first ...`` of ``steps`` voxels
+    (from ``phases``) to the voxel index of its centre: ``p + (first + j) k + (k - 1) / 2``.
+
+    >>> _block_affine(np.array([2, 0, 0]), (3, 1, 1), (1, 0, 0))[0].tolist()
+    [3.0, 0.0, 0.0, 8.0]
+    """
+    steps = np.asarray(steps, float)
+    matrix = np.diag(np.r_[steps, 1.0])
+    matrix[:3, 3] = np.asarray(phases) + first * steps + (steps - 1) / 2.0
+    return matrix
 
 
 # Interpolated signed distances are contoured a micrometre outside 0: halfway between two voxels
@@ -774,8 +782,8 @@ def _resampled_surface(label: "Volume", value: int, box, factor: float, steps, p
         from vtkmodules.util.numpy_support import vtk_to_numpy
 
         points = vtk_to_numpy(poly.GetPoints().GetData())
-        scale = np.asarray(steps, float) / np.asarray(factors)
-        shift = np.asarray(phases) + first * np.asarray(steps) + (np.asarray(steps) - 1) / 2.0
+        block = _block_affine(first, steps, phases)
+        scale, shift = np.diag(block)[:3] / np.asarray(factors), block[:3, 3]
         points *= scale.astype(points.dtype)
         points += shift.astype(points.dtype)
         poly.GetPoints().Modified()
