@@ -418,7 +418,8 @@ def settle_worker() -> None:
 
 # glibc's malloc settings (mallopt's parameters) for a process that runs case after case.
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
-HEAP_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+HEAP_ARENAS, HEAP_MMAP_THRESHOLD = 1, 1 << 20
+HEAP_ENVIRONMENT = {"MALLOC_ARENA_MAX": str(HEAP_ARENAS), "MALLOC_MMAP_THRESHOLD_": str(HEAP_MMAP_THRESHOLD)}
 
 
 def compact_heap() -> bool:
@@ -441,6 +442,6 @@ def compact_heap() -> bool:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, 1)) and bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 20))
+        return bool(libc.mallopt(M_ARENA_MAX, HEAP_ARENAS)) and bool(libc.mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD))
     except (OSError, AttributeError):  # not glibc
         return False
